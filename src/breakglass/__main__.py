@@ -1,0 +1,5 @@
+"""``python -m breakglass``."""
+
+from breakglass.cli import main
+
+main()

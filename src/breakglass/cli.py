@@ -1,0 +1,261 @@
+"""The ``breakglass`` command: status, halt, resume, watch, demo.
+
+Exit codes: 0 active (or done), 3 halted (``status``), 1 an error (named
+on stderr, without secrets), 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import socket
+import sys
+import time
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from breakglass.bridge import Bridge
+from breakglass.clock import SYSTEM_CLOCK, isoformat_ms
+from breakglass.errors import BreakglassError
+from breakglass.plugins import available_providers
+from breakglass.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from breakglass.seams import Acknowledgement
+    from breakglass.state import FlagState
+
+EXIT_HALTED = 3
+
+
+def default_actor() -> str:
+    """``user@host`` of whoever runs the command."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+class _Context:
+    def __init__(self, overrides: dict[str, Any]) -> None:
+        self.overrides = overrides
+
+    def settings(self) -> Settings:
+        return load_settings(**self.overrides)
+
+
+def _fail(exc: BreakglassError) -> NoReturn:
+    click.echo(f"breakglass: error: {exc}", err=True)
+    sys.exit(1)
+
+
+def state_as_dict(state: FlagState, bridge: Bridge) -> dict[str, Any]:
+    """The JSON shape of ``status --json`` and ``watch --json``."""
+    return {
+        "flag": bridge.settings.flag_key,
+        "active": state.active,
+        "reason": state.cause.value,
+        "detail": state.detail,
+        "provider": bridge.backend.name,
+        "source": state.source,
+        "confirmed_at": isoformat_ms(state.confirmed_at) if state.confirmed_at else None,
+        "age_ms": _round(state.age_ms(SYSTEM_CLOCK.monotonic())),
+        "max_staleness_s": bridge.settings.max_staleness,
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _describe(info: dict[str, Any]) -> str:
+    word = "ACTIVE" if info["active"] else "HALTED"
+    age = "never confirmed" if info["age_ms"] is None else f"confirmed {info['age_ms']:.0f} ms ago"
+    line = f"{info['flag']}: {word} (provider {info['provider']}, source {info['source']}, {age})"
+    if not info["active"]:
+        line += f"\n  cause: {info['reason']}: {info['detail']}"
+    return line
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--provider", help="Override BREAKGLASS_PROVIDER.")
+@click.option("--flag-key", help="Override BREAKGLASS_FLAG_KEY.")
+@click.option(
+    "--state-dir", type=click.Path(file_okay=False), help="Override BREAKGLASS_STATE_DIR."
+)
+@click.option("-v", "--verbose", count=True, help="Log state changes (-vv: debug).")
+@click.pass_context
+def main(
+    ctx: click.Context,
+    provider: str | None,
+    flag_key: str | None,
+    state_dir: str | None,
+    verbose: int,
+) -> None:
+    """A fail-closed stop button for a high-risk AI system (EU AI Act Art. 14(4)(e))."""
+    level = {0: logging.ERROR, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides: dict[str, Any] = {}
+    if provider:
+        overrides["provider"] = provider
+    if flag_key:
+        overrides["flag_key"] = flag_key
+    if state_dir:
+        overrides["state_dir"] = state_dir
+    ctx.obj = _Context(overrides)
+
+
+def _open(ctx: _Context) -> Bridge:
+    return Bridge.from_settings(ctx.settings())
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--wait", default=5.0, show_default=True, help="Seconds to wait for a first confirmation."
+)
+@click.pass_obj
+def status(ctx: _Context, *, as_json: bool, wait: float) -> None:
+    """Print whether the system may run; exit 0 when active, 3 when halted."""
+    try:
+        with _open(ctx) as bridge:
+            state = bridge.engine.wait_for_confirmation(wait)
+            info = state_as_dict(state, bridge)
+    except BreakglassError as exc:
+        _fail(exc)
+    click.echo(json.dumps(info) if as_json else _describe(info))
+    sys.exit(0 if info["active"] else EXIT_HALTED)
+
+
+def _change(ctx: _Context, *, active: bool, actor: str, reason: str, as_json: bool) -> None:
+    try:
+        bridge = _open(ctx)
+        ack: Acknowledgement = bridge.admin.set_active(active, actor=actor, reason=reason)
+    except BreakglassError as exc:
+        _fail(exc)
+    info = {
+        "flag": ack.flag_key,
+        "active": ack.active,
+        "provider": bridge.backend.name,
+        "acknowledged_at": isoformat_ms(ack.acknowledged_at),
+        "change_id": ack.change_id,
+        "changed": ack.changed,
+        "actor": actor,
+        "reason": reason,
+    }
+    if as_json:
+        click.echo(json.dumps(info))
+    else:
+        verb = "resumed" if active else "halted"
+        note = "" if ack.changed else " (it already was)"
+        click.echo(
+            f"{ack.flag_key} {verb} through {info['provider']}{note}; "
+            f"acknowledged at {info['acknowledged_at']}, change {ack.change_id}"
+        )
+
+
+_actor_option = click.option(
+    "--actor", default=default_actor, show_default="user@host", help="Who is doing this."
+)
+_reason_option = click.option("--reason", required=True, help="Why (kept in the audit trail).")
+
+
+@main.command()
+@_actor_option
+@_reason_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def halt(ctx: _Context, actor: str, reason: str, *, as_json: bool) -> None:
+    """Stop the system: set the flag false through the provider."""
+    _change(ctx, active=False, actor=actor, reason=reason, as_json=as_json)
+
+
+@main.command()
+@_actor_option
+@_reason_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def resume(ctx: _Context, actor: str, reason: str, *, as_json: bool) -> None:
+    """Let the system run again: set the flag true through the provider."""
+    _change(ctx, active=True, actor=actor, reason=reason, as_json=as_json)
+
+
+@main.command()
+@click.option("--interval", default=0.5, show_default=True, help="Seconds between lines.")
+@click.option("--count", default=0, help="Stop after this many lines (0: until Ctrl-C).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@click.pass_obj
+def watch(ctx: _Context, interval: float, count: int, *, as_json: bool) -> None:
+    """Print the live state and its age until interrupted."""
+    try:
+        with _open(ctx) as bridge:
+            bridge.engine.wait_for_confirmation(min(5.0, interval * 4))
+            printed = 0
+            previous: bool | None = None
+            while count == 0 or printed < count:
+                info = state_as_dict(bridge.engine.state, bridge)
+                if as_json:
+                    click.echo(json.dumps({"at": isoformat_ms(SYSTEM_CLOCK.now()), **info}))
+                else:
+                    mark = "*" if previous is not None and previous != info["active"] else " "
+                    click.echo(f"{isoformat_ms(SYSTEM_CLOCK.now())} {mark} {_describe(info)}")
+                previous = info["active"]
+                printed += 1
+                if count == 0 or printed < count:
+                    time.sleep(interval)
+    except BreakglassError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+def providers() -> None:
+    """List the installed provider adapters."""
+    for name in available_providers():
+        click.echo(name)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--concurrency", default=16, show_default=True, help="Clients sending requests.")
+@click.option("--work-ms", default=150, show_default=True, help="Time one inference takes.")
+@click.option("--load-seconds", default=1.5, show_default=True, help="Load before the halt.")
+@click.option(
+    "--max-halt-ms", default=100.0, show_default=True, help="Fail when halting takes longer."
+)
+@click.option(
+    "--state-dir",
+    "demo_dir",
+    type=click.Path(file_okay=False),
+    help="Where the demo's local store lives (default: a temporary directory).",
+)
+def demo(
+    *,
+    as_json: bool,
+    concurrency: int,
+    work_ms: int,
+    load_seconds: float,
+    max_halt_ms: float,
+    demo_dir: Path | None,
+) -> None:
+    """Run the drill: a guarded sample service under load is halted, drained and resumed."""
+    from breakglass.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        concurrency=concurrency,
+        work_ms=work_ms,
+        load_seconds=load_seconds,
+        max_halt_ms=max_halt_ms,
+        state_dir=demo_dir,
+    )
+    report = run_demo(options, progress=None if as_json else click.echo)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        click.echo(report.summary())
+    sys.exit(0 if report.passed else 1)

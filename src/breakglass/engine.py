@@ -1,0 +1,346 @@
+"""The state engine: keeps every source's latest observation and the one decision.
+
+It recomputes the decision when a source reports and when a freshness
+deadline passes, never per request. Readers on the hot path read
+:attr:`StateEngine.deadline` (one float) and compare it with the monotonic
+clock; everything else reads :attr:`StateEngine.state`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from breakglass.clock import SYSTEM_CLOCK, Clock
+from breakglass.errors import StoreError
+from breakglass.observation import NoValue, Observation
+from breakglass.state import (
+    HALTED_DEADLINE,
+    Cause,
+    FlagState,
+    Remembered,
+    decide,
+    remembered_deadline,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from breakglass.persistence import StateStore
+    from breakglass.seams import FlagSource
+
+logger = logging.getLogger("breakglass")
+
+
+_STORE_RETRY_SECONDS = 2.0
+
+
+def _answered(obs: Observation) -> bool:
+    return obs.value is not NoValue.UNREAD or obs.error is not None
+
+
+class StateEngine:
+    """Turns the observations of one or more sources into one fail-closed decision.
+
+    Args:
+        flag_key: The flag served (for logs and status).
+        sources: The sources to read; each is started by :meth:`start`.
+        max_staleness: Seconds a confirmation stays fresh.
+        store: The durable last-known state; ``None`` keeps nothing across restarts.
+        clock: The clocks to read (tests pass a manual one).
+
+    Thread-safety: sources report from their own threads; listeners are called
+    one at a time, in decision order, from whichever thread caused the change.
+    """
+
+    def __init__(
+        self,
+        flag_key: str,
+        sources: Sequence[FlagSource],
+        *,
+        max_staleness: float,
+        store: StateStore | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.flag_key = flag_key
+        self.max_staleness = max_staleness
+        self._sources = list(sources)
+        self._store = store
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._notify_lock = threading.Lock()
+        self._observations: dict[str, Observation] = {
+            src.name: Observation.unread(src.name) for src in self._sources
+        }
+        self._remembered: Remembered | None = None
+        self._remembered_deadline = HALTED_DEADLINE
+        self._store_problem: str | None = None
+        self._store_checked_at = -float("inf")
+        self._saved: tuple[bool, float] | None = None
+        self._listeners: list[Callable[[FlagState], None]] = []
+        self._seq = 0
+        self._notified_seq = 0
+        self._notified: FlagState | None = None
+        self._started = False
+        self._closed = False
+        self._wake = threading.Event()
+        self._answered = threading.Event()
+        self._timer: threading.Thread | None = None
+        initial = FlagState(active=False, cause=Cause.UNCONFIRMED, detail="not started")
+        self._state = initial
+        self.deadline: float = HALTED_DEADLINE
+        """Monotonic time until which the flag is active; read lock-free on the hot path."""
+
+    def __repr__(self) -> str:
+        return f"StateEngine(flag_key={self.flag_key!r}, sources={list(self._observations)!r})"
+
+    @property
+    def clock(self) -> Clock:
+        """The clocks this engine reads."""
+        return self._clock
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Load the remembered state, start the sources and the deadline timer.
+
+        Returns at once and never raises: a source that fails to start is an
+        unsure source (halted), logged once. A second call does nothing.
+        """
+        if self._started:
+            return
+        self._started = True
+        self._load_remembered()
+        self._recompute()
+        for src in self._sources:
+            try:
+                src.start(self._on_observation)
+            except Exception as exc:
+                logger.exception("source %s failed to start", src.name)
+                self._on_observation(
+                    self._observations[src.name].unreadable(
+                        f"failed to start: {type(exc).__name__}"
+                    )
+                )
+        self._timer = threading.Thread(
+            target=self._run_timer, name="breakglass-deadline", daemon=True
+        )
+        self._timer.start()
+
+    def close(self) -> None:
+        """Stop the sources and the timer; the flag reads halted (cause ``closed``) from now on."""
+        if self._closed:
+            return
+        self._closed = True
+        for src in self._sources:
+            try:
+                src.close()
+            except Exception:
+                logger.exception("source %s failed to close", src.name)
+        self._wake.set()
+        if self._timer is not None:
+            self._timer.join(timeout=2.0)
+        self._publish(FlagState(active=False, cause=Cause.CLOSED, detail="the bridge was closed"))
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def state(self) -> FlagState:
+        """The current decision (an active state past its deadline is recomputed first)."""
+        state = self._state
+        if state.active and self._clock.monotonic() >= state.deadline:
+            return self._recompute()
+        return state
+
+    @property
+    def active(self) -> bool:
+        """Whether the system may run now: one float compared with the monotonic clock."""
+        return self._clock.monotonic() < self.deadline
+
+    def observations(self) -> list[Observation]:
+        """Each source's latest observation."""
+        with self._lock:
+            return list(self._observations.values())
+
+    def subscribe(self, listener: Callable[[FlagState], None]) -> Callable[[], None]:
+        """Call ``listener(state)`` on every change of decision; returns an unsubscribe function.
+
+        A listener's exception is logged and never reaches the source.
+        """
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def wait_for_confirmation(self, timeout: float) -> FlagState:
+        """Wait up to ``timeout`` seconds until every source has answered once; return the state.
+
+        "Answered" means a confirmation, a "flag missing", or a failure: after
+        it the decision no longer rests on a remembered state or on nothing.
+        """
+        self._answered.wait(timeout)
+        return self.state
+
+    # ------------------------------------------------------------------ internals
+
+    def _on_observation(self, obs: Observation) -> None:
+        if self._closed:
+            return
+        with self._lock:
+            if obs.source not in self._observations:
+                logger.warning("ignoring an observation from unknown source %s", obs.source)
+                return
+            self._observations[obs.source] = obs
+            answered = all(_answered(o) for o in self._observations.values())
+        self._recompute()
+        if answered:
+            self._answered.set()
+
+    def _load_remembered(self) -> None:
+        if self._store is None:
+            return
+        try:
+            self._remembered = self._store.load()
+        except StoreError as exc:
+            self._store_failed(str(exc))
+            return
+        if self._remembered is not None:
+            self._remembered_deadline = remembered_deadline(
+                self._remembered, self._clock.monotonic(), self._clock.now(), self.max_staleness
+            )
+
+    def _recompute(self) -> FlagState:
+        with self._lock:
+            now = self._clock.monotonic()
+            state = decide(
+                self._observations.values(),
+                now,
+                self.max_staleness,
+                self._remembered,
+                self._remembered_deadline,
+            )
+            if state.source in self._observations and state.cause in (Cause.ACTIVE, Cause.OFF):
+                # A real source is fresh: what was remembered from before the restart is obsolete.
+                self._remembered = None
+            state = self._apply_store(state, now)
+            if self._closed:
+                return self._state
+            self._seq += 1
+            seq = self._seq
+            self._state = state
+            self.deadline = state.deadline if state.active else HALTED_DEADLINE
+        self._wake.set()
+        self._notify(seq, state)
+        return state
+
+    def _apply_store(self, state: FlagState, now: float) -> FlagState:
+        """Persist confirmed decisions; without a working store, never serve ``true``."""
+        if self._store is None:
+            return state
+        real = state.source in self._observations and state.cause in (Cause.ACTIVE, Cause.OFF)
+        if real and state.confirmed_at is not None and state.confirmed_mono is not None:
+            saved = self._saved
+            due = (
+                saved is None
+                or saved[0] != state.active
+                or state.confirmed_mono - saved[1] >= self.max_staleness / 4
+            )
+            if due and (
+                self._store_problem is None or now - self._store_checked_at >= _STORE_RETRY_SECONDS
+            ):
+                self._store_checked_at = now
+                try:
+                    self._store.save(
+                        active=state.active,
+                        confirmed_at=state.confirmed_at,
+                        source=str(state.source),
+                    )
+                except StoreError as exc:
+                    self._store_failed(str(exc))
+                else:
+                    self._saved = (state.active, state.confirmed_mono)
+                    self._store_recovered()
+        if self._store_problem is not None and state.active:
+            return FlagState(
+                active=False,
+                cause=Cause.STORE_UNAVAILABLE,
+                source="state-store",
+                detail=f"cannot keep a halt across restarts: {self._store_problem}",
+            )
+        return state
+
+    def _store_failed(self, problem: str) -> None:
+        if self._store_problem is None:
+            logger.error("state store unusable, serving halted until it works again: %s", problem)
+        self._store_problem = problem
+        self._store_checked_at = self._clock.monotonic()
+
+    def _store_recovered(self) -> None:
+        if self._store_problem is not None:
+            logger.warning("state store works again: %s", self._store)
+            self._store_problem = None
+
+    def _publish(self, state: FlagState) -> None:
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            self._state = state
+            self.deadline = HALTED_DEADLINE
+        self._notify(seq, state)
+
+    def _notify(self, seq: int, state: FlagState) -> None:
+        with self._notify_lock:
+            if seq <= self._notified_seq:
+                return  # a newer decision was already announced
+            self._notified_seq = seq
+            previous = self._notified
+            if previous is not None and previous.same_decision(state):
+                return
+            self._notified = state
+            self._log_change(previous, state)
+            for listener in list(self._listeners):
+                try:
+                    listener(state)
+                except Exception:
+                    logger.exception("state listener %r failed", listener)
+
+    def _log_change(self, previous: FlagState | None, state: FlagState) -> None:
+        if state.active:
+            logger.info("%s: ACTIVE (source %s)", self.flag_key, state.source)
+        elif state.cause is Cause.CLOSED:
+            logger.info("%s: closed", self.flag_key)
+        else:
+            logger.warning(
+                "%s: HALTED, cause %s (source %s): %s",
+                self.flag_key,
+                state.cause.value,
+                state.source,
+                state.detail,
+            )
+        del previous
+
+    def _is_closed(self) -> bool:
+        return self._closed
+
+    def _run_timer(self) -> None:
+        while not self._closed:
+            state = self._state
+            now = self._clock.monotonic()
+            waits = [1.0]
+            if state.active:
+                waits.append(state.deadline - now)
+            if self._store_problem is not None:
+                waits.append(_STORE_RETRY_SECONDS)
+            self._wake.wait(timeout=max(0.0, min(waits)))
+            self._wake.clear()
+            if self._is_closed():
+                return
+            current = self._state
+            if (current.active and self._clock.monotonic() >= current.deadline) or (
+                self._store_problem is not None
+            ):
+                self._recompute()

@@ -1,0 +1,80 @@
+"""Errors raised by breakglass.
+
+Every error the library raises derives from :class:`BreakglassError`::
+
+    BreakglassError
+    ├── ConfigurationError        a setting is missing or invalid; names the setting
+    ├── ProviderNotFoundError     BREAKGLASS_PROVIDER names no installed adapter
+    ├── StoreError                the embedded SQLite store cannot be read or written
+    │   └── StoreMissingError     the store file does not exist (yet)
+    ├── AdminError                a write through a vendor's management API failed
+    │   ├── AdminAuthError        401/403: the token is wrong or lacks the permission
+    │   ├── AdminNotFoundError    404: the project, environment or flag does not exist
+    │   ├── AdminRejectedError    4xx other than the above: the vendor refused the change
+    │   └── AdminUnavailableError 5xx, 429 past the retry budget, timeouts, refused connections
+    ├── AuditSourceError          a vendor's change log could not be read
+    └── ProbeError                a latency probe could not run safely
+
+Messages never contain a secret: they name the setting to fix instead.
+
+The per-request decision never raises: being unsure is a state (halted, with a
+cause), not an exception. See :mod:`breakglass.state`.
+"""
+
+from __future__ import annotations
+
+
+class BreakglassError(Exception):
+    """Base class of every error raised by breakglass."""
+
+
+class ConfigurationError(BreakglassError):
+    """A setting is missing or invalid. The message names the setting."""
+
+
+class ProviderNotFoundError(ConfigurationError):
+    """The configured provider has no installed adapter distribution."""
+
+
+class StoreError(BreakglassError):
+    """The embedded SQLite store is corrupt, unreadable or unwritable.
+
+    Attributes:
+        transient: ``True`` when another process merely held a lock too long.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class StoreMissingError(StoreError):
+    """The store file does not exist (yet)."""
+
+
+class AdminError(BreakglassError):
+    """A change through a vendor's management API did not take effect."""
+
+
+class AdminAuthError(AdminError):
+    """The vendor rejected the credentials (401/403)."""
+
+
+class AdminNotFoundError(AdminError):
+    """The vendor does not know the project, environment or flag (404)."""
+
+
+class AdminRejectedError(AdminError):
+    """The vendor refused the change for another client-side reason (4xx)."""
+
+
+class AdminUnavailableError(AdminError):
+    """The vendor could not be reached or kept failing (5xx, 429, timeouts)."""
+
+
+class AuditSourceError(BreakglassError):
+    """A vendor's change log could not be read."""
+
+
+class ProbeError(BreakglassError):
+    """A latency probe refused to run or could not restore the flag."""

@@ -1,0 +1,42 @@
+"""Changing the local flag: ``breakglass halt`` and ``resume`` on the embedded provider."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from breakglass.clock import SYSTEM_CLOCK, Clock
+from breakglass.observation import NoValue
+from breakglass.seams import Acknowledgement
+
+if TYPE_CHECKING:
+    from breakglass.local.store import LocalStore
+
+
+class LocalAdmin:
+    """A :class:`breakglass.seams.FlagAdmin` on the local store; every change is logged."""
+
+    def __init__(self, store: LocalStore, flag_key: str, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._store = store
+        self._flag_key = flag_key
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"LocalAdmin({self._store!r}, flag_key={self._flag_key!r})"
+
+    def set_active(self, active: bool, *, actor: str, reason: str) -> Acknowledgement:  # noqa: FBT001
+        """Write the value; returns once it is committed to the file."""
+        change = self._store.write(self._flag_key, active, actor=actor, reason=reason)
+        return Acknowledgement(
+            flag_key=self._flag_key,
+            active=active,
+            acknowledged_at=self._clock.now(),
+            change_id=f"local:{change.seq}",
+            changed=change.value_before is not active,
+        )
+
+    def get_active(self) -> bool | None:
+        """The stored value, ``None`` when the flag is missing or not a boolean."""
+        value = self._store.read(self._flag_key)
+        if value is NoValue.FLAG_MISSING or type(value) is not bool:
+            return None
+        return value

@@ -1,0 +1,202 @@
+"""The local provider's store: flag values and their change log, in one SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from breakglass._sqlite import connect
+from breakglass.clock import SYSTEM_CLOCK, Clock, isoformat_ms, parse_iso
+from breakglass.errors import StoreMissingError
+from breakglass.observation import NoValue
+
+if TYPE_CHECKING:
+    from datetime import datetime
+    from pathlib import Path
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS flags (
+        key        TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS changes (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        flag_key     TEXT NOT NULL,
+        action       TEXT NOT NULL,
+        value_before TEXT,
+        value_after  TEXT,
+        actor        TEXT NOT NULL,
+        reason       TEXT NOT NULL,
+        occurred_at  TEXT NOT NULL,
+        host         TEXT NOT NULL,
+        pid          INTEGER NOT NULL
+    )""",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalChange:
+    """One row of the local change log."""
+
+    seq: int
+    flag_key: str
+    action: str
+    value_before: object
+    value_after: object
+    actor: str
+    reason: str
+    occurred_at: datetime
+    host: str
+    pid: int
+
+    def as_raw(self) -> dict[str, Any]:
+        """The row as JSON-ready data (kept verbatim in audit records)."""
+        return {
+            "seq": self.seq,
+            "flag_key": self.flag_key,
+            "action": self.action,
+            "value_before": self.value_before,
+            "value_after": self.value_after,
+            "actor": self.actor,
+            "reason": self.reason,
+            "occurred_at": isoformat_ms(self.occurred_at),
+            "host": self.host,
+            "pid": self.pid,
+        }
+
+
+class LocalStore:
+    """Flag values (stored as JSON, so a wrong type can be expressed) and their change log.
+
+    Every method opens its own short transaction, so any thread and any process
+    on the host may use the same file. Errors are :class:`StoreError`.
+    """
+
+    def __init__(self, path: Path, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.path = path
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.path)!r})"
+
+    def read(self, key: str) -> object:
+        """The flag's raw value, or :data:`NoValue.FLAG_MISSING` (also when the file does not exist)."""
+        try:
+            with connect(self.path, create=False, write=False) as conn:
+                row = conn.execute("SELECT value FROM flags WHERE key = ?", (key,)).fetchone()
+        except StoreMissingError:
+            return NoValue.FLAG_MISSING
+        if row is None:
+            return NoValue.FLAG_MISSING
+        return _decode(row[0])
+
+    def write(self, key: str, value: object, *, actor: str, reason: str) -> LocalChange:
+        """Set the flag to ``value`` and log the change; returns the log entry."""
+        now = self._clock.now()
+        with connect(self.path) as conn:
+            _migrate(conn)
+            row = conn.execute("SELECT value, version FROM flags WHERE key = ?", (key,)).fetchone()
+            before = _decode(row[0]) if row else None
+            action = "created" if row is None else _action(value)
+            conn.execute(
+                "INSERT INTO flags (key, value, version, updated_at) VALUES (?, ?, 1, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value,"
+                " version = flags.version + 1, updated_at = excluded.updated_at",
+                (key, json.dumps(value), isoformat_ms(now)),
+            )
+            return self._log(conn, key, action, before, value, actor, reason, now)
+
+    def delete(self, key: str, *, actor: str, reason: str) -> LocalChange:
+        """Remove the flag (it then reads as missing) and log the change."""
+        now = self._clock.now()
+        with connect(self.path) as conn:
+            _migrate(conn)
+            row = conn.execute("SELECT value FROM flags WHERE key = ?", (key,)).fetchone()
+            conn.execute("DELETE FROM flags WHERE key = ?", (key,))
+            before = _decode(row[0]) if row else None
+            return self._log(conn, key, "deleted", before, None, actor, reason, now)
+
+    def changes(self, key: str, *, after: int = 0, limit: int = 500) -> list[LocalChange]:
+        """Log entries for ``key`` with ``seq > after``, oldest first."""
+        try:
+            with connect(self.path, create=False, write=False) as conn:
+                rows = conn.execute(
+                    "SELECT seq, flag_key, action, value_before, value_after, actor, reason,"
+                    " occurred_at, host, pid FROM changes WHERE flag_key = ? AND seq > ?"
+                    " ORDER BY seq LIMIT ?",
+                    (key, after, limit),
+                ).fetchall()
+        except StoreMissingError:
+            return []
+        return [
+            LocalChange(
+                seq=row[0],
+                flag_key=row[1],
+                action=row[2],
+                value_before=_decode(row[3]) if row[3] is not None else None,
+                value_after=_decode(row[4]) if row[4] is not None else None,
+                actor=row[5],
+                reason=row[6],
+                occurred_at=parse_iso(row[7]),
+                host=row[8],
+                pid=row[9],
+            )
+            for row in rows
+        ]
+
+    def _log(  # noqa: PLR0913 -- one column each
+        self,
+        conn: Any,
+        key: str,
+        action: str,
+        before: object,
+        after: object,
+        actor: str,
+        reason: str,
+        now: datetime,
+    ) -> LocalChange:
+        host, pid = socket.gethostname(), os.getpid()
+        cursor = conn.execute(
+            "INSERT INTO changes (flag_key, action, value_before, value_after, actor, reason,"
+            " occurred_at, host, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                key,
+                action,
+                None if before is None else json.dumps(before),
+                None if after is None else json.dumps(after),
+                actor,
+                reason,
+                isoformat_ms(now),
+                host,
+                pid,
+            ),
+        )
+        return LocalChange(
+            int(cursor.lastrowid), key, action, before, after, actor, reason, now, host, pid
+        )
+
+
+def _migrate(conn: Any) -> None:
+    for statement in _SCHEMA:
+        conn.execute(statement)
+
+
+def _decode(text: str) -> object:
+    # A value that is not JSON is a wrong type, never a crash: it reads as halted.
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def _action(value: object) -> str:
+    if value is True:
+        return "enabled"
+    if value is False:
+        return "disabled"
+    return "updated"

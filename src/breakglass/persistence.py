@@ -1,0 +1,82 @@
+"""Durable last-known state: a halt survives a process restart.
+
+The state store keeps, per provider and flag, the last *confirmed* decision
+(a fresh ``true`` or ``false`` from a real source) in SQLite under the state
+directory. At start-up :class:`breakglass.engine.StateEngine` loads it:
+
+* a remembered ``false`` keeps the process halted until a source confirms ``true``;
+* a remembered ``true`` is served only while younger than ``max_staleness``.
+
+Unsure states (stale, unconfirmed, errors) are not knowledge and are not stored.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from breakglass._sqlite import connect
+from breakglass.clock import isoformat_ms, parse_iso
+from breakglass.errors import StoreError
+from breakglass.state import Remembered
+
+if TYPE_CHECKING:
+    from datetime import datetime
+    from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS last_known (
+    provider     TEXT NOT NULL,
+    flag_key     TEXT NOT NULL,
+    active       INTEGER NOT NULL CHECK (active IN (0, 1)),
+    confirmed_at TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    PRIMARY KEY (provider, flag_key)
+)
+"""
+
+
+class StateStore:
+    """The last confirmed decision per provider and flag, in one SQLite file.
+
+    Safe to share between threads and between processes on one host. Every
+    method raises :class:`StoreError` when the file is corrupt or unwritable.
+    """
+
+    def __init__(self, path: Path, provider: str, flag_key: str) -> None:
+        self.path = path
+        self._provider = provider
+        self._flag_key = flag_key
+
+    def __repr__(self) -> str:
+        return f"StateStore({str(self.path)!r}, provider={self._provider!r}, flag_key={self._flag_key!r})"
+
+    def load(self) -> Remembered | None:
+        """The remembered decision, or ``None`` when there is none."""
+        with connect(self.path) as conn:
+            conn.execute(_SCHEMA)
+            row = conn.execute(
+                "SELECT active, confirmed_at, source FROM last_known WHERE provider = ? AND flag_key = ?",
+                (self._provider, self._flag_key),
+            ).fetchone()
+        if row is None:
+            return None
+        active, confirmed_at, source = row
+        if active not in (0, 1) or not isinstance(confirmed_at, str):
+            raise StoreError(f"{self.path}: unreadable last-known state row")
+        try:
+            moment = parse_iso(confirmed_at)
+        except ValueError as exc:
+            raise StoreError(f"{self.path}: unreadable confirmation time") from exc
+        return Remembered(active=bool(active), confirmed_at=moment, source=str(source))
+
+    def save(self, *, active: bool, confirmed_at: datetime, source: str) -> None:
+        """Remember a confirmed decision."""
+        with connect(self.path) as conn:
+            conn.execute(_SCHEMA)
+            conn.execute(
+                "INSERT INTO last_known (provider, flag_key, active, confirmed_at, source)"
+                " VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (provider, flag_key) DO UPDATE SET"
+                " active = excluded.active, confirmed_at = excluded.confirmed_at, source = excluded.source",
+                (self._provider, self._flag_key, int(active), isoformat_ms(confirmed_at), source),
+            )

@@ -1,0 +1,147 @@
+"""The three seams every provider implements, and the plugin that bundles them.
+
+A provider is found through the ``breakglass.providers`` entry-point group:
+the entry point names a :class:`ProviderPlugin`. The core never imports a
+vendor SDK; each vendor adapter is its own distribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from datetime import datetime
+
+    from breakglass.audit_record import AuditRecord
+    from breakglass.clock import Clock
+    from breakglass.observation import Observation
+    from breakglass.settings import Settings
+
+
+@runtime_checkable
+class FlagSource(Protocol):
+    """**Protocol**: reads the flag through a vendor's own SDK and reports observations.
+
+    Implemented by each provider; called by :class:`breakglass.engine.StateEngine`.
+    Application code never needs to implement this.
+
+    A source never blocks its caller on the network: :meth:`start` returns at
+    once and the SDK connects in the background. It calls the listener (from
+    its own thread) whenever the value, its health or its freshness changes,
+    and at least once per successful contact with the vendor, so the engine
+    sees ``confirmed_at`` advance. A listener's exception is the engine's
+    problem, never the source's.
+    """
+
+    @property
+    def name(self) -> str:
+        """A short name for logs and status output, e.g. ``"unleash"``."""
+        ...
+
+    def start(self, listener: Callable[[Observation], None]) -> None:
+        """Begin reading in the background and report every observation to ``listener``."""
+        ...
+
+    def current(self) -> Observation:
+        """The latest observation (never blocks, never raises)."""
+        ...
+
+    def close(self) -> None:
+        """Stop reading and release threads and sockets within about a second."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledgement:
+    """The vendor's answer to a change made through :class:`FlagAdmin`.
+
+    Attributes:
+        flag_key: The flag that was changed.
+        active: The value the vendor now holds.
+        acknowledged_at: When the vendor's success answer arrived (UTC).
+        change_id: The vendor's id for the change, where it gives one.
+        changed: ``False`` when the flag already had this value.
+    """
+
+    flag_key: str
+    active: bool
+    acknowledged_at: datetime
+    change_id: str | None = None
+    changed: bool = True
+
+
+@runtime_checkable
+class FlagAdmin(Protocol):
+    """**Protocol**: changes the flag through a vendor's management API.
+
+    Implemented by each provider; called by ``breakglass halt/resume``, the
+    latency probe and the demo. Returns only after the vendor acknowledged the
+    write; raises an :class:`breakglass.errors.AdminError` subclass otherwise.
+    """
+
+    def set_active(self, active: bool, *, actor: str, reason: str) -> Acknowledgement:  # noqa: FBT001 -- the value is the point
+        """Set the flag, recording who did it and why wherever the vendor can."""
+        ...
+
+    def get_active(self) -> bool | None:
+        """The vendor's own current value (``None`` when the flag does not exist)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    """One page of a vendor's change history.
+
+    Attributes:
+        records: Normalised records, oldest first.
+        cursor: Where the next pull resumes; store it only after the records.
+        malformed: Vendor entries on this page that could not be normalised
+            (counted and reported, never silently dropped).
+        problems: One line per malformed entry, for the report.
+    """
+
+    records: list[AuditRecord]
+    cursor: str | None
+    malformed: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class AuditSource(Protocol):
+    """**Protocol**: yields a vendor's change history for the flag since a cursor.
+
+    Implemented by each provider; called by ``breakglass audit pull``. Pages
+    come oldest first; re-pulling from the last cursor yields nothing already
+    seen. Rate limits (429, ``Retry-After``) are honoured inside.
+    """
+
+    def pull(self, cursor: str | None) -> Iterator[AuditPage]:
+        """Yield the history after ``cursor`` (all of it when ``None``), page by page."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """What a provider plugin builds from the settings: its three seams."""
+
+    name: str
+    source: FlagSource
+    admin: FlagAdmin | None
+    audit: AuditSource | None
+    poll_bound: float
+    """Seconds a change may take to reach the source by design (0 for streaming)."""
+
+
+class ProviderPlugin(Protocol):
+    """**Protocol**: the object a ``breakglass.providers`` entry point names."""
+
+    @property
+    def name(self) -> str:
+        """The value of ``BREAKGLASS_PROVIDER`` that selects this plugin."""
+        ...
+
+    def create(self, settings: Settings, clock: Clock) -> Backend:
+        """Build the provider's seams for ``settings.flag_key`` (no network I/O here)."""
+        ...

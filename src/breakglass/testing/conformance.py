@@ -1,0 +1,412 @@
+"""The shared provider conformance suite (``docs/conformance.md``, C1-C17).
+
+Written once here, run by every provider against its real or
+protocol-faithful server. A provider's test module supplies a harness and
+subclasses :class:`ProviderConformance`::
+
+    class TestUnleashConformance(ProviderConformance):
+        @pytest.fixture
+        def harness(self, unleash_server) -> ConformanceHarness:
+            return UnleashHarness(unleash_server)
+
+Every bound comes from the harness's ``poll_bound`` and the suite's short
+``max_staleness``. A behaviour a vendor cannot express raises
+:class:`NotExpressible` in the harness and is reported as skipped *with that
+reason*; a server that cannot start must fail in the harness fixture, never skip.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import pytest
+from openfeature import api
+
+from breakglass.bridge import Bridge
+from breakglass.provider import register
+from breakglass.state import Cause, FlagState
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from breakglass.settings import Settings
+
+MAX_STALENESS = 1.0
+"""Seconds: short, so the staleness cases finish quickly."""
+
+MARGIN = 1.5
+"""Seconds of scheduling slack on this suite's time bounds (two cores, busy CI)."""
+
+
+class NotExpressible(Exception):  # noqa: N818 -- reads as what it says
+    """The vendor cannot express this situation (for example a non-boolean flag)."""
+
+
+class ConformanceHarness(Protocol):
+    """**Protocol**: what a provider's test module gives the shared suite.
+
+    The harness owns the vendor's server (real or protocol-faithful) and can
+    change the flag behind the bridge's back, as an admin in the dashboard would.
+    """
+
+    poll_bound: float
+    """Seconds a change may take to reach a reader by design (0 for streaming)."""
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Settings that point a bridge at the server (a fresh ``state_dir`` each call unless given)."""
+        ...
+
+    def set_from_dashboard(self, active: bool) -> None:  # noqa: FBT001
+        """Set the flag through the vendor, not through breakglass."""
+        ...
+
+    def vendor_value(self) -> bool | None:
+        """The flag's value as the vendor holds it (``None``: no such flag)."""
+        ...
+
+    def delete_flag(self) -> None:
+        """Delete or archive the flag."""
+        ...
+
+    def set_wrong_type(self) -> None:
+        """Make the vendor serve a non-boolean (raise :class:`NotExpressible` if it cannot)."""
+        ...
+
+    def serve_garbage(self) -> None:
+        """Make the vendor answer 5xx, malformed or truncated bodies (or the local equivalent)."""
+        ...
+
+    def stop(self) -> None:
+        """Take the vendor away (connections refused)."""
+        ...
+
+    def stall(self) -> None:
+        """Freeze the vendor: connections stay open, nothing answers."""
+        ...
+
+    def restore(self) -> None:
+        """Undo :meth:`stop`, :meth:`stall`, :meth:`serve_garbage`, :meth:`delete_flag` and :meth:`set_wrong_type`."""
+        ...
+
+    def bad_credentials(self) -> Settings:
+        """Settings with wrong credentials (raise :class:`NotExpressible` if there are none)."""
+        ...
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the settings, to prove none is ever shown."""
+        ...
+
+    def away_causes(self) -> frozenset[Cause]:
+        """Causes accepted while the vendor is away (normally ``stale``)."""
+        ...
+
+
+def wait_for(
+    predicate: Callable[[], bool], timeout: float, interval: float = 0.005
+) -> float | None:
+    """Poll ``predicate`` until true; return the seconds it took, or ``None`` on timeout."""
+    start = time.monotonic()
+    while True:
+        if predicate():
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            return None
+        time.sleep(interval)
+
+
+class ProviderConformance:
+    """The conformance cases; a provider's test class subclasses this and adds a ``harness`` fixture."""
+
+    margin: ClassVar[float] = MARGIN
+
+    @pytest.fixture
+    def harness(self) -> ConformanceHarness:
+        """Overridden by each provider's test class."""
+        raise NotImplementedError("a provider's conformance class must define the harness fixture")
+
+    @pytest.fixture
+    def bridge_factory(self, harness: ConformanceHarness) -> Iterator[Callable[..., Bridge]]:
+        """Build started bridges on the harness's settings; all are closed after the test."""
+        made: list[Bridge] = []
+
+        def make(**overrides: Any) -> Bridge:
+            overrides.setdefault("max_staleness", MAX_STALENESS)
+            bridge = Bridge.from_settings(harness.settings(**overrides))
+            made.append(bridge)
+            return bridge.start()
+
+        yield make
+        for bridge in made:
+            bridge.close()
+
+    @pytest.fixture(autouse=True)
+    def _no_secrets_in_logs(
+        self, harness: ConformanceHarness, caplog: pytest.LogCaptureFixture
+    ) -> Iterator[None]:
+        """C17: no secret appears in any log line of any case."""
+        caplog.set_level("DEBUG")
+        yield
+        text = caplog.text
+        for secret in harness.secrets():
+            assert secret not in text, "a secret reached the log"
+
+    # -------------------------------------------------------------- helpers
+
+    def _active_within(self, bridge: Bridge, timeout: float) -> float | None:
+        return wait_for(lambda: bridge.engine.active, timeout)
+
+    def _halted_within(self, bridge: Bridge, timeout: float) -> float | None:
+        return wait_for(lambda: not bridge.engine.active, timeout)
+
+    def _bound(self, harness: ConformanceHarness) -> float:
+        return harness.poll_bound + self.margin
+
+    # -------------------------------------------------------------- cases
+
+    def test_c01_first_read_on(
+        self, harness: ConformanceHarness, bridge_factory: Callable[..., Bridge]
+    ) -> None:
+        """C1: the flag on at start reads active within poll_bound + 1 s."""
+        harness.set_from_dashboard(True)
+        bridge = bridge_factory()
+        assert self._active_within(bridge, harness.poll_bound + 1.0) is not None, (
+            bridge.engine.state
+        )
+        assert bridge.engine.state.cause is Cause.ACTIVE
+
+    def test_c02_c03_dashboard_off_then_on(
+        self, harness: ConformanceHarness, bridge_factory: Callable[..., Bridge]
+    ) -> None:
+        """C2/C3: dashboard changes reach the reader, one notification each."""
+        harness.set_from_dashboard(True)
+        bridge = bridge_factory(max_staleness=30.0)
+        assert self._active_within(bridge, self._bound(harness)) is not None
+        changes: list[FlagState] = []
+        bridge.engine.subscribe(changes.append)
+        harness.set_from_dashboard(False)
+        assert self._halted_within(bridge, self._bound(harness)) is not None
+        assert bridge.engine.state.cause is Cause.OFF
+        harness.set_from_dashboard(True)
+        assert self._active_within(bridge, self._bound(harness)) is not None
+        assert [s.active for s in changes] == [False, True], changes
+
+    def test_c04_admin_writes_with_actor_and_reason(
+        self, harness: ConformanceHarness, bridge_factory: Callable[..., Bridge]
+    ) -> None:
+        """C4: FlagAdmin changes show in the vendor and come back acknowledged."""
+        harness.set_from_dashboard(True)
+        bridge = bridge_factory(max_staleness=30.0)
+        ack = bridge.halt(actor="conformance@test", reason="C4 halt")
+        assert ack.active is False
+        assert harness.vendor_value() is False
+        assert self._halted_within(bridge, self._bound(harness)) is not None
+        ack = bridge.resume(actor="conformance@test", reason="C4 resume")
+        assert ack.active is True
+        assert harness.vendor_value() is True
+        assert bridge.admin.get_active() is True
+        assert self._active_within(bridge, self._bound(harness)) is not None
+
+    def test_c05_c07_vendor_away_then_back(
+        self, harness: ConformanceHarness, bridge_factory: Callable[..., Bridge]
+    ) -> None:
+        """C5/C7: the vendor going away halts within max_staleness; its return resumes."""
+        harness.set_from_dashboard(True)
+        bridge = bridge_factory()
+        assert self._active_within(bridge, self._bound(harness)) is not None
+        harness.stop()
+        try:
+            took = self._halted_within(bridge, MAX_STALENESS + self._bound(harness))
+            assert took is not None, bridge.engine.state
+            assert bridge.engine.state.cause in harness.away_causes()
+        finally:
+            harness.restore()
+        assert self._active_within(bridge, self._bound(harness) + 2.0) is not None
+
+    def test_c06_vendor_frozen(
+        self, harness: ConformanceHarness, bridge_factory: Callable[..., Bridge]
+    ) -> None:
+        """C6: a frozen vendor is not a confirmation: halted as in C5."""
+        harness.set_from_dashboard(True)
+        bridge = bridge_factory()
+        assert self._active_within(bridge, self._bound(harness)) is not None
+        harness.stall()
+        try:
+            took = self._halted_within(bridge, MAX_STALENESS + self._bound(harness))
+            assert took is not None, bridge.engine.state
+            assert bridge.engine.state.cause in {Cause.STALE, *harness.away_causes()}
+        finally:
+            harness.restore()
+
+    def test_c08_cold_start_vendor_away(
+        self, harness: ConformanceHarness, bridge_factory: Callable[..., Bridge]
+    ) -> None:
+        """C8: cold start with the vendor away reads halted, never the caller's default."""
+        harness.set_from_dashboard(True)
+        harness.stop()
+        try:
+            bridge = bridge_factory()
+            register(bridge.openfeature_provider(), "conformance")
+            client = api.get_client("conformance")
+            for _ in range(20):
+                assert client.get_boolean_value(bridge.settings.flag_key, True) is False
+                time.sleep(0.02)
+            assert bridge.engine.state.cause in {Cause.UNCONFIRMED, *harness.away_causes()}
+        finally:
+            harness.restore()
+
+    def test_c09_flag_deleted(
+        self, harness: ConformanceHarness, bridge_factory: Callable[..., Bridge]
+    ) -> None:
+        """C9: a deleted or archived flag reads halted, cause flag_missing (not off)."""
+        harness.set_from_dashboard(True)
+        bridge = bridge_factory(max_staleness=30.0)
+        assert self._active_within(bridge, self._bound(harness)) is not None
+        harness.delete_flag()
+        try:
+            assert self._halted_within(bridge, self._bound(harness)) is not None
+            wait_for(lambda: bridge.engine.state.cause is Cause.FLAG_MISSING, self._bound(harness))
+            assert bridge.engine.state.cause is Cause.FLAG_MISSING
+        finally:
+            harness.restore()
+
+    def test_c10_wrong_type(
+        self, harness: ConformanceHarness, bridge_factory: Callable[..., Bridge]
+    ) -> None:
+        """C10: a non-boolean value reads halted, cause wrong_type."""
+        harness.set_from_dashboard(True)
+        bridge = bridge_factory(max_staleness=30.0)
+        assert self._active_within(bridge, self._bound(harness)) is not None
+        try:
+            harness.set_wrong_type()
+        except NotExpressible as exc:
+            pytest.skip(f"not expressible by this vendor: {exc}")
+        try:
+            assert self._halted_within(bridge, self._bound(harness)) is not None
+            assert bridge.engine.state.cause is Cause.WRONG_TYPE
+        finally:
+            harness.restore()
+
+    def test_c11_garbage_answers(
+        self, harness: ConformanceHarness, bridge_factory: Callable[..., Bridge]
+    ) -> None:
+        """C11: 5xx / malformed answers halt after staleness, without a crash."""
+        harness.set_from_dashboard(True)
+        bridge = bridge_factory()
+        assert self._active_within(bridge, self._bound(harness)) is not None
+        harness.serve_garbage()
+        try:
+            assert self._halted_within(bridge, MAX_STALENESS + self._bound(harness)) is not None
+            assert bridge.engine.state.cause in {Cause.STALE, Cause.ERROR}
+        finally:
+            harness.restore()
+        assert self._active_within(bridge, self._bound(harness) + 2.0) is not None
+
+    def test_c12_wrong_credentials(self, harness: ConformanceHarness) -> None:
+        """C12: wrong credentials read halted; errors name the setting, never the secret."""
+        try:
+            settings = harness.bad_credentials()
+        except NotExpressible as exc:
+            pytest.skip(f"not expressible by this vendor: {exc}")
+        settings = settings.model_copy(update={"max_staleness": MAX_STALENESS})
+        bridge = Bridge.from_settings(settings).start()
+        try:
+            time.sleep(harness.poll_bound + 0.5)
+            state = bridge.engine.state
+            assert state.active is False
+            for secret in harness.secrets():
+                assert secret not in repr(state)
+                assert secret not in repr(bridge.backend)
+        finally:
+            bridge.close()
+
+    def test_c13_freshness_advances_only_while_healthy(
+        self, harness: ConformanceHarness, bridge_factory: Callable[..., Bridge]
+    ) -> None:
+        """C13: confirmed_at advances while the vendor is healthy and stops when it is not."""
+        harness.set_from_dashboard(True)
+        bridge = bridge_factory(max_staleness=30.0)
+        assert self._active_within(bridge, self._bound(harness)) is not None
+        first = bridge.backend.source.current().confirmed_at
+        interval = max(harness.poll_bound, 0.2) * 2
+        time.sleep(interval)
+        second = bridge.backend.source.current().confirmed_at
+        assert first is not None
+        assert second is not None
+        assert second > first
+        harness.stop()
+        try:
+            time.sleep(interval)
+            frozen = bridge.backend.source.current().confirmed_at
+            time.sleep(interval)
+            assert bridge.backend.source.current().confirmed_at == frozen
+        finally:
+            harness.restore()
+
+    def test_c14_restart_while_halted(
+        self, harness: ConformanceHarness, bridge_factory: Callable[..., Bridge]
+    ) -> None:
+        """C14: a process restarted while halted, with the vendor away, stays halted."""
+        harness.set_from_dashboard(False)
+        first = bridge_factory(max_staleness=30.0)
+        assert wait_for(lambda: first.engine.state.cause is Cause.OFF, self._bound(harness))
+        state_dir = first.settings.state_dir
+        first.close()
+        harness.stop()
+        try:
+            second = bridge_factory(max_staleness=30.0, state_dir=state_dir)
+            time.sleep(0.2)
+            state = second.engine.state
+            assert state.active is False
+            assert state.cause in {Cause.OFF, *harness.away_causes()}
+        finally:
+            harness.restore()
+
+    def test_c15_audit_records_and_resumable_pulls(
+        self, harness: ConformanceHarness, bridge_factory: Callable[..., Bridge]
+    ) -> None:
+        """C15: changes appear as normalised records; a second pull adds nothing; pulls resume."""
+        harness.set_from_dashboard(True)
+        bridge = bridge_factory(max_staleness=30.0)
+        before = [r for page in bridge.audit.pull(None) for r in page.records]
+        cursor = None
+        for page in bridge.audit.pull(None):
+            cursor = page.cursor
+        bridge.halt(actor="conformance@test", reason="C15 halt")
+        bridge.resume(actor="conformance@test", reason="C15 resume")
+        new = wait_for_records(bridge, cursor, 2, self._bound(harness))
+        actions = [r.action.value for r in new]
+        assert actions[-2:] == ["disabled", "enabled"], actions
+        off, on = new[-2], new[-1]
+        assert (off.value_before, off.value_after) == (True, False)
+        assert (on.value_before, on.value_after) == (False, True)
+        assert off.occurred_at <= on.occurred_at
+        assert off.raw, "the vendor's entry is kept verbatim"
+        ids = {r.id for r in before} | {r.id for r in new}
+        assert len(ids) == len(before) + len(new), "a record came twice"
+        last = None
+        for page in bridge.audit.pull(cursor):
+            last = page.cursor
+        assert [r for page in bridge.audit.pull(last) for r in page.records] == []
+
+    def test_c16_close_releases_threads(self, harness: ConformanceHarness) -> None:
+        """C16: closing releases the provider's threads within a second."""
+        harness.set_from_dashboard(True)
+        before = set(threading.enumerate())
+        bridge = Bridge.from_settings(harness.settings(max_staleness=MAX_STALENESS)).start()
+        assert self._active_within(bridge, self._bound(harness)) is not None
+        bridge.close()
+        leftover = wait_for(lambda: not (set(threading.enumerate()) - before), 1.0)
+        assert leftover is not None, sorted(t.name for t in set(threading.enumerate()) - before)
+        assert bridge.engine.state.cause is Cause.CLOSED
+
+
+def wait_for_records(bridge: Bridge, cursor: str | None, count: int, timeout: float) -> list[Any]:
+    """Pull after ``cursor`` until at least ``count`` records arrived (vendors index lazily)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = [r for page in bridge.audit.pull(cursor) for r in page.records]
+        if len(records) >= count or time.monotonic() > deadline:
+            return records
+        time.sleep(0.1)
