@@ -24,6 +24,7 @@ from breakglass.errors import (
     StoreError,
     StoreMissingError,
 )
+from breakglass.guard import DrainResult, Guard, GuardStats, Refusal, Suspended, Ticket
 from breakglass.observation import NoValue, Observation
 from breakglass.persistence import StateStore
 from breakglass.plugins import available_providers, load_plugin
@@ -64,20 +65,26 @@ __all__ = [
     "Cause",
     "Clock",
     "ConfigurationError",
+    "DrainResult",
     "FlagAdmin",
     "FlagSource",
     "FlagState",
+    "Guard",
+    "GuardStats",
     "NoValue",
     "Observation",
     "ProbeError",
     "ProviderNotFoundError",
     "ProviderPlugin",
+    "Refusal",
     "Settings",
     "StateEngine",
     "StateStore",
     "StoreError",
     "StoreMissingError",
+    "Suspended",
     "SystemActiveProvider",
+    "Ticket",
     "__version__",
     "available_providers",
     "decide",

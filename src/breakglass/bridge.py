@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Self
 from breakglass.clock import SYSTEM_CLOCK, Clock
 from breakglass.engine import StateEngine
 from breakglass.errors import ConfigurationError
+from breakglass.guard import Guard
 from breakglass.persistence import StateStore
 from breakglass.plugins import load_plugin
 from breakglass.provider import DEFAULT_DOMAIN, SystemActiveProvider, register
@@ -111,10 +112,8 @@ class Bridge:
         register(provider, domain)
         return provider
 
-    def guard(self, **options: Any) -> Any:
+    def guard(self, **options: Any) -> Guard:
         """A request guard on this bridge's engine (see :class:`breakglass.guard.Guard`)."""
-        from breakglass.guard import Guard
-
         options.setdefault("retry_after", self.settings.guard.retry_after)
         return Guard(self.engine, **options)
 

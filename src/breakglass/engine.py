@@ -69,7 +69,8 @@ class StateEngine:
         self._store = store
         self._clock = clock
         self._lock = threading.Lock()
-        self._notify_lock = threading.Lock()
+        # Re-entrant: a listener may read `state`, which can recompute and notify again.
+        self._notify_lock = threading.RLock()
         self._observations: dict[str, Observation] = {
             src.name: Observation.unread(src.name) for src in self._sources
         }
@@ -133,6 +134,7 @@ class StateEngine:
         if self._closed:
             return
         self._closed = True
+        self.deadline = HALTED_DEADLINE  # halted from this moment, not once the sources have closed
         for src in self._sources:
             try:
                 src.close()
@@ -313,6 +315,9 @@ class StateEngine:
             logger.info("%s: ACTIVE (source %s)", self.flag_key, state.source)
         elif state.cause is Cause.CLOSED:
             logger.info("%s: closed", self.flag_key)
+        elif previous is None and state.cause is Cause.UNCONFIRMED:
+            # Every start passes through here; a warning would cry wolf on each one.
+            logger.info("%s: halted until a source confirms the flag", self.flag_key)
         else:
             logger.warning(
                 "%s: HALTED, cause %s (source %s): %s",
@@ -321,7 +326,6 @@ class StateEngine:
                 state.source,
                 state.detail,
             )
-        del previous
 
     def _is_closed(self) -> bool:
         return self._closed

@@ -13,7 +13,8 @@ Every error the library raises derives from :class:`BreakglassError`::
     │   ├── AdminRejectedError    4xx other than the above: the vendor refused the change
     │   └── AdminUnavailableError 5xx, 429 past the retry budget, timeouts, refused connections
     ├── AuditSourceError          a vendor's change log could not be read
-    └── ProbeError                a latency probe could not run safely
+    ├── ProbeError                a latency probe could not run safely
+    └── Suspended                 (breakglass.guard) a request refused while halted
 
 Messages never contain a secret: they name the setting to fix instead.
 

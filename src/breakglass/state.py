@@ -143,6 +143,11 @@ _TEXTS = {
 }
 
 
+def public_reason(cause: Cause) -> str:
+    """The cause in words fit for an outside client: no host names, paths or vendor errors."""
+    return f"{cause.value}: {_TEXTS[cause]}"
+
+
 def _detail(obs: Observation, cause: Cause, max_staleness: float) -> str:
     text = _TEXTS[cause]
     if cause is Cause.WRONG_TYPE:

@@ -1,0 +1,94 @@
+"""WSGI middleware: refuse new requests with a 503 notice while halted; never cut one.
+
+Usage::
+
+    app = GuardWSGIMiddleware(app, guard, exempt_paths={"/healthz"})
+
+A request is in flight from admission until its response iterable is
+exhausted or closed (PEP 3333: the server calls ``close()`` once it has sent
+the response, even after an error), not merely until the application returns:
+a streaming response is still being produced after that. Threaded servers call
+the middleware from many threads at once; the guard's counters are thread-safe.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from breakglass.guard import Guard, Suspended, Ticket
+from breakglass.middleware._notice import render
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+
+class GuardWSGIMiddleware:
+    """Wrap a WSGI application with a :class:`breakglass.guard.Guard`.
+
+    Args:
+        app: The WSGI application to protect.
+        guard: The guard that admits or refuses each request.
+        exempt_paths: Paths (exact ``PATH_INFO`` matches, e.g. ``"/healthz"``)
+            served even while halted, and not counted.
+    """
+
+    def __init__(
+        self, app: WSGIApplication, guard: Guard, *, exempt_paths: Iterable[str] = ()
+    ) -> None:
+        self.app = app
+        self.guard = guard
+        self.exempt_paths = frozenset(exempt_paths)
+
+    def __repr__(self) -> str:
+        return f"GuardWSGIMiddleware({self.app!r}, {self.guard!r})"
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """Serve one WSGI request."""
+        if environ.get("PATH_INFO", "") in self.exempt_paths:
+            return self.app(environ, start_response)
+        try:
+            ticket = self.guard.admit()
+        except Suspended as exc:
+            notice = render(exc.refusal)
+            start_response(notice.status_line, list(notice.headers))
+            return [notice.body]
+        try:
+            result = self.app(environ, start_response)
+            return _GuardedResponse(result, ticket)
+        except BaseException:
+            # The app failed before handing over a response: nothing more will run for it.
+            ticket.release()
+            raise
+
+
+class _GuardedResponse:
+    """The app's response iterable; releases the ticket once exhausted or closed."""
+
+    __slots__ = ("_iterator", "_result", "_ticket")
+
+    def __init__(self, result: Iterable[bytes], ticket: Ticket) -> None:
+        self._result = result
+        self._ticket = ticket
+        self._iterator: Iterator[bytes] = iter(result)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            # Every chunk was handed to the server (and written: servers ask for the next one after).
+            self._ticket.release()
+            raise
+
+    def close(self) -> None:
+        """Close the app's iterable (PEP 3333) and count the request as completed."""
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._ticket.release()
