@@ -78,6 +78,8 @@ def _describe(info: dict[str, Any]) -> str:
     line = f"{info['flag']}: {word} (provider {info['provider']}, source {info['source']}, {age})"
     if not info["active"]:
         line += f"\n  cause: {info['reason']}: {info['detail']}"
+    if info["reason"] == "flag_missing" and info["provider"] == "local":
+        line += '\n  hint: the flag does not exist yet; `breakglass resume --reason "..."` creates it'
     return line
 
 
