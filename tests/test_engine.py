@@ -163,8 +163,10 @@ def test_restart_while_halted_stays_halted(
     restarted, source2 = make_engine()
     assert restarted.active is False
     assert restarted.state.cause is Cause.OFF
-    source2.fail("vendor away")
-    assert restarted.active is False
+    for _ in range(3):
+        source2.fail("vendor away")
+        assert restarted.active is False
+        assert restarted.state.cause is Cause.OFF, "the remembered halt must outlive failed contacts"
     source2.confirm(True)
     assert restarted.active
 
@@ -177,10 +179,14 @@ def test_remembered_true_is_served_only_while_young(
     source.confirm(True)
     engine.close()
     clock.advance(10)
-    restarted, _ = make_engine()
+    restarted, source2 = make_engine()
     assert restarted.active
     assert "remembered" in (restarted.state.detail or "")
-    clock.advance(STALENESS - 10 + 0.01)
+    clock.advance(5)
+    source2.fail("vendor still away")
+    assert restarted.active, "a failed contact must not drop a young remembered true"
+    assert restarted.state.remembered
+    clock.advance(STALENESS - 15 + 0.01)
     assert restarted.active is False
     assert restarted.state.cause is Cause.UNCONFIRMED
 

@@ -68,7 +68,7 @@ def test_latest_deadline_among_fresh_trues() -> None:
     ("observation", "cause"),
     [
         (Observation.unread("a"), Cause.UNCONFIRMED),
-        (Observation("a", error="connection refused"), Cause.ERROR),
+        (Observation("a", error="connection refused"), Cause.UNCONFIRMED),
         (seen(True, age=STALENESS + 0.001), Cause.STALE),
         (seen(True, age=-1), Cause.STALE),
         (seen(NoValue.FLAG_MISSING), Cause.FLAG_MISSING),

@@ -62,8 +62,12 @@ class Bridge:
         return self
 
     def close(self) -> None:
-        """Stop reading and release threads and sockets."""
+        """Stop reading and release threads and sockets (the admin's and audit's too, if they hold any)."""
         self.engine.close()
+        for part in (self.backend.admin, self.backend.audit):
+            close = getattr(part, "close", None)
+            if callable(close):
+                close()
 
     def __enter__(self) -> Self:
         return self.start()

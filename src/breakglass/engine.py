@@ -225,7 +225,7 @@ class StateEngine:
                 self._remembered,
                 self._remembered_deadline,
             )
-            if state.source in self._observations and state.cause in (Cause.ACTIVE, Cause.OFF):
+            if not state.remembered and state.cause in (Cause.ACTIVE, Cause.OFF):
                 # A real source is fresh: what was remembered from before the restart is obsolete.
                 self._remembered = None
             state = self._apply_store(state, now)
@@ -243,7 +243,7 @@ class StateEngine:
         """Persist confirmed decisions; without a working store, never serve ``true``."""
         if self._store is None:
             return state
-        real = state.source in self._observations and state.cause in (Cause.ACTIVE, Cause.OFF)
+        real = not state.remembered and state.cause in (Cause.ACTIVE, Cause.OFF)
         if real and state.confirmed_at is not None and state.confirmed_mono is not None:
             saved = self._saved
             due = (

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     local: LocalSettings = Field(default_factory=LocalSettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)
 
+    sections: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False)
+    """Values for adapter sections given in code (``Settings(sections={"unleash": {...}})``);
+    they override that section's environment and TOML values. Hidden from repr: they may hold secrets."""
+
     @field_validator("provider")
     @classmethod
     def _normalise_provider(cls, value: str) -> str:
@@ -133,13 +137,18 @@ def load_settings(**overrides: Any) -> Settings:
 SectionT = TypeVar("SectionT", bound=BaseSettings)
 
 
-def load_section(model: type[SectionT], section: str, **overrides: Any) -> SectionT:
+def load_section(
+    model: type[SectionT], section: str, settings: Settings | None = None, **overrides: Any
+) -> SectionT:
     """Read a vendor adapter's settings section.
 
     ``model`` is a :class:`BaseSettings` subclass; it is read from
     ``BREAKGLASS_<SECTION>__<FIELD>`` variables, the ``.env`` file and the
-    ``[<section>]`` table of the TOML file.
+    ``[<section>]`` table of the TOML file. Values in ``settings.sections[section]``
+    and then ``overrides`` take precedence over all of those.
     """
+    if settings is not None:
+        overrides = {**settings.sections.get(section, {}), **overrides}
     prefix = f"BREAKGLASS_{section.upper()}__"
 
     class _Section(model):  # type: ignore[valid-type,misc]

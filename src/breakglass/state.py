@@ -83,6 +83,8 @@ class FlagState:
         deadline: Monotonic time until which ``active`` holds; halted states
             use :data:`HALTED_DEADLINE`. The guard compares it with the clock.
         detail: A sentence for people (never a secret).
+        remembered: Whether the decision rests on the state remembered from
+            before this process started rather than on a live source.
     """
 
     active: bool
@@ -92,6 +94,7 @@ class FlagState:
     confirmed_mono: float | None = None
     deadline: float = HALTED_DEADLINE
     detail: str | None = None
+    remembered: bool = False
 
     def same_decision(self, other: FlagState) -> bool:
         """Whether ``other`` is the same decision for the same reason (ignoring ages)."""
@@ -119,7 +122,8 @@ def _classify(obs: Observation, now_mono: float, max_staleness: float) -> Cause:
     if obs.value is NoValue.UNREADABLE:
         return Cause.ERROR
     if obs.confirmed_at is None:
-        return Cause.ERROR if obs.error else Cause.UNCONFIRMED
+        # Nothing confirmed yet, whether or not the attempts failed; the error goes in the detail.
+        return Cause.UNCONFIRMED
     # `type(...) is bool` on purpose: 0, 1, "false", None and {} are wrong types, never coerced.
     if type(obs.value) is not bool:
         return Cause.WRONG_TYPE
@@ -227,6 +231,7 @@ def _decide_unsure(
                 source=remembered.source,
                 confirmed_at=remembered.confirmed_at,
                 detail="halted before this process started; waiting for a fresh true",
+                remembered=True,
             )
         if now_mono < remembered_deadline:
             return FlagState(
@@ -237,6 +242,7 @@ def _decide_unsure(
                 confirmed_mono=remembered_deadline - max_staleness,
                 deadline=remembered_deadline,
                 detail="remembered from before this process started, until it ages out",
+                remembered=True,
             )
     if not unsure:
         return FlagState(active=False, cause=Cause.UNCONFIRMED, detail="no source configured")
