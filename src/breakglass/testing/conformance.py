@@ -200,6 +200,8 @@ class ProviderConformance:
         assert bridge.engine.state.cause is Cause.OFF
         harness.set_from_dashboard(True)
         assert self._active_within(bridge, self._resume_bound(harness)) is not None
+        # The guard reads the new deadline before listeners hear of the change: wait for them too.
+        wait_for(lambda: len(changes) >= 2, self._bound(harness))
         assert [s.active for s in changes] == [False, True], changes
 
     def test_c04_admin_writes_with_actor_and_reason(
