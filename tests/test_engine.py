@@ -166,7 +166,9 @@ def test_restart_while_halted_stays_halted(
     for _ in range(3):
         source2.fail("vendor away")
         assert restarted.active is False
-        assert restarted.state.cause is Cause.OFF, "the remembered halt must outlive failed contacts"
+        assert restarted.state.cause is Cause.OFF, (
+            "the remembered halt must outlive failed contacts"
+        )
     source2.confirm(True)
     assert restarted.active
 
@@ -286,3 +288,41 @@ def test_wait_for_confirmation_returns_first_answer(
     engine, source = make_engine(store=False)
     source.confirm(False)
     assert engine.wait_for_confirmation(5.0).cause is Cause.OFF
+
+
+def test_a_halt_reaches_the_guard_before_it_is_written_down(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    """Stopping never waits for the disk: the deadline drops before the state store is written."""
+    import threading
+
+    class SlowStore(StateStore):
+        def __init__(self, *args: object) -> None:
+            super().__init__(tmp_path / "slow.db", "local", "system-active")
+            self.entered = threading.Event()
+            self.release = threading.Event()
+
+        def save(self, **kwargs: object) -> None:
+            if kwargs.get("active") is False:
+                self.entered.set()
+                self.release.wait(5)
+            super().save(**kwargs)  # type: ignore[arg-type]
+
+    store = SlowStore()
+    source = ScriptedSource("local", clock)
+    engine = StateEngine(
+        "system-active", [source], max_staleness=STALENESS, store=store, clock=clock
+    )
+    engine.start()
+    try:
+        source.confirm(True)
+        assert engine.active
+        writer = threading.Thread(target=source.confirm, args=(False,))
+        writer.start()
+        assert store.entered.wait(5)
+        assert engine.active is False, "the guard kept admitting while the halt was being written"
+        store.release.set()
+        writer.join(5)
+    finally:
+        store.release.set()
+        engine.close()

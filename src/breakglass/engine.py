@@ -228,9 +228,12 @@ class StateEngine:
             if not state.remembered and state.cause in (Cause.ACTIVE, Cause.OFF):
                 # A real source is fresh: what was remembered from before the restart is obsolete.
                 self._remembered = None
-            state = self._apply_store(state, now)
             if self._closed:
                 return self._state
+            if not state.active:
+                # Stop first, remember after: the guard must not wait for a disk write.
+                self.deadline = HALTED_DEADLINE
+            state = self._apply_store(state, now)
             self._seq += 1
             seq = self._seq
             self._state = state
