@@ -232,6 +232,7 @@ class StateEngine:
                 return self._state
             if not state.active:
                 # Stop first, remember after: the guard must not wait for a disk write.
+                self._state = state
                 self.deadline = HALTED_DEADLINE
             state = self._apply_store(state, now)
             self._seq += 1
