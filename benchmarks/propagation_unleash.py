@@ -20,6 +20,7 @@ import importlib.util
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -215,6 +216,7 @@ def main() -> int:
             server.stop()
         if postgres is not None:
             postgres.close()
+            shutil.rmtree(postgres._workdir, ignore_errors=True)
     text = json.dumps(summary, indent=2)
     print(text)
     if args.json:

@@ -1,0 +1,1 @@
+"""Tests of the LaunchDarkly adapter: a package, so its module names never collide with other providers' tests."""
