@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from typing import TYPE_CHECKING
@@ -39,7 +40,7 @@ def test_resume_halt_status_round_trip(run: CliRunner) -> None:
     """resume makes status exit 0; halt makes it exit 3, with the change acknowledged."""
     resumed = run.invoke(main, ["resume", "--actor", "alice", "--reason", "go", "--json"])
     assert resumed.exit_code == 0, resumed.output
-    assert json.loads(resumed.output)["change_id"] == "local:1"
+    assert re.fullmatch(r"local:[0-9a-f]{8}-1", json.loads(resumed.output)["change_id"])
     status = run.invoke(main, ["status", "--json"])
     assert status.exit_code == 0, status.output
     assert json.loads(status.output)["active"] is True

@@ -47,7 +47,8 @@ def test_admin_acknowledges_and_reports_no_change(tmp_path: Path) -> None:
     """set_active returns the change id; setting the same value again says it did not change."""
     admin = LocalAdmin(LocalStore(tmp_path / "local.db"), KEY)
     first = admin.set_active(True, actor="alice", reason="go")
-    assert (first.active, first.changed, first.change_id) == (True, True, "local:1")
+    store_id = admin._store.store_id()
+    assert (first.active, first.changed, first.change_id) == (True, True, f"local:{store_id}-1")
     again = admin.set_active(True, actor="alice", reason="go again")
     assert again.changed is False
     assert admin.get_active() is True
@@ -66,7 +67,7 @@ def test_every_change_is_an_audit_record(tmp_path: Path) -> None:
     assert halt.actor.id == "bob"
     assert halt.comment == "incident 42"
     assert (halt.value_before, halt.value_after) == (True, False)
-    assert halt.id == "local:2"
+    assert halt.id == f"local:{store.store_id()}-2"
     assert halt.raw["reason"] == "incident 42"
     assert halt.to_dict()["schema"] == "breakglass.audit/v1"
 
@@ -79,9 +80,11 @@ def test_audit_pull_pages_and_resumes(tmp_path: Path) -> None:
     audit = LocalAudit(store, KEY, page_size=3)
     pages = list(audit.pull(None))
     assert [len(p.records) for p in pages] == [3, 3, 1]
-    assert pages[-1].cursor == "7"
+    store_id = store.store_id()
+    assert pages[-1].cursor == f"{store_id}-7"
     assert list(audit.pull(pages[-1].cursor)) == []
-    assert [r.vendor_event_id for r in next(iter(audit.pull("5"))).records] == ["6", "7"]
+    resumed = next(iter(audit.pull(f"{store_id}-5"))).records
+    assert [r.vendor_event_id for r in resumed] == [f"{store_id}-6", f"{store_id}-7"]
 
 
 def test_corrupt_store_halts_at_once_and_logs_once(
@@ -185,3 +188,38 @@ def test_every_process_on_the_host_sees_a_change_within_100_ms(tmp_path: Path) -
             worst = max(worst, seen - ack)
     assert worst <= 0.100, f"slowest reader took {worst * 1000:.1f} ms"
     print(json.dumps({"rounds": rounds, "readers": readers, "worst_ms": round(worst * 1000, 1)}))
+
+
+def test_a_recreated_store_is_pulled_from_its_start_without_id_clashes(tmp_path: Path) -> None:
+    """Change numbers restart in a new file; ids carry the file's id, and the old cursor is not trusted."""
+    path = tmp_path / "local.db"
+    store = LocalStore(path)
+    store.write(KEY, True, actor="t", reason="one")
+    store.write(KEY, False, actor="t", reason="two")
+    audit = LocalAudit(store, KEY)
+    first = list(audit.pull(None))
+    old_ids = {r.id for p in first for r in p.records}
+    path.unlink()
+    store.write(KEY, True, actor="t", reason="after the file was recreated")
+    pages = list(audit.pull(first[-1].cursor))
+    records = [r for p in pages for r in p.records]
+    assert [r.comment for r in records] == ["after the file was recreated"]
+    assert not {r.id for r in records} & old_ids
+    assert "recreated" in pages[0].problems[0]
+
+
+def test_an_unreadable_change_row_is_reported_and_does_not_block_the_pull(tmp_path: Path) -> None:
+    """A broken row is counted as malformed; the changes after it are still pulled."""
+    import sqlite3
+
+    path = tmp_path / "local.db"
+    store = LocalStore(path)
+    for i in range(3):
+        store.write(KEY, i % 2 == 0, actor="t", reason=f"change {i}")
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE changes SET occurred_at = 'not a time' WHERE seq = 2")
+    pages = list(LocalAudit(store, KEY).pull(None))
+    assert [r.comment for p in pages for r in p.records] == ["change 0", "change 2"]
+    assert sum(p.malformed for p in pages) == 1
+    assert "unreadable row" in pages[0].problems[0]
+    assert pages[-1].cursor == f"{store.store_id()}-3"

@@ -6,6 +6,7 @@ already use, or from the embedded ``local`` provider. The flag reads
 ``False`` whenever breakglass is not sure it is ``True``.
 """
 
+from breakglass.audit import AuditQuery, AuditRecorder, AuditStore, open_audit_store
 from breakglass.audit_record import Action, Actor, ActorKind, AuditRecord
 from breakglass.bridge import Bridge, open_bridge
 from breakglass.clock import SYSTEM_CLOCK, Clock
@@ -16,7 +17,9 @@ from breakglass.errors import (
     AdminNotFoundError,
     AdminRejectedError,
     AdminUnavailableError,
+    AuditRecordError,
     AuditSourceError,
+    AuditStoreError,
     BreakglassError,
     ConfigurationError,
     ProbeError,
@@ -56,9 +59,14 @@ __all__ = [
     "AdminRejectedError",
     "AdminUnavailableError",
     "AuditPage",
+    "AuditQuery",
     "AuditRecord",
+    "AuditRecordError",
+    "AuditRecorder",
     "AuditSource",
     "AuditSourceError",
+    "AuditStore",
+    "AuditStoreError",
     "Backend",
     "BreakglassError",
     "Bridge",
@@ -91,6 +99,7 @@ __all__ = [
     "load_plugin",
     "load_section",
     "load_settings",
+    "open_audit_store",
     "open_bridge",
     "register",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Self
 
+from breakglass.audit.recorder import AuditRecorder
 from breakglass.clock import SYSTEM_CLOCK, Clock
 from breakglass.engine import StateEngine
 from breakglass.errors import ConfigurationError
@@ -43,6 +44,9 @@ class Bridge:
             store=store,
             clock=clock,
         )
+        # The bridge's own evidence (observed flips, halts, resumes); off the request path.
+        self.recorder = AuditRecorder.for_bridge(settings, backend.name, clock=clock)
+        self.recorder.attach(self.engine)
 
     @classmethod
     def from_settings(
@@ -64,6 +68,7 @@ class Bridge:
     def close(self) -> None:
         """Stop reading and release threads and sockets (the admin's and audit's too, if they hold any)."""
         self.engine.close()
+        self.recorder.close()
         for part in (self.backend.admin, self.backend.audit):
             close = getattr(part, "close", None)
             if callable(close):
@@ -87,7 +92,7 @@ class Bridge:
             raise ConfigurationError(
                 f"the {self.backend.name} provider has no admin credentials configured"
             )
-        return self.backend.admin
+        return self.recorder.wrap_admin(self.backend.admin)
 
     @property
     def audit(self) -> AuditSource:

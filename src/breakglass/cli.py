@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from breakglass.audit.cli import audit
 from breakglass.bridge import Bridge
 from breakglass.clock import SYSTEM_CLOCK, isoformat_ms
 from breakglass.errors import BreakglassError
@@ -79,7 +80,9 @@ def _describe(info: dict[str, Any]) -> str:
     if not info["active"]:
         line += f"\n  cause: {info['reason']}: {info['detail']}"
     if info["reason"] == "flag_missing" and info["provider"] == "local":
-        line += '\n  hint: the flag does not exist yet; `breakglass resume --reason "..."` creates it'
+        line += (
+            '\n  hint: the flag does not exist yet; `breakglass resume --reason "..."` creates it'
+        )
     return line
 
 
@@ -261,3 +264,6 @@ def demo(
     else:
         click.echo(report.summary())
     sys.exit(0 if report.passed else 1)
+
+
+main.add_command(audit)

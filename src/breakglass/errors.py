@@ -6,13 +6,15 @@ Every error the library raises derives from :class:`BreakglassError`::
     ├── ConfigurationError        a setting is missing or invalid; names the setting
     ├── ProviderNotFoundError     BREAKGLASS_PROVIDER names no installed adapter
     ├── StoreError                the embedded SQLite store cannot be read or written
-    │   └── StoreMissingError     the store file does not exist (yet)
+    │   ├── StoreMissingError     the store file does not exist (yet)
+    │   └── AuditStoreError       the audit store (SQLite or PostgreSQL) cannot be used
     ├── AdminError                a write through a vendor's management API failed
     │   ├── AdminAuthError        401/403: the token is wrong or lacks the permission
     │   ├── AdminNotFoundError    404: the project, environment or flag does not exist
     │   ├── AdminRejectedError    4xx other than the above: the vendor refused the change
     │   └── AdminUnavailableError 5xx, 429 past the retry budget, timeouts, refused connections
     ├── AuditSourceError          a vendor's change log could not be read
+    ├── AuditRecordError          an audit record cannot be kept as evidence (malformed)
     ├── ProbeError                a latency probe could not run safely
     └── Suspended                 (breakglass.guard) a request refused while halted
 
@@ -53,6 +55,14 @@ class StoreMissingError(StoreError):
     """The store file does not exist (yet)."""
 
 
+class AuditStoreError(StoreError):
+    """The audit store cannot be opened, migrated, read or written.
+
+    The message names the SQLite file or the PostgreSQL host and database,
+    never the URL's password.
+    """
+
+
 class AdminError(BreakglassError):
     """A change through a vendor's management API did not take effect."""
 
@@ -75,6 +85,10 @@ class AdminUnavailableError(AdminError):
 
 class AuditSourceError(BreakglassError):
     """A vendor's change log could not be read."""
+
+
+class AuditRecordError(BreakglassError):
+    """An audit record cannot be kept as evidence (malformed); counted and reported, never stored."""
 
 
 class ProbeError(BreakglassError):

@@ -30,7 +30,7 @@ class LocalAdmin:
             flag_key=self._flag_key,
             active=active,
             acknowledged_at=self._clock.now(),
-            change_id=f"local:{change.seq}",
+            change_id=f"local:{change.change_id}",
             changed=change.value_before is not active,
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,12 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 _SCHEMA = (
+    # A random id per store file: change numbers restart when a file is recreated, ids must not.
+    """CREATE TABLE IF NOT EXISTS meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )""",
+    """INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(4))))""",
     """CREATE TABLE IF NOT EXISTS flags (
         key        TEXT PRIMARY KEY,
         value      TEXT NOT NULL,
@@ -43,6 +50,7 @@ _SCHEMA = (
 class LocalChange:
     """One row of the local change log."""
 
+    store_id: str
     seq: int
     flag_key: str
     action: str
@@ -54,9 +62,15 @@ class LocalChange:
     host: str
     pid: int
 
+    @property
+    def change_id(self) -> str:
+        """``<store_id>-<seq>``: unique across recreated store files."""
+        return f"{self.store_id}-{self.seq}"
+
     def as_raw(self) -> dict[str, Any]:
         """The row as JSON-ready data (kept verbatim in audit records)."""
         return {
+            "store_id": self.store_id,
             "seq": self.seq,
             "flag_key": self.flag_key,
             "action": self.action,
@@ -121,10 +135,16 @@ class LocalStore:
             before = _decode(row[0]) if row else None
             return self._log(conn, key, "deleted", before, None, actor, reason, now)
 
-    def changes(self, key: str, *, after: int = 0, limit: int = 500) -> list[LocalChange]:
-        """Log entries for ``key`` with ``seq > after``, oldest first."""
+    def changes(self, key: str, *, after: int = 0, limit: int = 500) -> ChangePage:
+        """Log entries for ``key`` with ``seq > after``, oldest first.
+
+        A row that cannot be read is reported in :attr:`ChangePage.problems`
+        (and the page's ``last_seq`` still moves past it), never raised: one bad
+        row must not block every later pull.
+        """
         try:
             with connect(self.path, create=False, write=False) as conn:
+                store_id = _store_id(conn)
                 rows = conn.execute(
                     "SELECT seq, flag_key, action, value_before, value_after, actor, reason,"
                     " occurred_at, host, pid FROM changes WHERE flag_key = ? AND seq > ?"
@@ -132,22 +152,23 @@ class LocalStore:
                     (key, after, limit),
                 ).fetchall()
         except StoreMissingError:
-            return []
-        return [
-            LocalChange(
-                seq=row[0],
-                flag_key=row[1],
-                action=row[2],
-                value_before=_decode(row[3]) if row[3] is not None else None,
-                value_after=_decode(row[4]) if row[4] is not None else None,
-                actor=row[5],
-                reason=row[6],
-                occurred_at=parse_iso(row[7]),
-                host=row[8],
-                pid=row[9],
-            )
-            for row in rows
-        ]
+            return ChangePage(store_id=None, changes=[], problems=[], last_seq=after)
+        page = ChangePage(store_id=store_id, changes=[], problems=[], last_seq=after)
+        for row in rows:
+            page.last_seq = max(page.last_seq, int(row[0]))
+            try:
+                page.changes.append(_change(store_id, row))
+            except (TypeError, ValueError) as exc:
+                page.problems.append(f"change {store_id}-{row[0]}: unreadable row ({exc})")
+        return page
+
+    def store_id(self) -> str | None:
+        """This store file's random id, or ``None`` when the file does not exist yet."""
+        try:
+            with connect(self.path, create=False, write=False) as conn:
+                return _store_id(conn)
+        except StoreMissingError:
+            return None
 
     def _log(  # noqa: PLR0913 -- one column each
         self,
@@ -161,6 +182,7 @@ class LocalStore:
         now: datetime,
     ) -> LocalChange:
         host, pid = socket.gethostname(), os.getpid()
+        store_id = _store_id(conn)
         cursor = conn.execute(
             "INSERT INTO changes (flag_key, action, value_before, value_after, actor, reason,"
             " occurred_at, host, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -177,8 +199,52 @@ class LocalStore:
             ),
         )
         return LocalChange(
-            int(cursor.lastrowid), key, action, before, after, actor, reason, now, host, pid
+            store_id,
+            int(cursor.lastrowid),
+            key,
+            action,
+            before,
+            after,
+            actor,
+            reason,
+            now,
+            host,
+            pid,
         )
+
+
+@dataclass(slots=True)
+class ChangePage:
+    """What :meth:`LocalStore.changes` read: the changes, the unreadable rows, and how far it got."""
+
+    store_id: str | None
+    changes: list[LocalChange]
+    problems: list[str]
+    last_seq: int
+
+
+def _store_id(conn: Any) -> str:
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()
+    except sqlite3.OperationalError:
+        row = None  # a store written before the meta table existed
+    return str(row[0]) if row else "0"
+
+
+def _change(store_id: str, row: tuple[Any, ...]) -> LocalChange:
+    return LocalChange(
+        store_id=store_id,
+        seq=int(row[0]),
+        flag_key=str(row[1]),
+        action=str(row[2]),
+        value_before=_decode(row[3]) if row[3] is not None else None,
+        value_after=_decode(row[4]) if row[4] is not None else None,
+        actor=str(row[5]),
+        reason=str(row[6]),
+        occurred_at=parse_iso(row[7]),
+        host=str(row[8]),
+        pid=int(row[9]),
+    )
 
 
 def _migrate(conn: Any) -> None:

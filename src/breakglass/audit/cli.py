@@ -1,0 +1,366 @@
+"""``breakglass audit``: pull, export, verify and inspect the flag's change history.
+
+Exit codes: 0 done (``verify``: intact), 1 an error (``verify``: broken),
+2 a usage error, 4 (``pull``) done, but some vendor entries were malformed
+or conflicting: they are counted, listed and kept in the store's problems.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+
+import click
+
+from breakglass.audit.recorder import PROVIDER as OWN_PROVIDER
+from breakglass.audit.store import AuditQuery, open_audit_store
+from breakglass.clock import SYSTEM_CLOCK
+from breakglass.errors import BreakglassError, ConfigurationError
+from breakglass.plugins import load_plugin
+
+if TYPE_CHECKING:
+    from breakglass.audit.pull import PullReport
+    from breakglass.audit.store import AuditStore
+    from breakglass.settings import Settings
+
+EXIT_PROBLEMS = 4
+
+_RELATIVE = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class _HasSettings(Protocol):
+    def settings(self) -> Settings: ...
+
+
+class TimeParam(click.ParamType[datetime]):
+    """An RFC 3339 time, a date (midnight UTC), or an age such as ``7d``, ``12h``, ``30m``."""
+
+    name = "time"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        """Parse ``value`` into an aware UTC datetime."""
+        if isinstance(value, datetime):
+            return value
+        text = str(value).strip()
+        relative = _RELATIVE.match(text)
+        if relative:
+            delta = timedelta(**{_UNITS[relative[2]]: int(relative[1])})
+            return SYSTEM_CLOCK.now() - delta
+        try:
+            if len(text) == 10:
+                day = date.fromisoformat(text)
+                return datetime(day.year, day.month, day.day, tzinfo=UTC)
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(
+                f"{text!r} is not a time (2026-08-21, 2026-08-21T10:15:00Z, 7d, 12h)", param, ctx
+            )
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+TIME = TimeParam()
+
+
+def _fail(exc: BreakglassError) -> NoReturn:
+    click.echo(f"breakglass: error: {exc}", err=True)
+    sys.exit(1)
+
+
+def _store(settings: Settings) -> AuditStore:
+    return open_audit_store(settings)
+
+
+@click.group()
+def audit() -> None:
+    """The flag's change history: pull it from providers, export it as evidence, verify exports.
+
+    The store is SQLite in the state directory (<state_dir>/audit.db), or
+    PostgreSQL when BREAKGLASS_AUDIT__DATABASE_URL is set.
+    """
+
+
+class _Progress:
+    """A counter line on stderr, rewritten in place on a terminal, silent otherwise."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, report: PullReport) -> None:
+        if self.enabled:
+            click.echo(
+                f"\r{report.provider}: {report.fetched} fetched, {report.stored} new, "
+                f"{report.malformed} malformed ({report.pages} pages)",
+                err=True,
+                nl=False,
+            )
+
+    def done(self) -> None:
+        if self.enabled:
+            click.echo("", err=True)
+
+
+@audit.command()
+@click.option(
+    "--provider",
+    "providers",
+    multiple=True,
+    help="Pull this provider (repeatable; default: the configured one).",
+)
+@click.option("--since", type=TIME, help="Keep only records from this time on (2026-08-21, 7d).")
+@click.option(
+    "--from-start", is_flag=True, help="Ignore the stored cursor and fetch everything again."
+)
+@click.option(
+    "--page-pause",
+    type=click.FloatRange(min=0, max=60),
+    default=0.0,
+    show_default=True,
+    help="Seconds to wait between pages, to spare a vendor's rate limit.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
+@click.pass_obj
+def pull(
+    ctx: _HasSettings,
+    providers: tuple[str, ...],
+    since: datetime | None,
+    *,
+    from_start: bool,
+    page_pause: float,
+    as_json: bool,
+) -> None:
+    """Fetch what is new in each provider's change log into the audit store."""
+    from breakglass.audit.pull import pull_history
+
+    reports: list[PullReport] = []
+    try:
+        settings = ctx.settings()
+        store = _store(settings)
+        try:
+            for given in providers or (settings.provider,):
+                name = given.strip().lower()
+                if name == OWN_PROVIDER:
+                    raise ConfigurationError(
+                        "the bridge writes its own records (provider 'breakglass') as they "
+                        "happen; there is nothing to pull"
+                    )
+                chosen = settings.model_copy(update={"provider": name})
+                backend = load_plugin(name).create(chosen, SYSTEM_CLOCK)
+                if backend.audit is None:
+                    raise ConfigurationError(f"the {name} provider has no audit source configured")
+                progress = _Progress()
+                try:
+                    report = pull_history(
+                        store,
+                        backend.audit,
+                        provider=name,
+                        flag_key=chosen.flag_key,
+                        since=since,
+                        from_start=from_start,
+                        page_pause=page_pause,
+                        on_page=progress,
+                    )
+                finally:
+                    progress.done()
+                    _close_parts(backend)
+                reports.append(report)
+                if not as_json:
+                    click.echo(report.summary())
+                    for problem in report.problems:
+                        click.echo(f"  problem: {problem}")
+        finally:
+            store.close()
+    except BreakglassError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in reports], indent=2))
+    if any(r.error for r in reports):
+        sys.exit(1)
+    if not all(r.clean for r in reports):
+        sys.exit(EXIT_PROBLEMS)
+
+
+def _close_parts(backend: Any) -> None:
+    for part in (backend.source, backend.admin, backend.audit):
+        close = getattr(part, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:  # noqa: BLE001 -- closing must not mask the pull's outcome
+                click.echo(f"breakglass: warning: closing {type(part).__name__} failed", err=True)
+
+
+def _query(
+    providers: tuple[str, ...],
+    flags: tuple[str, ...],
+    environments: tuple[str, ...],
+    since: datetime | None,
+    until: datetime | None,
+) -> AuditQuery:
+    return AuditQuery(
+        providers=tuple(sorted(set(providers))),
+        flags=tuple(sorted(set(flags))),
+        environments=tuple(sorted(set(environments))),
+        since=since,
+        until=until,
+    )
+
+
+_filter_options = [
+    click.option("--provider", "providers", multiple=True, help="Only this provider (repeatable)."),
+    click.option("--flag", "flags", multiple=True, help="Only this flag key (repeatable)."),
+    click.option(
+        "--environment", "environments", multiple=True, help="Only this environment (repeatable)."
+    ),
+    click.option("--since", type=TIME, help="From this time on (inclusive)."),
+    click.option("--until", type=TIME, help="Before this time (exclusive)."),
+]
+
+
+def _filters(func: Any) -> Any:
+    for option in reversed(_filter_options):
+        func = option(func)
+    return func
+
+
+@audit.command()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv"]),
+    default="jsonl",
+    show_default=True,
+    help="jsonl: hash-chained evidence with a manifest; csv: flat, for spreadsheets.",
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here (default: stdout)."
+)
+@_filters
+@click.pass_obj
+def export(  # noqa: PLR0913 -- one parameter per option
+    ctx: _HasSettings,
+    fmt: str,
+    out: Path | None,
+    providers: tuple[str, ...],
+    flags: tuple[str, ...],
+    environments: tuple[str, ...],
+    since: datetime | None,
+    until: datetime | None,
+) -> None:
+    """Export the history, ordered by time then id (JSON Lines: hash-chained evidence)."""
+    from breakglass.audit.export import export_csv, export_jsonl
+
+    query = _query(providers, flags, environments, since, until)
+    try:
+        store = _store(ctx.settings())
+        try:
+            if fmt == "csv":
+                with _output(out, binary=False) as handle:
+                    count = export_csv(store, query, handle)
+                click.echo(f"exported {count} records as CSV{_where(out)}", err=True)
+                return
+            with _output(out, binary=True) as handle:
+                manifest = export_jsonl(store, query, handle)
+        finally:
+            store.close()
+    except BreakglassError as exc:
+        _fail(exc)
+    click.echo(
+        f"exported {manifest.count} records{_where(out)}\n"
+        f"export hash (anchor it, see docs/compliance.md): {manifest.export_hash}",
+        err=True,
+    )
+
+
+def _where(out: Path | None) -> str:
+    return f" to {out}" if out is not None else ""
+
+
+class _output:  # noqa: N801 -- used like a function in a with statement
+    """Stdout, or a file written beside its final name and moved there only when complete."""
+
+    def __init__(self, out: Path | None, *, binary: bool) -> None:
+        self.out = out
+        self.binary = binary
+        self.tmp: Path | None = None
+        self.handle: Any = None
+
+    def __enter__(self) -> Any:
+        if self.out is None:
+            self.handle = None
+            return sys.stdout.buffer if self.binary else sys.stdout
+        self.tmp = self.out.with_name(f".{self.out.name}.{os.getpid()}.tmp")
+        try:
+            if self.binary:
+                self.handle = self.tmp.open("wb")
+            else:
+                self.handle = self.tmp.open("w", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise ConfigurationError(f"cannot write {self.out}: {exc.strerror}") from None
+        return self.handle
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if self.handle is None:
+            (sys.stdout.buffer if self.binary else sys.stdout).flush()
+            return
+        self.handle.close()
+        assert self.tmp is not None  # noqa: S101 -- set in __enter__
+        assert self.out is not None  # noqa: S101 -- set in __init__
+        if exc_type is None:
+            self.tmp.replace(self.out)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+@audit.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--expect", help="The export hash anchored when the export was made.")
+@click.option("--strict", is_flag=True, help="Also re-parse every line (slower; same verdict).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def verify(file: str, expect: str | None, *, strict: bool, as_json: bool) -> None:
+    """Check a JSON Lines export: exit 0 when intact, 1 naming the first broken line."""
+    from breakglass.audit.verify import verify_export
+
+    try:
+        result = verify_export(file, expect=expect, strict=strict)
+    except OSError as exc:
+        click.echo(f"breakglass: error: cannot read {file}: {exc.strerror}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(result.as_dict()) if as_json else result.summary())
+    sys.exit(0 if result.ok else 1)
+
+
+@audit.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def status(ctx: _HasSettings, *, as_json: bool) -> None:
+    """Show the audit store: records per provider and flag, time span, pull cursors."""
+    try:
+        store = _store(ctx.settings())
+        try:
+            info = store.status()
+        finally:
+            store.close()
+    except BreakglassError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(info.as_dict(), indent=2))
+        return
+    click.echo(
+        f"audit store {info.location} (schema {info.schema_version}): {info.records} records"
+    )
+    for p in info.providers:
+        span = f"{p.first_occurred_at} .. {p.last_occurred_at}" if p.records else "none yet"
+        cursor = f", cursor {p.cursor}" if p.cursor is not None else ""
+        click.echo(f"  {p.provider} / {p.flag_key}: {p.records} records, {span}{cursor}")
+    if info.problems:
+        click.echo(f"  {info.problems} problems recorded (malformed or conflicting vendor entries)")

@@ -1,0 +1,442 @@
+"""Evidence the bridge keeps itself: observed flips and changes made through it.
+
+Every bridge process records, as audit records of provider ``breakglass``:
+
+* each flip of the decision it observes (active to halted and back), with the
+  cause, the deciding source, when it observed it, and its host and process;
+* each halt and resume made through it (CLI, API, latency probe), with actor,
+  reason, the vendor's change id, and failed attempts too.
+
+So the history exists even where a vendor keeps its log behind a paid plan,
+and it shows how long each process of a fleet really took to stop.
+
+Recording is off the request path and cannot stop the bridge: the engine's
+listener (called only when the decision changes, never per request) and the
+admin wrapper only build a small record and queue it; one background thread
+writes the queue to the audit store. If the store fails, the failure is
+logged once, records wait in memory (up to a bound) and are retried with
+backoff; the flag, the guard and halts carry on regardless.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import os
+import secrets
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from breakglass.audit.codec import prepare
+from breakglass.audit_record import Action, Actor, ActorKind, AuditRecord
+from breakglass.clock import SYSTEM_CLOCK, Clock, isoformat_ms
+from breakglass.errors import AuditRecordError, BreakglassError
+from breakglass.state import Cause
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+
+    from breakglass.audit.settings import AuditSettings
+    from breakglass.audit.store import AuditStore
+    from breakglass.engine import StateEngine
+    from breakglass.seams import Acknowledgement, FlagAdmin
+    from breakglass.settings import Settings
+    from breakglass.state import FlagState
+
+logger = logging.getLogger("breakglass.audit")
+
+PROVIDER = "breakglass"
+"""The ``provider`` of every record the bridge writes itself."""
+
+OBSERVED = "observed-flip"
+"""``vendor_event_type`` of an observed flip."""
+
+_BATCH = 500
+_RETRY_FIRST_S = 0.5
+_RETRY_MAX_S = 30.0
+
+
+class AuditRecorder:
+    """Queues the bridge's own evidence and writes it to the audit store in the background.
+
+    Args:
+        store_factory: Opens the audit store; called on the writer thread, so
+            a slow or missing database never delays the caller.
+        backend: The provider the bridge reads (kept in each record's ``raw``).
+        flag_key: The flag whose decisions are observed.
+        clock: For ``observed_at``.
+        record_observed: Record observed flips.
+        record_changes: Record changes made through :meth:`wrap_admin`.
+        max_pending: Records kept in memory while the store is down; beyond
+            it the oldest are dropped, counted and logged once.
+    """
+
+    def __init__(
+        self,
+        store_factory: Callable[[], AuditStore] | None,
+        *,
+        backend: str,
+        flag_key: str,
+        clock: Clock = SYSTEM_CLOCK,
+        record_observed: bool = True,
+        record_changes: bool = True,
+        max_pending: int = 10_000,
+    ) -> None:
+        self._factory = store_factory
+        self.backend = backend
+        self.flag_key = flag_key
+        self._clock = clock
+        self.record_observed = record_observed and store_factory is not None
+        self.record_changes = record_changes and store_factory is not None
+        self._host = socket.gethostname()
+        self._pid = os.getpid()
+        self._process = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+        # Host and pid repeat across reboots; the token makes every process's ids its own.
+        self._token = secrets.token_hex(4)
+        self._seq = itertools.count(1)
+        self._pending: deque[AuditRecord] = deque(maxlen=max_pending)
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._store: AuditStore | None = None
+        self._closing = False
+        self._writing = 0
+        self._failing: str | None = None
+        self._retry_s = _RETRY_FIRST_S
+        self._baseline: bool | None = None
+        self.written = 0
+        """Records written to the store so far."""
+        self.dropped = 0
+        """Records lost: queue overflow while the store was down, or unwritten at close."""
+
+    def __repr__(self) -> str:
+        return (
+            f"AuditRecorder(backend={self.backend!r}, observed={self.record_observed}, "
+            f"changes={self.record_changes})"
+        )
+
+    @classmethod
+    def for_bridge(
+        cls,
+        settings: Settings,
+        backend: str,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        audit: AuditSettings | None = None,
+    ) -> AuditRecorder:
+        """The recorder a bridge uses; never raises (bad audit settings disable it, logged)."""
+        from breakglass.audit.settings import load_audit_settings
+        from breakglass.audit.store import open_audit_store
+
+        try:
+            audit = audit if audit is not None else load_audit_settings()
+        except BreakglassError as exc:
+            logger.error("audit recording is off: %s", exc)  # noqa: TRY400 -- the message is the point
+            return cls(None, backend=backend, flag_key=settings.flag_key, clock=clock)
+        chosen = audit
+
+        def factory() -> AuditStore:
+            return open_audit_store(settings, chosen)
+
+        return cls(
+            factory,
+            backend=backend,
+            flag_key=settings.flag_key,
+            clock=clock,
+            record_observed=audit.record_observed,
+            record_changes=audit.record_changes,
+        )
+
+    # ------------------------------------------------------------------ what is recorded
+
+    def attach(self, engine: StateEngine) -> None:
+        """Record the flips ``engine`` decides (when observed flips are on)."""
+        if self.record_observed:
+            engine.subscribe(self.on_state)
+
+    def on_state(self, state: FlagState) -> None:
+        """Engine listener: queue a record when the decision flips between active and halted.
+
+        The first decision after start sets the baseline and is not a flip (a
+        ``status`` command does not write history); closing is not a flip either.
+        """
+        if state.cause is Cause.CLOSED:
+            return
+        if self._baseline is None:
+            if state.cause is not Cause.UNCONFIRMED:
+                self._baseline = state.active
+            return
+        if state.active == self._baseline:
+            return
+        before, self._baseline = self._baseline, state.active
+        now = self._clock.now()
+        seq = next(self._seq)
+        word = "active" if state.active else "halted"
+        detail = f"observed {word} (cause {state.cause.value}, source {state.source})"
+        self._submit(
+            AuditRecord(
+                provider=PROVIDER,
+                vendor_event_id=self._event_id(seq),
+                vendor_event_type=OBSERVED,
+                flag_key=self.flag_key,
+                action=Action.ENABLED if state.active else Action.DISABLED,
+                occurred_at=now,
+                pulled_at=now,
+                actor=self._observer(),
+                value_before=before,
+                value_after=state.active,
+                comment=detail,
+                raw={
+                    "kind": "observed",
+                    "active": state.active,
+                    "cause": state.cause.value,
+                    "source": state.source,
+                    "detail": state.detail,
+                    "confirmed_at": isoformat_ms(state.confirmed_at)
+                    if state.confirmed_at
+                    else None,
+                    "observed_at": isoformat_ms(now),
+                    "backend": self.backend,
+                    **self._process_info(seq),
+                },
+            )
+        )
+
+    def record_change(
+        self,
+        *,
+        flag_key: str,
+        active: bool,
+        actor: str,
+        reason: str,
+        started_at: datetime,
+        ack: Acknowledgement | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        """Queue the record of a halt or resume made through this process (or its failure)."""
+        if not self.record_changes:
+            return
+        seq = next(self._seq)
+        verb = "resume" if active else "halt"
+        done = ack is not None
+        occurred = ack.acknowledged_at if ack is not None else self._clock.now()
+        raw: dict[str, object] = {
+            "kind": "change",
+            "active": active,
+            "actor": actor,
+            "reason": reason,
+            "backend": self.backend,
+            "flag_key": flag_key,
+            "write_started_at": isoformat_ms(started_at),
+            "acknowledged_at": isoformat_ms(ack.acknowledged_at) if ack is not None else None,
+            "change_id": ack.change_id if ack is not None else None,
+            "changed": ack.changed if ack is not None else None,
+            "error": f"{type(error).__name__}: {error}" if error is not None else None,
+            **self._process_info(seq),
+        }
+        self._submit(
+            AuditRecord(
+                provider=PROVIDER,
+                vendor_event_id=self._event_id(seq),
+                vendor_event_type=verb if done else f"{verb}-failed",
+                flag_key=flag_key,
+                action=(Action.ENABLED if active else Action.DISABLED) if done else Action.OTHER,
+                occurred_at=occurred,
+                pulled_at=occurred,
+                actor=Actor(kind=ActorKind.USER, id=actor, name=actor),
+                value_before=active if ack is not None and not ack.changed else None,
+                value_after=active if done else None,
+                comment=reason,
+                raw=raw,
+            )
+        )
+
+    def wrap_admin(self, admin: FlagAdmin) -> FlagAdmin:
+        """``admin``, recording each change made through it (``admin`` itself when off)."""
+        if not self.record_changes:
+            return admin
+        return RecordingAdmin(admin, self)
+
+    # ------------------------------------------------------------------ writing
+
+    def _event_id(self, seq: int) -> str:
+        return f"{self._host}:{self._pid}:{self._token}:{seq}"
+
+    def _process_info(self, seq: int) -> dict[str, object]:
+        return {"host": self._host, "pid": self._pid, "process": self._process, "seq": seq}
+
+    def _observer(self) -> Actor:
+        return Actor(
+            kind=ActorKind.SYSTEM,
+            id=f"{self._host}:{self._pid}",
+            name=f"breakglass bridge ({self._process})",
+        )
+
+    def _submit(self, record: AuditRecord) -> None:
+        with self._cond:
+            if self._closing:
+                self.dropped += 1
+                return
+            if len(self._pending) == self._pending.maxlen:
+                self.dropped += 1
+                if self.dropped == 1:
+                    logger.error(
+                        "audit store still unusable; dropping the oldest unwritten records"
+                    )
+            self._pending.append(record)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="breakglass-audit-recorder", daemon=True
+                )
+                self._thread.start()
+                # A short-lived `breakglass halt` never closes its bridge: write before exit.
+                atexit.register(self._at_exit)
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                batch = [self._pending[i] for i in range(min(_BATCH, len(self._pending)))]
+                self._writing = len(batch)
+            ok = self._write(batch)
+            with self._cond:
+                if ok:
+                    for _ in batch:
+                        if self._pending:
+                            self._pending.popleft()
+                    self.written += len(batch)
+                self._writing = 0
+                self._cond.notify_all()
+                if not ok:
+                    if self._closing:
+                        return
+                    self._cond.wait(self._retry_s)
+                    self._retry_s = min(_RETRY_MAX_S, self._retry_s * 2)
+
+    def _write(self, batch: list[AuditRecord]) -> bool:
+        rows = []
+        for record in batch:
+            try:
+                rows.append(prepare(record))
+            except AuditRecordError:
+                logger.exception("cannot keep the bridge's own audit record %s", record.id)
+        try:
+            if self._store is None:
+                assert self._factory is not None  # noqa: S101 -- only started with a factory
+                self._store = self._factory()
+            self._store.save(rows)
+        except BreakglassError as exc:
+            if self._failing is None:
+                logger.error(  # noqa: TRY400 -- one line, the message says it all
+                    "audit store unusable, keeping the bridge's own records in memory and "
+                    "retrying (the flag is not affected): %s",
+                    exc,
+                )
+            self._failing = str(exc)
+            return False
+        except Exception:
+            if self._failing is None:
+                logger.exception("audit store failed (the flag is not affected)")
+            self._failing = "unexpected error"
+            return False
+        if self._failing is not None:
+            logger.warning("audit store works again: %s", self._store)
+            self._failing = None
+        self._retry_s = _RETRY_FIRST_S
+        return True
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until every queued record is written; return whether it was."""
+        # Real time, not the injected clock: a manual test clock must not make this wait forever.
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._cond.notify_all()
+            while self._pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._thread is None or not self._thread.is_alive():
+                    return False
+                self._cond.wait(min(remaining, 0.1))
+            return True
+
+    def _at_exit(self) -> None:
+        self.close(timeout=2.0)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Write what is queued (waiting at most ``timeout`` seconds), then stop the writer."""
+        if self._thread is None:
+            return
+        flushed = self.flush(timeout)
+        with self._cond:
+            self._closing = True
+            left = len(self._pending)
+            self._cond.notify_all()
+        self._thread.join(timeout=max(0.1, timeout / 4))
+        if not flushed and left:
+            self.dropped += left
+            logger.error("%d of the bridge's own audit records could not be written", left)
+        atexit.unregister(self._at_exit)
+        if self._store is not None:
+            try:
+                self._store.close()
+            except BreakglassError:
+                logger.debug("closing the audit store failed", exc_info=True)
+
+
+class RecordingAdmin:
+    """A :class:`breakglass.seams.FlagAdmin` that records each change made through it.
+
+    The change itself is made first and its outcome returned or raised as
+    is; recording only queues a record, so it adds microseconds to a halt.
+    """
+
+    def __init__(self, admin: FlagAdmin, recorder: AuditRecorder) -> None:
+        self._admin = admin
+        self._recorder = recorder
+        self._clock = recorder._clock
+
+    def __repr__(self) -> str:
+        return f"RecordingAdmin({self._admin!r})"
+
+    @property
+    def wrapped(self) -> FlagAdmin:
+        """The provider's own admin."""
+        return self._admin
+
+    def set_active(self, active: bool, *, actor: str, reason: str) -> Acknowledgement:  # noqa: FBT001 -- the protocol's signature
+        """Make the change through the provider, then record it (or its failure)."""
+        started = self._clock.now()
+        try:
+            ack = self._admin.set_active(active, actor=actor, reason=reason)
+        except BreakglassError as exc:
+            self._recorder.record_change(
+                flag_key=self._recorder.flag_key,
+                active=active,
+                actor=actor,
+                reason=reason,
+                started_at=started,
+                error=exc,
+            )
+            raise
+        self._recorder.record_change(
+            flag_key=ack.flag_key,
+            active=active,
+            actor=actor,
+            reason=reason,
+            started_at=started,
+            ack=ack,
+        )
+        return ack
+
+    def get_active(self) -> bool | None:
+        """The provider's own current value."""
+        return self._admin.get_active()

@@ -1,0 +1,52 @@
+"""Settings of the audit history (``BREAKGLASS_AUDIT__*`` or ``[audit]`` in ``breakglass.toml``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from breakglass.settings import Settings, load_section
+
+SECTION = "audit"
+PREFIX = "BREAKGLASS_AUDIT__"
+
+
+class AuditSettings(BaseSettings):
+    """Where the audit history is kept and what the bridge records by itself.
+
+    Read with :func:`load_audit_settings`; unknown keys are ignored.
+    """
+
+    # The prefix matters even when built directly: without it, `path` would read $PATH.
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_nested_delimiter="__", extra="ignore")
+
+    database_url: SecretStr | None = None
+    """A PostgreSQL URL (``postgresql://user:password@host:5432/db``); SQLite when unset.
+
+    Held as a secret: it may carry a password, so it never appears in logs,
+    reprs or error messages.
+    """
+
+    path: Path | None = None
+    """The SQLite audit store; ``<state_dir>/audit.db`` when unset (ignored with ``database_url``)."""
+
+    record_observed: bool = True
+    """Record every flip of the flag this process observes (on by default; see ``docs/compliance.md``)."""
+
+    record_changes: bool = True
+    """Record every halt and resume made through this process, with actor and reason."""
+
+    connect_timeout: float = Field(default=5.0, gt=0, le=60)
+    """Seconds to wait for the PostgreSQL server (and for a SQLite lock held by another process)."""
+
+    def sqlite_path(self, settings: Settings) -> Path:
+        """The SQLite file for ``settings`` (its state directory unless ``path`` is set)."""
+        return self.path or settings.state_dir / "audit.db"
+
+
+def load_audit_settings(**overrides: Any) -> AuditSettings:
+    """Read the ``audit`` section (environment, ``.env``, TOML), raising ConfigurationError."""
+    return load_section(AuditSettings, SECTION, **overrides)

@@ -1,0 +1,302 @@
+"""The audit store: what every backend (SQLite, PostgreSQL) offers, and how to open one.
+
+Records are unique by ``id`` (``<provider>:<vendor_event_id>``): storing a
+record twice keeps the first copy. Each :meth:`AuditStore.save` is one
+transaction, and the pull cursor it is given is stored in that same
+transaction, so a pull killed at any moment loses and duplicates nothing.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from breakglass.clock import isoformat_ms
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from datetime import datetime
+
+    from breakglass.audit.codec import StoredRecord
+    from breakglass.audit.settings import AuditSettings
+    from breakglass.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Which records to read; every filter is optional and they combine with AND.
+
+    Attributes:
+        providers: Keep records of these providers (any when empty).
+        flags: Keep records of these flag keys (any when empty).
+        environments: Keep records of these environments (any when empty).
+        since: Keep records that occurred at or after this time (inclusive).
+        until: Keep records that occurred before this time (exclusive), so
+            ``--until T`` and a later ``--since T`` tile without overlap.
+    """
+
+    providers: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
+    environments: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """The filters as JSON-ready data (for an export's manifest)."""
+        return {
+            "provider": sorted(self.providers),
+            "flag": sorted(self.flags),
+            "environment": sorted(self.environments),
+            "since": isoformat_ms(self.since) if self.since else None,
+            "until": isoformat_ms(self.until) if self.until else None,
+        }
+
+    def where(self, placeholder: str, time_placeholder: str | None = None) -> tuple[str, list[Any]]:
+        """A SQL ``WHERE`` clause (or ``""``) and its parameters.
+
+        Args:
+            placeholder: The driver's parameter mark (``?`` or ``%s``).
+            time_placeholder: The mark for a time, when it needs a cast.
+        """
+        time_mark = time_placeholder or placeholder
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, values in (
+            ("provider", self.providers),
+            ("flag_key", self.flags),
+            ("environment", self.environments),
+        ):
+            if values:
+                clauses.append(f"{column} IN ({', '.join([placeholder] * len(values))})")
+                params.extend(values)
+        if self.since is not None:
+            clauses.append(f"occurred_at >= {time_mark}")
+            params.append(isoformat_ms(self.since))
+        if self.until is not None:
+            clauses.append(f"occurred_at < {time_mark}")
+            params.append(isoformat_ms(self.until))
+        return (" WHERE " + " AND ".join(clauses) if clauses else "", params)
+
+
+@dataclass(frozen=True, slots=True)
+class CursorUpdate:
+    """Where a provider's next pull resumes, stored with the records it covers."""
+
+    provider: str
+    flag_key: str
+    cursor: str
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A vendor entry that could not be kept (kept in ``audit_problems``, never dropped silently)."""
+
+    provider: str
+    flag_key: str
+    detail: str
+    detected_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SaveResult:
+    """What one :meth:`AuditStore.save` did.
+
+    Attributes:
+        inserted: Records newly stored.
+        duplicates: Records already stored with the same content (ignored).
+        conflicts: Ids already stored with *different* content: the earlier
+            copy is kept and the clash is recorded as a problem.
+    """
+
+    inserted: int
+    duplicates: int
+    conflicts: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSummary:
+    """Per provider and flag: how much is stored and where the next pull resumes."""
+
+    provider: str
+    flag_key: str
+    records: int
+    first_occurred_at: str | None
+    last_occurred_at: str | None
+    cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatus:
+    """What ``breakglass audit status`` shows."""
+
+    location: str
+    schema_version: int
+    records: int
+    problems: int
+    providers: list[ProviderSummary]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready data."""
+        return {
+            "location": self.location,
+            "schema_version": self.schema_version,
+            "records": self.records,
+            "problems": self.problems,
+            "providers": [
+                {
+                    "provider": p.provider,
+                    "flag_key": p.flag_key,
+                    "records": p.records,
+                    "first_occurred_at": p.first_occurred_at,
+                    "last_occurred_at": p.last_occurred_at,
+                    "cursor": p.cursor,
+                }
+                for p in self.providers
+            ],
+        }
+
+
+class AuditStore(Protocol):
+    """**Protocol**: where audit records, pull cursors and problems are kept.
+
+    Implemented by :class:`breakglass.audit.sqlite.SqliteAuditStore` and
+    :class:`breakglass.audit.postgres.PostgresAuditStore`; called by the pull,
+    the export and the bridge's recorder. Every method raises
+    :class:`breakglass.errors.AuditStoreError` when the store cannot be used;
+    the first call migrates the schema.
+    """
+
+    @property
+    def location(self) -> str:
+        """The file, or ``host/database``, for people (never a password)."""
+        ...
+
+    def migrate(self) -> int:
+        """Bring the schema to the latest version; return that version."""
+        ...
+
+    def get_cursor(self, provider: str, flag_key: str) -> str | None:
+        """Where the next pull of ``provider`` for ``flag_key`` resumes (``None``: from the start)."""
+        ...
+
+    def save(
+        self,
+        records: Sequence[StoredRecord],
+        *,
+        cursor: CursorUpdate | None = None,
+        problems: Sequence[Problem] = (),
+    ) -> SaveResult:
+        """Store ``records`` (unique by id), ``problems`` and ``cursor`` in one transaction."""
+        ...
+
+    def iter_canonical(self, query: AuditQuery) -> Iterator[bytes]:
+        """The canonical JSON (UTF-8) of each matching record, ordered by ``occurred_at`` then ``id``."""
+        ...
+
+    def iter_rows(self, query: AuditQuery) -> Iterator[StoredRecord]:
+        """Each matching record's flat row, ordered by ``occurred_at`` then ``id``."""
+        ...
+
+    def count(self, query: AuditQuery) -> int:
+        """How many records match."""
+        ...
+
+    def status(self) -> StoreStatus:
+        """Counts, first and last times, and cursors per provider and flag."""
+        ...
+
+    def problems(self, provider: str | None = None) -> list[Problem]:
+        """The problems recorded so far, oldest first."""
+        ...
+
+    def pull_lock(self, provider: str, flag_key: str) -> AbstractContextManager[None]:
+        """Hold the right to pull ``provider``/``flag_key``; raise AuditStoreError when taken.
+
+        Two pulls of one vendor at once would only spend its rate limit twice,
+        but a slower one could also move the cursor back.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def open_audit_store(settings: Settings, audit: AuditSettings | None = None) -> AuditStore:
+    """The store the settings name: PostgreSQL when ``database_url`` is set, else SQLite.
+
+    Nothing is opened until the first call on the store.
+
+    Raises:
+        ConfigurationError: The audit settings are invalid, or PostgreSQL is
+            asked for and ``psycopg`` is not installed.
+    """
+    from breakglass.audit.settings import load_audit_settings
+
+    audit = audit if audit is not None else load_audit_settings()
+    if audit.database_url is not None:
+        from breakglass.audit.postgres import PostgresAuditStore
+
+        return PostgresAuditStore(audit.database_url, connect_timeout=audit.connect_timeout)
+    from breakglass.audit.sqlite import SqliteAuditStore
+
+    return SqliteAuditStore(audit.sqlite_path(settings), timeout=audit.connect_timeout)
+
+
+def dedupe(records: Sequence[StoredRecord]) -> tuple[list[StoredRecord], list[str]]:
+    """Each id of a page once (its first copy), and the ids repeated with other content."""
+    from breakglass.audit.codec import same_content
+
+    first: dict[str, StoredRecord] = {}
+    conflicts: list[str] = []
+    for record in records:
+        kept = first.get(record.id)
+        if kept is None:
+            first[record.id] = record
+        elif not same_content(kept.canonical, record):
+            conflicts.append(record.id)
+    return list(first.values()), conflicts
+
+
+def disagreeing(records: Sequence[StoredRecord], stored: dict[str, str]) -> list[str]:
+    """The ids whose stored copy (``id -> canonical``) says something else than ``records``."""
+    from breakglass.audit.codec import same_content
+
+    return [
+        r.id
+        for r in records
+        if r.id in stored and stored[r.id] != r.canonical and not same_content(stored[r.id], r)
+    ]
+
+
+def conflict_problem(record_id: str) -> str:
+    """The problem line kept for an id that came back with different content."""
+    return (
+        f"{record_id}: already stored with different content; the first copy is kept "
+        "(did the vendor reuse an id, or was its store reset?)"
+    )
+
+
+def summarise(
+    location: str,
+    version: int,
+    groups: Sequence[Sequence[Any]],
+    cursors: dict[tuple[str, str], str],
+    problems: int,
+) -> StoreStatus:
+    """Build a :class:`StoreStatus` from ``(provider, flag, count, first, last)`` groups and cursors."""
+    remaining = dict(cursors)
+    summaries = [
+        ProviderSummary(p, f, int(n), first, last, remaining.pop((p, f), None))
+        for p, f, n, first, last in groups
+    ]
+    summaries += [ProviderSummary(p, f, 0, None, None, c) for (p, f), c in remaining.items()]
+    summaries.sort(key=lambda s: (s.provider, s.flag_key))
+    return StoreStatus(
+        location=location,
+        schema_version=version,
+        records=sum(s.records for s in summaries),
+        problems=problems,
+        providers=summaries,
+    )

@@ -1,0 +1,61 @@
+"""Shared pieces of the audit tests: records, and emptying a PostgreSQL audit store.
+
+The store fixtures are in :mod:`tests.audit_fixtures`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from breakglass.audit.codec import StoredRecord, prepare
+from breakglass.audit_record import Action, Actor, ActorKind, AuditRecord
+
+T0 = datetime(2026, 8, 21, 10, 0, tzinfo=UTC)
+
+
+def reset_postgres(url: str) -> None:
+    """Drop every audit table, so the next store starts from an empty database."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(
+            "DROP TABLE IF EXISTS audit_records, audit_cursors, audit_problems,"
+            " audit_schema_version"
+        )
+
+
+def make_record(
+    n: int,
+    *,
+    provider: str = "local",
+    at: datetime | None = None,
+    action: Action = Action.DISABLED,
+    flag_key: str = "system-active",
+    environment: str | None = "production",
+    comment: str | None = None,
+    raw: dict[str, Any] | None = None,
+) -> AuditRecord:
+    """A plain record number ``n``."""
+    when = at or T0 + timedelta(seconds=n)
+    return AuditRecord(
+        provider=provider,
+        vendor_event_id=str(n),
+        vendor_event_type="toggle",
+        flag_key=flag_key,
+        action=action,
+        occurred_at=when,
+        pulled_at=T0 + timedelta(days=1),
+        actor=Actor(ActorKind.USER, f"u{n}", f"u{n}@example.com", f"User {n}"),
+        project="default",
+        environment=environment,
+        value_before=action is Action.DISABLED,
+        value_after=action is Action.ENABLED,
+        comment=comment if comment is not None else f"change {n}",
+        raw=raw if raw is not None else {"n": n, "note": "ünïcödé ✓"},
+    )
+
+
+def rows(*records: AuditRecord) -> list[StoredRecord]:
+    """The records prepared for a store."""
+    return [prepare(r) for r in records]
