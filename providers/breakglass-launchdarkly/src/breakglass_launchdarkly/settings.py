@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from breakglass.settings import load_section
 
@@ -34,6 +34,9 @@ class LaunchDarklySettings(BaseSettings):
     it; the admin and audit calls keep going to ``api_base_url`` (the REST API
     is not relayed).
     """
+
+    # Its own prefix: built directly, it must not pick up stray unprefixed variables.
+    model_config = SettingsConfigDict(env_prefix="BREAKGLASS_LAUNCHDARKLY__", extra="ignore")
 
     sdk_key: SecretStr
     """The environment's server-side SDK key (``sdk-...``): used to read the flag."""
