@@ -1,4 +1,4 @@
-"""The ``breakglass`` command: status, halt, resume, watch, demo.
+"""The ``breakglass`` command: status, halt, resume, watch, demo, probe, audit.
 
 Exit codes: 0 active (or done), 3 halted (``status``), 1 an error (named
 on stderr, without secrets), 2 a usage error.
@@ -21,6 +21,7 @@ from breakglass.bridge import Bridge
 from breakglass.clock import SYSTEM_CLOCK, isoformat_ms
 from breakglass.errors import BreakglassError
 from breakglass.plugins import available_providers
+from breakglass.probe.cli import probe
 from breakglass.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -266,4 +267,5 @@ def demo(
     sys.exit(0 if report.passed else 1)
 
 
+main.add_command(probe)
 main.add_command(audit)

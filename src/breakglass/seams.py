@@ -79,6 +79,10 @@ class FlagAdmin(Protocol):
     Implemented by each provider; called by ``breakglass halt/resume``, the
     latency probe and the demo. Returns only after the vendor acknowledged the
     write; raises an :class:`breakglass.errors.AdminError` subclass otherwise.
+
+    An admin may also offer ``target``, a string naming the vendor-side object it
+    changes (no secrets): the probe refuses to run when its flag's target is the
+    production flag's, whatever the flag keys say.
     """
 
     def set_active(self, active: bool, *, actor: str, reason: str) -> Acknowledgement:  # noqa: FBT001 -- the value is the point

@@ -20,6 +20,11 @@ class LocalAdmin:
         self._flag_key = flag_key
         self._clock = clock
 
+    @property
+    def target(self) -> str:
+        """The vendor-side object this admin changes (compared by the probe to protect production)."""
+        return f"local:{self._store.path.resolve()}:{self._flag_key}"
+
     def __repr__(self) -> str:
         return f"LocalAdmin({self._store!r}, flag_key={self._flag_key!r})"
 

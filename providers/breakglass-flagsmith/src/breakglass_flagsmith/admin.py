@@ -131,6 +131,12 @@ class FlagsmithAdmin:
         self._v2 = False
         self._last_state: FeatureState | None = None
 
+    @property
+    def target(self) -> str:
+        """The vendor-side object this admin changes (compared by the probe to protect production)."""
+        base = safe_url(self._settings.admin_base)
+        return f"flagsmith:{base}:project={self._settings.project_id}:feature={self._feature}"
+
     def __repr__(self) -> str:
         settings = self._settings
         return (

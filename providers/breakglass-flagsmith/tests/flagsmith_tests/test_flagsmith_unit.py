@@ -424,3 +424,17 @@ def test_protocol_server_shapes_match_the_real_servers_schema() -> None:
     assert set(document) >= set(components["V1EnvironmentDocumentResponse"]["required"])
     state = document["feature_states"][0]
     assert set(state) >= set(components["V1EnvironmentDocumentResponseFeatureState"]["required"])
+
+
+def test_admin_target_follows_feature_name_so_the_probe_can_refuse_it() -> None:
+    """With FEATURE_NAME set, the probe's key and the production key write the same feature."""
+    mapped = settings(feature_name="kill-switch")
+    production = FlagsmithAdmin(mapped, "system-active")
+    probe = FlagsmithAdmin(mapped, "system-active-probe")
+    assert production.target == probe.target
+    assert "kill-switch" in production.target
+    plain = settings()
+    assert (
+        FlagsmithAdmin(plain, "system-active").target
+        != FlagsmithAdmin(plain, "system-active-probe").target
+    )

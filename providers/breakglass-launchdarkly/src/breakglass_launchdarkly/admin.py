@@ -101,6 +101,15 @@ class LaunchDarklyAdmin:
             f"{quote(settings.project_key, safe='')}/{quote(flag_key, safe='')}"
         )
 
+    @property
+    def target(self) -> str:
+        """The vendor-side object this admin changes (compared by the probe to protect production)."""
+        settings = self._settings
+        return (
+            f"launchdarkly:{safe_url(settings.api_base_url)}:{settings.project_key}"
+            f":{settings.environment_key}:{self._flag_key}"
+        )
+
     def __repr__(self) -> str:
         settings = self._settings
         return (

@@ -86,6 +86,15 @@ class UnleashAdmin:
             f"/environments/{environment}"
         )
 
+    @property
+    def target(self) -> str:
+        """The vendor-side object this admin changes (compared by the probe to protect production)."""
+        settings = self._settings
+        return (
+            f"unleash:{safe_url(settings.admin_base)}:{settings.project}"
+            f":{settings.environment}:{self._flag_key}"
+        )
+
     def __repr__(self) -> str:
         return (
             f"UnleashAdmin(url={safe_url(self._settings.admin_base)!r}, flag_key={self._flag_key!r}, "
