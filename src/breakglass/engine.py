@@ -217,6 +217,7 @@ class StateEngine:
 
     def _recompute(self) -> FlagState:
         with self._lock:
+            previous = self._state
             now = self._clock.monotonic()
             state = decide(
                 self._observations.values(),
@@ -230,17 +231,23 @@ class StateEngine:
                 self._remembered = None
             if self._closed:
                 return self._state
-            if not state.active:
-                # Stop first, remember after: the guard must not wait for a disk write.
-                self._state = state
-                self.deadline = HALTED_DEADLINE
-            state = self._apply_store(state, now)
+            if state.active:
+                # Remember first, serve after: a true that could not be written is not served.
+                state = self._apply_store(state, now)
+            changed = not state.same_decision(previous)
             self._seq += 1
             seq = self._seq
             self._state = state
             self.deadline = state.deadline if state.active else HALTED_DEADLINE
-        self._wake.set()
+        if changed:
+            # A later deadline needs no wake-up: the timer re-reads it when it wakes anyway.
+            self._wake.set()
         self._notify(seq, state)
+        if not state.active:
+            # Stop first, remember after: neither the guard nor the listeners wait for the disk.
+            with self._lock:
+                if self._seq == seq:  # a newer decision has its own say
+                    self._apply_store(state, now)
         return state
 
     def _apply_store(self, state: FlagState, now: float) -> FlagState:

@@ -42,6 +42,7 @@ class LocalSource:
         self._current = Observation.unread(self.name)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._reader = store.reader()
 
     @property
     def name(self) -> str:
@@ -65,7 +66,7 @@ class LocalSource:
     def poll_once(self) -> Observation:
         """Read the store once and return the new observation (used by the poll thread)."""
         try:
-            value = self._store.read(self._flag_key)
+            value = self._reader.read(self._flag_key)
         except StoreError as exc:
             if exc.transient:
                 self._current = self._current.failed(str(exc))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from breakglass._sqlite import connect
 from breakglass.clock import SYSTEM_CLOCK, Clock, isoformat_ms, parse_iso
-from breakglass.errors import StoreMissingError
+from breakglass.errors import StoreError, StoreMissingError
 from breakglass.observation import NoValue
 
 if TYPE_CHECKING:
@@ -102,12 +102,18 @@ class LocalStore:
         """The flag's raw value, or :data:`NoValue.FLAG_MISSING` (also when the file does not exist)."""
         try:
             with connect(self.path, create=False, write=False) as conn:
-                row = conn.execute("SELECT value FROM flags WHERE key = ?", (key,)).fetchone()
+                row = conn.execute(_READ, (key,)).fetchone()
         except StoreMissingError:
             return NoValue.FLAG_MISSING
-        if row is None:
-            return NoValue.FLAG_MISSING
-        return _decode(row[0])
+        except StoreError as exc:
+            if _no_schema(exc):
+                return NoValue.FLAG_MISSING
+            raise
+        return NoValue.FLAG_MISSING if row is None else _decode(row[0])
+
+    def reader(self) -> LocalReader:
+        """A reader for one polling thread: it keeps its connection between reads."""
+        return LocalReader(self.path)
 
     def write(self, key: str, value: object, *, actor: str, reason: str) -> LocalChange:
         """Set the flag to ``value`` and log the change; returns the log entry."""
@@ -211,6 +217,70 @@ class LocalStore:
             host,
             pid,
         )
+
+
+_READ = "SELECT value FROM flags WHERE key = ?"
+
+
+class LocalReader:
+    """Reads one flag again and again over one kept connection (for a single polling thread).
+
+    Opening a connection per read costs more than the read itself; a poll every
+    20 ms in many processes adds up. The connection is reopened when the file
+    is replaced (another inode) and after any error, so a corrupt, moved or
+    recreated file is seen on the next read.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
+
+    def read(self, key: str) -> object:
+        """Like :meth:`LocalStore.read`."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            self.close()
+            return NoValue.FLAG_MISSING
+        except OSError as exc:
+            self.close()
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        identity = (stat.st_dev, stat.st_ino)
+        try:
+            if self._conn is None or identity != self._identity:
+                self.close()
+                # mode=rw: never create the file, but allow rolling back a crashed writer's journal.
+                self._conn = sqlite3.connect(
+                    f"file:{self.path}?mode=rw",
+                    uri=True,
+                    timeout=1.0,
+                    isolation_level=None,
+                    check_same_thread=False,  # one thread at a time; closing may come from another
+                )
+                self._identity = identity
+            row = self._conn.execute(_READ, (key,)).fetchone()
+        except sqlite3.Error as exc:
+            self.close()
+            if "no such table" in str(exc):
+                return NoValue.FLAG_MISSING  # a first write is creating the schema right now
+            transient = isinstance(exc, sqlite3.OperationalError) and (
+                "locked" in str(exc) or "busy" in str(exc)
+            )
+            hint = "" if transient else " (move the file aside to start afresh)"
+            raise StoreError(f"{self.path}: {exc}{hint}", transient=transient) from exc
+        return NoValue.FLAG_MISSING if row is None else _decode(row[0])
+
+    def close(self) -> None:
+        """Drop the kept connection."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+            self._identity = None
+
+
+def _no_schema(exc: StoreError) -> bool:
+    return "no such table" in str(exc)
 
 
 @dataclass(slots=True)
