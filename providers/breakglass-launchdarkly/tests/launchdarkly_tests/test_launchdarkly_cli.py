@@ -1,0 +1,189 @@
+"""The real ``breakglass`` command, end to end, against the LaunchDarkly-protocol server on loopback.
+
+Each step runs the installed console script in its own process (so the real
+``ldclient`` SDK streams from the server in that process), configured only
+through ``BREAKGLASS_*`` environment variables, exactly as an operator would:
+status, halt, LaunchDarkly's own REST API, resume, watch, and the audit trail
+(pull, export, verify). No output of any step may contain a key or token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import requests
+
+from launchdarkly_tests.fake_ld import FakeLaunchDarkly
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+pytestmark = pytest.mark.live
+
+FLAG = "system-active"
+ACTOR = "cli-test-operator"
+HALT_REASON = "cli test: incident drill"
+RESUME_REASON = "cli test: drill over"
+STATUS_KEYS = {"flag", "active", "reason", "source", "confirmed_at", "age_ms"}
+EXIT_HALTED = 3
+CLI_TIMEOUT = 30.0
+
+
+def _command() -> list[str]:
+    """The console script installed beside this interpreter (``python -m breakglass`` otherwise)."""
+    script = Path(sys.executable).with_name("breakglass")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "breakglass"]
+
+
+class Cli:
+    """Runs ``breakglass`` with a fixed environment and checks no secret reaches its output."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, secrets: list[str]) -> None:
+        self.env = env
+        self.cwd = cwd
+        self.secrets = secrets
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*_command(), *args],
+            env=self.env,
+            cwd=self.cwd,  # no breakglass.toml or .env of the checkout is picked up
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+            check=False,
+        )
+        for secret in self.secrets:
+            # Never echo the secret itself in an assertion message.
+            assert secret not in result.stdout, f"a token in the stdout of {args[:2]}"
+            assert secret not in result.stderr, f"a token in the stderr of {args[:2]}"
+        return result
+
+
+def _describe(result: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {result.returncode}\nstdout: {result.stdout[-1500:]}\nstderr: {result.stderr[-1500:]}"
+
+
+def _vendor_on(fake: FakeLaunchDarkly) -> bool:
+    """The flag's ``on`` in the environment as LaunchDarkly's own REST API reports it."""
+    response = requests.get(
+        f"{fake.url}/api/v2/flags/{fake.project}/{FLAG}",
+        headers={"Authorization": fake.reader_token},
+        timeout=5,
+    )
+    assert response.status_code == 200, response.text[:300]
+    return bool(response.json()["environments"][fake.environment]["on"])
+
+
+@pytest.fixture
+def cli(fake: FakeLaunchDarkly, ld_env: Callable[..., None], tmp_path: Path) -> Cli:
+    ld_env(fake)  # BREAKGLASS_LAUNCHDARKLY__* into os.environ, as the other live tests configure it
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("BREAKGLASS_") or k.startswith("BREAKGLASS_LAUNCHDARKLY__")
+    }
+    env.update(
+        {
+            "BREAKGLASS_PROVIDER": "launchdarkly",
+            "BREAKGLASS_FLAG_KEY": FLAG,
+            "BREAKGLASS_STATE_DIR": str(tmp_path / "state"),
+        }
+    )
+    work = tmp_path / "cwd"
+    work.mkdir()
+    return Cli(env, work, [fake.sdk_key, fake.api_token, fake.reader_token])
+
+
+def _check_watch(cli: Cli, flag: str, provider: str) -> None:
+    watched = cli("watch", "--json", "--count", "3", "--interval", "0.1")
+    assert watched.returncode == 0, _describe(watched)
+    lines = watched.stdout.splitlines()
+    assert len(lines) == 3, _describe(watched)
+    for line in lines:
+        entry = json.loads(line)
+        assert entry.keys() >= STATUS_KEYS, entry
+        assert (entry["flag"], entry["provider"]) == (flag, provider)
+
+
+def _pull_export_verify(cli: Cli, tmp_path: Path) -> list[dict[str, Any]]:
+    """``audit pull``, ``audit export --format jsonl``, ``audit verify``; the exported records."""
+    pulled = cli("audit", "pull")
+    assert pulled.returncode == 0, _describe(pulled)
+    export = tmp_path / "export.jsonl"
+    exported = cli("audit", "export", "--format", "jsonl", "--out", str(export))
+    assert exported.returncode == 0, _describe(exported)
+    verified = cli("audit", "verify", str(export))
+    assert verified.returncode == 0, _describe(verified)
+    text = export.read_text()
+    for secret in cli.secrets:
+        assert secret not in text, "a token in the audit export"
+    return [r for r in map(json.loads, text.splitlines()) if r.get("kind") != "manifest"]
+
+
+def _check_own_records(records: list[dict[str, Any]], flag: str) -> None:
+    """The bridge's own records of the halt and the resume, with who and why."""
+    own = {
+        r["vendor_event_type"]: r
+        for r in records
+        if r["provider"] == "breakglass" and r["flag_key"] == flag
+    }
+    assert {"halt", "resume"} <= own.keys(), sorted(own)
+    assert (own["halt"]["actor"]["id"], own["halt"]["comment"]) == (ACTOR, HALT_REASON)
+    assert (own["resume"]["actor"]["id"], own["resume"]["comment"]) == (ACTOR, RESUME_REASON)
+
+
+def _status(cli: Cli) -> tuple[int, dict[str, Any]]:
+    result = cli("status", "--json", "--wait", "10")
+    assert result.returncode in (0, EXIT_HALTED), _describe(result)
+    info = json.loads(result.stdout)
+    assert info.keys() >= STATUS_KEYS, info
+    return result.returncode, info
+
+
+def test_cli_end_to_end_on_launchdarkly(fake: FakeLaunchDarkly, cli: Cli, tmp_path: Path) -> None:
+    code, info = _status(cli)
+    assert code == 0, info
+    assert (info["flag"], info["active"], info["reason"]) == (FLAG, True, "active")
+    assert info["provider"] == "launchdarkly"
+    assert info["confirmed_at"] is not None
+    assert info["age_ms"] is not None
+    assert info["age_ms"] >= 0
+
+    halted = cli("halt", "--actor", ACTOR, "--reason", HALT_REASON)
+    assert halted.returncode == 0, _describe(halted)
+    assert _vendor_on(fake) is False
+    code, info = _status(cli)
+    assert code == EXIT_HALTED, info
+    assert (info["active"], info["reason"], info["provider"]) == (False, "off", "launchdarkly")
+
+    resumed = cli("resume", "--actor", ACTOR, "--reason", RESUME_REASON)
+    assert resumed.returncode == 0, _describe(resumed)
+    assert _vendor_on(fake) is True
+    code, info = _status(cli)
+    assert code == 0, info
+    assert (info["active"], info["reason"]) == (True, "active")
+
+    _check_watch(cli, FLAG, "launchdarkly")
+
+    records = _pull_export_verify(cli, tmp_path)
+    _check_own_records(records, FLAG)
+    # LaunchDarkly's own audit log, pulled: the comment carries the reason and the actor.
+    vendor = [
+        r
+        for r in records
+        if r["provider"] == "launchdarkly"
+        and r["flag_key"] == FLAG
+        and r["action"] in ("disabled", "enabled")
+    ]
+    changes = [(r["action"], r["value_after"]) for r in vendor]
+    assert changes == [("disabled", False), ("enabled", True)], changes
+    assert HALT_REASON in vendor[0]["comment"], vendor[0]["comment"]
+    assert ACTOR in vendor[0]["comment"], vendor[0]["comment"]
+    assert RESUME_REASON in vendor[1]["comment"], vendor[1]["comment"]

@@ -1,0 +1,214 @@
+"""The real ``breakglass`` command, end to end, against a real unleash-server on loopback.
+
+Each step runs the installed console script in its own process, configured only
+through ``BREAKGLASS_*`` environment variables, exactly as an operator would:
+status, halt, the vendor's own API, resume, watch, and the audit trail
+(pull, export, verify). No output of any step may contain a token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import requests
+
+if TYPE_CHECKING:
+    # The harness lives in conftest.py, which test modules cannot import (importlib mode).
+    UnleashServer = Any
+
+pytestmark = pytest.mark.live
+
+ACTOR = "cli-test-operator"
+HALT_REASON = "cli test: incident drill"
+RESUME_REASON = "cli test: drill over"
+STATUS_KEYS = {"flag", "active", "reason", "source", "confirmed_at", "age_ms"}
+EXIT_HALTED = 3
+CLI_TIMEOUT = 30.0
+
+
+def _command() -> list[str]:
+    """The console script installed beside this interpreter (``python -m breakglass`` otherwise)."""
+    script = Path(sys.executable).with_name("breakglass")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "breakglass"]
+
+
+class Cli:
+    """Runs ``breakglass`` with a fixed environment and checks no secret reaches its output."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, secrets: list[str]) -> None:
+        self.env = env
+        self.cwd = cwd
+        self.secrets = secrets
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*_command(), *args],
+            env=self.env,
+            cwd=self.cwd,  # no breakglass.toml or .env of the checkout is picked up
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+            check=False,
+        )
+        for secret in self.secrets:
+            # Never echo the secret itself in an assertion message.
+            assert secret not in result.stdout, f"a token in the stdout of {args[:2]}"
+            assert secret not in result.stderr, f"a token in the stderr of {args[:2]}"
+        return result
+
+
+def _describe(result: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {result.returncode}\nstdout: {result.stdout[-1500:]}\nstderr: {result.stderr[-1500:]}"
+
+
+def _vendor_enabled(server: UnleashServer, flag: str) -> bool:
+    """The flag's state in ``development`` as Unleash's own Admin API reports it."""
+    response = server.admin("GET", f"/admin/projects/default/features/{flag}")
+    assert response.status_code == 200, response.text[:300]
+    environments = {env["name"]: env for env in response.json()["environments"]}
+    return bool(environments["development"]["enabled"])
+
+
+def _wait_for_bulk(server: UnleashServer, flag: str, *, enabled: bool, timeout: float) -> None:
+    """Wait until the bulk client endpoint (what the Unleash SDK reads) shows ``enabled``.
+
+    The server recomputes that endpoint on a one-second revision tick, so a
+    process started right after a resume can still be handed the old state and
+    (correctly, fail-closed) read halted.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        response = requests.get(
+            f"{server.api_url}/client/features",
+            headers={"Authorization": server.client_token},
+            timeout=5,
+        )
+        if response.status_code == 200:
+            features = {f["name"]: f for f in response.json().get("features", [])}
+            if flag in features and features[flag].get("enabled") is enabled:
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the bulk endpoint did not show {flag} enabled={enabled}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def cli(unleash_server: UnleashServer, flag_name: str, tmp_path: Path) -> Cli:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BREAKGLASS_")}
+    env.update(
+        {
+            "BREAKGLASS_PROVIDER": "unleash",
+            "BREAKGLASS_FLAG_KEY": flag_name,
+            "BREAKGLASS_STATE_DIR": str(tmp_path / "state"),
+            "BREAKGLASS_UNLEASH__URL": unleash_server.api_url,
+            "BREAKGLASS_UNLEASH__CLIENT_TOKEN": unleash_server.client_token,
+            "BREAKGLASS_UNLEASH__ADMIN_TOKEN": unleash_server.admin_token,
+            "BREAKGLASS_UNLEASH__APP_NAME": "breakglass-cli-tests",
+            # Short polls keep each command quick; the defaults are for services.
+            "BREAKGLASS_UNLEASH__REFRESH_INTERVAL": "0.05",
+            "BREAKGLASS_UNLEASH__SDK_REFRESH_INTERVAL": "0.5",
+            "BREAKGLASS_UNLEASH__REQUEST_TIMEOUT": "2",
+        }
+    )
+    work = tmp_path / "cwd"
+    work.mkdir()
+    tokens = [unleash_server.admin_token, unleash_server.client_token]
+    # The random part alone, too: a token cut at its prefix is still a leak.
+    tokens += [token.split(".", 1)[1] for token in tokens]
+    return Cli(env, work, tokens)
+
+
+def _check_watch(cli: Cli, flag: str, provider: str) -> None:
+    watched = cli("watch", "--json", "--count", "3", "--interval", "0.1")
+    assert watched.returncode == 0, _describe(watched)
+    lines = watched.stdout.splitlines()
+    assert len(lines) == 3, _describe(watched)
+    for line in lines:
+        entry = json.loads(line)
+        assert entry.keys() >= STATUS_KEYS, entry
+        assert (entry["flag"], entry["provider"]) == (flag, provider)
+
+
+def _pull_export_verify(cli: Cli, tmp_path: Path) -> list[dict[str, Any]]:
+    """``audit pull``, ``audit export --format jsonl``, ``audit verify``; the exported records."""
+    pulled = cli("audit", "pull")
+    assert pulled.returncode == 0, _describe(pulled)
+    export = tmp_path / "export.jsonl"
+    exported = cli("audit", "export", "--format", "jsonl", "--out", str(export))
+    assert exported.returncode == 0, _describe(exported)
+    verified = cli("audit", "verify", str(export))
+    assert verified.returncode == 0, _describe(verified)
+    text = export.read_text()
+    for secret in cli.secrets:
+        assert secret not in text, "a token in the audit export"
+    return [r for r in map(json.loads, text.splitlines()) if r.get("kind") != "manifest"]
+
+
+def _check_own_records(records: list[dict[str, Any]], flag: str) -> None:
+    """The bridge's own records of the halt and the resume, with who and why."""
+    own = {
+        r["vendor_event_type"]: r
+        for r in records
+        if r["provider"] == "breakglass" and r["flag_key"] == flag
+    }
+    assert {"halt", "resume"} <= own.keys(), sorted(own)
+    assert (own["halt"]["actor"]["id"], own["halt"]["comment"]) == (ACTOR, HALT_REASON)
+    assert (own["resume"]["actor"]["id"], own["resume"]["comment"]) == (ACTOR, RESUME_REASON)
+
+
+def _status(cli: Cli) -> tuple[int, dict[str, Any]]:
+    result = cli("status", "--json", "--wait", "10")
+    assert result.returncode in (0, EXIT_HALTED), _describe(result)
+    info = json.loads(result.stdout)
+    assert info.keys() >= STATUS_KEYS, info
+    return result.returncode, info
+
+
+def test_cli_end_to_end_on_unleash(
+    unleash_server: UnleashServer, flag_name: str, cli: Cli, tmp_path: Path
+) -> None:
+    unleash_server.create_flag(flag_name, enabled=True)
+    _wait_for_bulk(unleash_server, flag_name, enabled=True, timeout=5)
+
+    code, info = _status(cli)
+    assert code == 0, info
+    assert (info["flag"], info["active"], info["reason"]) == (flag_name, True, "active")
+    assert info["provider"] == "unleash"
+    assert info["confirmed_at"] is not None
+    assert info["age_ms"] is not None
+    assert info["age_ms"] >= 0
+
+    halted = cli("halt", "--actor", ACTOR, "--reason", HALT_REASON)
+    assert halted.returncode == 0, _describe(halted)
+    assert _vendor_enabled(unleash_server, flag_name) is False
+    code, info = _status(cli)
+    assert code == EXIT_HALTED, info
+    assert (info["active"], info["reason"], info["provider"]) == (False, "off", "unleash")
+
+    resumed = cli("resume", "--actor", ACTOR, "--reason", RESUME_REASON)
+    assert resumed.returncode == 0, _describe(resumed)
+    assert _vendor_enabled(unleash_server, flag_name) is True
+    _wait_for_bulk(unleash_server, flag_name, enabled=True, timeout=5)
+    code, info = _status(cli)
+    assert code == 0, info
+    assert (info["active"], info["reason"]) == (True, "active")
+
+    _check_watch(cli, flag_name, "unleash")
+
+    records = _pull_export_verify(cli, tmp_path)
+    _check_own_records(records, flag_name)
+    # Unleash's own change log, pulled: the disable, then the enable after it.
+    vendor = [
+        (r["action"], r["value_after"])
+        for r in records
+        if r["provider"] == "unleash" and r["flag_key"] == flag_name
+    ]
+    assert ("disabled", False) in vendor, vendor
+    assert ("enabled", True) in vendor[vendor.index(("disabled", False)) + 1 :], vendor
