@@ -389,3 +389,50 @@ def test_sdk_hook_tracks_contacts_and_failures() -> None:
     assert "200" in (problem() or "")
     source._on_sdk_response(response(200, b'{"version": 2, "features": []}'))
     assert problem() is None
+
+
+class _StaleSdk:
+    """Stands in for UnleashClient holding a bulk payload: it answers what that payload said."""
+
+    def __init__(self) -> None:
+        self.enabled = True
+
+    def is_enabled(self, name: str, context: dict[str, Any], fallback_function: Any) -> bool:
+        return self.enabled
+
+
+def test_a_resume_waits_for_an_sdk_payload_newer_than_the_revision_tick() -> None:
+    """After a halt, an SDK payload from before the resume's revision tick cannot resume the flag.
+
+    Otherwise the reader would resume on a payload older than the halt, then halt again
+    when the SDK fetches a payload that has the halt but not yet the resume.
+    """
+    from breakglass_unleash.source import _REVISION_TICK, _Contact
+
+    clock = ManualClock()
+    source = UnleashSource(settings(), FLAG, clock=clock)
+    sdk = _StaleSdk()
+    source._sdk = sdk  # type: ignore[assignment]
+
+    def contact() -> _Contact:
+        return _Contact(clock.monotonic(), clock.now())
+
+    source._sdk_contact = contact()
+    assert source._combine(True, contact()).value is True  # cold start: no halt seen, SDK agrees
+    clock.advance(0.2)
+    assert source._combine(False, contact()).value is False  # the halt, from the single-flag read
+    clock.advance(1.5)
+    source._sdk_contact = contact()  # a poll whose payload still predates the halt (stale "on")
+    resumed_at = contact()
+    assert source._combine(True, resumed_at).value is False, (
+        "resumed on a payload older than the halt"
+    )
+    clock.advance(_REVISION_TICK / 2)
+    source._sdk_contact = contact()  # fetched within the tick after the resume: not trusted yet
+    assert source._combine(True, contact()).value is False
+    clock.advance(_REVISION_TICK)
+    source._sdk_contact = contact()  # fetched after the tick: the payload has the resume
+    obs = source._combine(True, contact())
+    assert obs.value is True
+    assert obs.confirmed_at is not None
+    assert obs.confirmed_at >= resumed_at.mono + _REVISION_TICK

@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("breakglass.unleash")
 
 SOURCE_NAME = "unleash"
+_REVISION_TICK = 1.25
+"""Seconds: Unleash recomputes its bulk revision once a second; the rest is margin."""
 _MAX_RATE_LIMIT_PAUSE = 10.0
 _CLOSE_WAIT = 0.9
 
@@ -119,6 +121,9 @@ class UnleashSource:
         self._session: requests.Session | None = None
         self._sdk: UnleashClient | None = None
         self._sdk_contact: _Contact | None = None
+        # After a "disabled", the monotonic time from which an SDK contact may speak for a resume.
+        self._halted_seen = False
+        self._resume_gate: float | None = None
         self._sdk_problem: str | None = None
         self._threads: list[threading.Thread] = []
         self._problem: str | None = "not started"
@@ -205,10 +210,22 @@ class UnleashSource:
     def _combine(self, enabled: object, contact: _Contact) -> Observation:
         if enabled is not True:
             # False (stop wins at once) or a wrong type (the engine reads it as halted).
+            with self._lock:
+                self._halted_seen, self._resume_gate = True, None
             return self._confirm(Observation(SOURCE_NAME, enabled, contact.mono, contact.wall))
         with self._lock:
+            if self._halted_seen and self._resume_gate is None:
+                # The SDK's bulk endpoint lags by up to one revision tick: a payload fetched
+                # before the tick after this resume may still predate the halt, and serving
+                # it would flap (on now, off again at the SDK's next poll).
+                self._resume_gate = contact.mono + _REVISION_TICK
+            gate = self._resume_gate
             sdk_contact = self._sdk_contact
             sdk_problem = self._sdk_problem
+        if gate is not None and (sdk_contact is None or sdk_contact.mono < gate):
+            return self._set(self._current, None)  # still halted: the last "false" just ages
+        with self._lock:
+            self._halted_seen, self._resume_gate = False, None
         sdk = self._sdk
         unknown: list[str] = []
 
