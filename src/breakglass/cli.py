@@ -140,9 +140,14 @@ def status(ctx: _Context, *, as_json: bool, wait: float) -> None:
 def _change(ctx: _Context, *, active: bool, actor: str, reason: str, as_json: bool) -> None:
     try:
         bridge = _open(ctx)
+    except BreakglassError as exc:
+        _fail(exc)
+    try:
         ack: Acknowledgement = bridge.admin.set_active(active, actor=actor, reason=reason)
     except BreakglassError as exc:
         _fail(exc)
+    finally:
+        bridge.close()  # flushes the audit record of this change and releases the admin's session
     info = {
         "flag": ack.flag_key,
         "active": ack.active,
