@@ -8,7 +8,7 @@ feature state is mutated: the environment document, ``/flags/``, the
 feature-state list/detail/PATCH, the v2 versions endpoint, the project audit
 log (list + detail) and the subscription metadata.
 
-What it does like the real server (from ``shared/reference/flagsmith``):
+What it does like the real server (as observed on a self-hosted Flagsmith 2.68):
 
 * ``/environment-document/`` needs the server-side key; a client key gets 403
   ``{"detail": "Invalid or missing Environment key"}`` (sample 21).

@@ -1,7 +1,7 @@
 """A LaunchDarkly-protocol server on loopback, for tests, the benchmark and the example.
 
 It speaks the parts of LaunchDarkly that breakglass uses, with the payload
-shapes LaunchDarkly documents (``shared/reference/vendors.md`` section 1):
+shapes LaunchDarkly documents for its SDK protocol and REST API v2:
 
 * SDK side (``Authorization: <sdk key>``): the streaming endpoint ``GET /all``
   (SSE ``put`` first, then ``patch`` with increasing versions and ``delete``,
