@@ -192,6 +192,9 @@ def test_cli_end_to_end_on_unleash(
     assert code == EXIT_HALTED, info
     assert (info["active"], info["reason"], info["provider"]) == (False, "off", "unleash")
 
+    # The bulk endpoint trails by a revision tick: let it show the halt first, or the wait below
+    # could pass on its stale pre-halt "enabled" while the SDK then fetches the halt.
+    _wait_for_bulk(unleash_server, flag_name, enabled=False, timeout=5)
     resumed = cli("resume", "--actor", ACTOR, "--reason", RESUME_REASON)
     assert resumed.returncode == 0, _describe(resumed)
     assert _vendor_enabled(unleash_server, flag_name) is True
