@@ -21,9 +21,10 @@ from breakglass.errors import (
     ConfigurationError,
 )
 from breakglass.observation import NoValue
+from breakglass.retry import RetryPolicy
 from breakglass.testing import ManualClock
 from breakglass_unleash import UnleashAdmin, UnleashAudit, UnleashSource
-from breakglass_unleash._http import RetryPolicy, new_session
+from breakglass_unleash._http import new_session
 from breakglass_unleash.audit import normalise
 from breakglass_unleash.settings import UnleashSettings, load_unleash_settings
 

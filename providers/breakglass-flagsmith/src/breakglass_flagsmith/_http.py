@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import email.utils
 import logging
-import random
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
+
+from breakglass.retry import Outcome, RetryPolicy, safe_url
+from breakglass.retry import request_with_retries as _request_with_retries
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -25,17 +25,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("breakglass.flagsmith")
 
 USER_AGENT = "breakglass-flagsmith"
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MASK = "**********"
-
-
-def safe_url(url: str) -> str:
-    """The URL without user info, query string or fragment, fit for a message."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def new_session(authorization: SecretStr) -> requests.Session:
@@ -126,31 +116,6 @@ def retry_after_seconds(response: requests.Response, default: float) -> float:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Bounded retries: at most ``attempts`` tries and ``budget`` seconds in all."""
-
-    attempts: int = 4
-    budget: float = 15.0
-    base_delay: float = 0.2
-    max_delay: float = 2.0
-    max_retry_after: float = 10.0
-
-    def delay(self, attempt: int) -> float:
-        """Exponential backoff with jitter before retry number ``attempt`` (1-based)."""
-        ceiling = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
-        return float(ceiling / 2 + random.uniform(0, ceiling / 2))  # noqa: S311 -- jitter, not crypto
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The last answer of a retried request: a response, or why the last try failed."""
-
-    response: requests.Response | None
-    error: str | None
-    attempts: int
-
-
 def request_with_retries(
     send: Callable[[float], requests.Response],
     url: str,
@@ -158,35 +123,21 @@ def request_with_retries(
     *,
     timeout: float,
     sleep: Callable[[float], None] = time.sleep,
-) -> Outcome:
-    """Call ``send(timeout)`` until it answers with a non-retryable status or the budget is spent.
+) -> Outcome[requests.Response]:
+    """:func:`breakglass.retry.request_with_retries` for ``requests``, with this vendor's wait hints."""
+    return _request_with_retries(
+        send,
+        url,
+        policy,
+        timeout=timeout,
+        transient=(requests.RequestException,),
+        describe=describe_exception,
+        server_wait=_server_wait,
+        sleep=sleep,
+    )
 
-    Retries connection errors, timeouts, 5xx and 429 (honouring ``Retry-After``
-    up to ``policy.max_retry_after``). Never waits past ``policy.budget``.
-    """
-    started = time.monotonic()
-    last = Outcome(None, "not attempted", 0)
-    for attempt in range(1, policy.attempts + 1):
-        remaining = policy.budget - (time.monotonic() - started)
-        if remaining <= 0:
-            break
-        try:
-            response = send(min(timeout, remaining))
-        except requests.RequestException as exc:
-            last = Outcome(None, describe_exception(exc, url), attempt)
-            wait = policy.delay(attempt)
-        else:
-            if response.status_code not in RETRY_STATUSES:
-                return Outcome(response, None, attempt)
-            last = Outcome(response, None, attempt)
-            wait = policy.delay(attempt)
-            if response.status_code in (429, 503) and response.headers.get("Retry-After"):
-                wait = min(policy.max_retry_after, retry_after_seconds(response, wait))
-        if attempt == policy.attempts:
-            break
-        remaining = policy.budget - (time.monotonic() - started)
-        if wait >= remaining:
-            break
-        logger.debug("flagsmith: retrying %s in %.2f s (attempt %d)", safe_url(url), wait, attempt)
-        sleep(wait)
-    return last
+
+def _server_wait(response: requests.Response, backoff: float) -> float | None:
+    if response.status_code in (429, 503) and response.headers.get("Retry-After"):
+        return retry_after_seconds(response, backoff)
+    return None

@@ -35,14 +35,13 @@ from breakglass.errors import (
     AdminUnavailableError,
     ConfigurationError,
 )
+from breakglass.retry import RetryPolicy, safe_url
 from breakglass.seams import Acknowledgement
 from breakglass_flagsmith._http import (
-    RetryPolicy,
     describe_exception,
     json_or_none,
     new_session,
     request_with_retries,
-    safe_url,
     server_message,
 )
 from breakglass_flagsmith.settings import ADMIN_TOKEN_SETTING

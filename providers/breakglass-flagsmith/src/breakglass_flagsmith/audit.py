@@ -30,13 +30,12 @@ from typing import TYPE_CHECKING, Any
 from breakglass.audit_record import Action, Actor, ActorKind, AuditRecord
 from breakglass.clock import SYSTEM_CLOCK, Clock, parse_iso
 from breakglass.errors import AuditSourceError
+from breakglass.retry import RetryPolicy, safe_url
 from breakglass.seams import AuditPage
 from breakglass_flagsmith._http import (
-    RetryPolicy,
     json_or_none,
     new_session,
     request_with_retries,
-    safe_url,
     server_message,
 )
 from breakglass_flagsmith.admin import require

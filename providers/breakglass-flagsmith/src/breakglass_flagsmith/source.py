@@ -36,7 +36,8 @@ from urllib3 import Retry
 
 from breakglass.clock import SYSTEM_CLOCK, Clock
 from breakglass.observation import NoValue, Observation
-from breakglass_flagsmith._http import describe_exception, retry_after_seconds, safe_url
+from breakglass.retry import safe_url
+from breakglass_flagsmith._http import describe_exception, retry_after_seconds
 from breakglass_flagsmith.settings import ENVIRONMENT_KEY_SETTING
 
 if TYPE_CHECKING:

@@ -18,8 +18,8 @@ from breakglass.errors import (
     AuditSourceError,
     ConfigurationError,
 )
+from breakglass.retry import RetryPolicy
 from breakglass_flagsmith import FlagsmithAdmin, FlagsmithAudit, load_flagsmith_settings
-from breakglass_flagsmith._http import RetryPolicy
 from breakglass_flagsmith.admin import _typed_value
 from breakglass_flagsmith.audit import normalise
 from breakglass_flagsmith.settings import DEFAULT_API_URL, SAAS_ADMIN_API_URL, FlagsmithSettings

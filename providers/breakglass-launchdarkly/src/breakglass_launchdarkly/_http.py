@@ -11,12 +11,13 @@ import email.utils
 import logging
 import random
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
+
+from breakglass.retry import Outcome, RetryPolicy, safe_url
+from breakglass.retry import request_with_retries as _request_with_retries
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -26,16 +27,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("breakglass.launchdarkly")
 
 USER_AGENT = "breakglass-launchdarkly"
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-def safe_url(url: str) -> str:
-    """The URL without user info or query string, fit for a message."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def new_session(secret: SecretStr, base_url: str, http_proxy: str | None) -> requests.Session:
@@ -123,31 +114,6 @@ def rate_limit_wait(response: requests.Response, default: float) -> float:
     return default
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Bounded retries: at most ``attempts`` tries and ``budget`` seconds in all."""
-
-    attempts: int = 4
-    budget: float = 15.0
-    base_delay: float = 0.2
-    max_delay: float = 2.0
-    max_rate_limit_wait: float = 10.0
-
-    def delay(self, attempt: int) -> float:
-        """Exponential backoff with jitter before retry number ``attempt`` (1-based)."""
-        ceiling = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
-        return float(ceiling / 2 + random.uniform(0, ceiling / 2))  # noqa: S311 -- jitter, not crypto
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The last answer of a retried request: a response, or the error of the last try."""
-
-    response: requests.Response | None
-    error: str | None
-    attempts: int
-
-
 def request_with_retries(
     send: Callable[[float], requests.Response],
     url: str,
@@ -155,41 +121,25 @@ def request_with_retries(
     *,
     timeout: float,
     sleep: Callable[[float], None] = time.sleep,
-) -> Outcome:
-    """Call ``send(timeout)`` until it answers with a non-retryable status or the budget is spent.
+) -> Outcome[requests.Response]:
+    """:func:`breakglass.retry.request_with_retries` for ``requests``, with this vendor's wait hints."""
+    return _request_with_retries(
+        send,
+        url,
+        policy,
+        timeout=timeout,
+        transient=(requests.RequestException,),
+        describe=describe_exception,
+        server_wait=_server_wait,
+        sleep=sleep,
+    )
 
-    Retries connection errors, timeouts, 5xx and 429. A 429 waits as the
-    server says (:func:`rate_limit_wait`, capped at ``policy.max_rate_limit_wait``)
-    plus a little jitter, so a fleet does not come back at the same instant.
-    Never waits past ``policy.budget``.
-    """
-    started = time.monotonic()
-    last = Outcome(None, "not attempted", 0)
-    for attempt in range(1, policy.attempts + 1):
-        remaining = policy.budget - (time.monotonic() - started)
-        if remaining <= 0:
-            break
-        try:
-            response = send(min(timeout, remaining))
-        except requests.RequestException as exc:
-            last = Outcome(None, describe_exception(exc, url), attempt)
-            wait = policy.delay(attempt)
-        else:
-            if response.status_code not in RETRY_STATUSES:
-                return Outcome(response, None, attempt)
-            last = Outcome(response, None, attempt)
-            wait = policy.delay(attempt)
-            if response.status_code == 429:
-                told = rate_limit_wait(response, wait)
-                wait = min(policy.max_rate_limit_wait, told) + random.uniform(0, 0.05)  # noqa: S311
-        if attempt == policy.attempts:
-            break
-        remaining = policy.budget - (time.monotonic() - started)
-        if wait >= remaining:
-            break
-        logger.debug("retrying %s in %.2f s (attempt %d)", safe_url(url), wait, attempt)
-        sleep(wait)
-    return last
+
+def _server_wait(response: requests.Response, backoff: float) -> float | None:
+    if response.status_code != 429:
+        return None
+    # A little jitter, so a fleet does not come back at the same instant.
+    return rate_limit_wait(response, backoff) + random.uniform(0, 0.05)  # noqa: S311
 
 
 def json_or_none(response: requests.Response) -> Any:

@@ -25,13 +25,12 @@ from urllib.parse import quote, urlsplit
 from breakglass.audit_record import Action, Actor, ActorKind, AuditRecord
 from breakglass.clock import SYSTEM_CLOCK, Clock
 from breakglass.errors import AuditSourceError, ConfigurationError
+from breakglass.retry import RetryPolicy, safe_url
 from breakglass.seams import AuditPage
 from breakglass_launchdarkly._http import (
-    RetryPolicy,
     json_or_none,
     new_session,
     request_with_retries,
-    safe_url,
     server_message,
 )
 from breakglass_launchdarkly.settings import API_TOKEN_SETTING, PREFIX
@@ -157,7 +156,7 @@ class LaunchDarklyAudit:
         self._page_size = max(1, page_size)
         self._lookback_ms = int(lookback * 1000)
         self._clock = clock
-        self._policy = policy or RetryPolicy(attempts=6, budget=60.0, max_rate_limit_wait=30.0)
+        self._policy = policy or RetryPolicy(attempts=6, budget=60.0, max_retry_after=30.0)
         self._sleep = sleep
         self._secret = settings.api_token.get_secret_value()
         self._session = new_session(settings.api_token, settings.api_base_url, settings.http_proxy)

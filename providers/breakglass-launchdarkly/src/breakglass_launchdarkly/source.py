@@ -44,12 +44,12 @@ from ldclient.versioned_data_kind import FEATURES
 
 from breakglass.clock import SYSTEM_CLOCK, Clock
 from breakglass.observation import NoValue, Observation
+from breakglass.retry import safe_url
 from breakglass_launchdarkly._http import (
     describe_exception,
     json_or_none,
     new_session,
     rate_limit_wait,
-    safe_url,
     scrub,
 )
 from breakglass_launchdarkly.settings import PREFIX, SDK_KEY_SETTING

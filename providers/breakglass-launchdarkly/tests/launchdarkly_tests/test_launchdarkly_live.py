@@ -21,11 +21,11 @@ from breakglass.audit_record import Action, ActorKind
 from breakglass.bridge import Bridge
 from breakglass.errors import AdminAuthError, AuditSourceError
 from breakglass.provider import register
+from breakglass.retry import RetryPolicy
 from breakglass.settings import Settings
 from breakglass.state import Cause, FlagState
 from breakglass.testing.conformance import wait_for
 from breakglass_launchdarkly import LaunchDarklyAudit, load_launchdarkly_settings
-from breakglass_launchdarkly._http import RetryPolicy
 from launchdarkly_tests.fake_ld import FakeLaunchDarkly
 
 if TYPE_CHECKING:
@@ -292,7 +292,7 @@ def _audit(
     return LaunchDarklyAudit(
         load_launchdarkly_settings(),
         FLAG,
-        policy=RetryPolicy(attempts=4, budget=60.0, max_rate_limit_wait=30.0),
+        policy=RetryPolicy(attempts=4, budget=60.0, max_retry_after=30.0),
         sleep=sleeps.append,
     )
 

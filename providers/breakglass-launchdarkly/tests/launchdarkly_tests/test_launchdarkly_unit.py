@@ -28,6 +28,7 @@ from breakglass.errors import (
     ConfigurationError,
 )
 from breakglass.plugins import load_plugin
+from breakglass.retry import RetryPolicy
 from breakglass_launchdarkly import (
     PLUGIN,
     LaunchDarklyAdmin,
@@ -36,7 +37,7 @@ from breakglass_launchdarkly import (
     create_backend,
     load_launchdarkly_settings,
 )
-from breakglass_launchdarkly._http import RetryPolicy, rate_limit_wait
+from breakglass_launchdarkly._http import rate_limit_wait
 from breakglass_launchdarkly.admin import SEMANTIC_PATCH, comment_for
 from breakglass_launchdarkly.audit import normalise, parse_resource
 from breakglass_launchdarkly.plugin import effective_verify_interval

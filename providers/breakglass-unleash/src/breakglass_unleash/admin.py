@@ -21,14 +21,13 @@ from breakglass.errors import (
     AdminUnavailableError,
     ConfigurationError,
 )
+from breakglass.retry import RetryPolicy, safe_url
 from breakglass.seams import Acknowledgement
 from breakglass_unleash._http import (
-    RetryPolicy,
     describe_exception,
     json_or_none,
     new_session,
     request_with_retries,
-    safe_url,
     server_message,
 )
 

@@ -40,7 +40,8 @@ from UnleashClient.utils import InstanceAllowType
 
 from breakglass.clock import SYSTEM_CLOCK, Clock
 from breakglass.observation import Observation
-from breakglass_unleash._http import describe_exception, new_session, retry_after_seconds, safe_url
+from breakglass.retry import safe_url
+from breakglass_unleash._http import describe_exception, new_session, retry_after_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Callable
