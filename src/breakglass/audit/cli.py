@@ -22,6 +22,7 @@ from breakglass.audit.store import AuditQuery, open_audit_store
 from breakglass.clock import SYSTEM_CLOCK
 from breakglass.errors import BreakglassError, ConfigurationError
 from breakglass.plugins import load_plugin
+from breakglass.safe_text import safe
 
 if TYPE_CHECKING:
     from breakglass.audit.pull import PullReport
@@ -70,7 +71,7 @@ TIME = TimeParam()
 
 
 def _fail(exc: BreakglassError) -> NoReturn:
-    click.echo(f"breakglass: error: {exc}", err=True)
+    click.echo(f"breakglass: error: {safe(exc)}", err=True)
     sys.exit(1)
 
 
@@ -96,7 +97,7 @@ class _Progress:
     def __call__(self, report: PullReport) -> None:
         if self.enabled:
             click.echo(
-                f"\r{report.provider}: {report.fetched} fetched, {report.stored} new, "
+                f"\r{safe(report.provider)}: {report.fetched} fetched, {report.stored} new, "
                 f"{report.malformed} malformed ({report.pages} pages)",
                 err=True,
                 nl=False,
@@ -172,9 +173,9 @@ def pull(
                     _close_parts(backend)
                 reports.append(report)
                 if not as_json:
-                    click.echo(report.summary())
+                    click.echo(safe(report.summary()))
                     for problem in report.problems:
-                        click.echo(f"  problem: {problem}")
+                        click.echo(f"  problem: {safe(problem)}")
         finally:
             store.close()
     except BreakglassError as exc:
@@ -280,7 +281,7 @@ def export(  # noqa: PLR0913 -- one parameter per option
 
 
 def _where(out: Path | None) -> str:
-    return f" to {out}" if out is not None else ""
+    return f" to {safe(out)}" if out is not None else ""
 
 
 class _output:  # noqa: N801 -- used like a function in a with statement
@@ -333,9 +334,9 @@ def verify(file: str, expect: str | None, *, strict: bool, as_json: bool) -> Non
     try:
         result = verify_export(file, expect=expect, strict=strict)
     except OSError as exc:
-        click.echo(f"breakglass: error: cannot read {file}: {exc.strerror}", err=True)
+        click.echo(f"breakglass: error: cannot read {safe(file)}: {exc.strerror}", err=True)
         sys.exit(1)
-    click.echo(json.dumps(result.as_dict()) if as_json else result.summary())
+    click.echo(json.dumps(result.as_dict()) if as_json else safe(result.summary()))
     sys.exit(0 if result.ok else 1)
 
 
@@ -356,11 +357,11 @@ def status(ctx: _HasSettings, *, as_json: bool) -> None:
         click.echo(json.dumps(info.as_dict(), indent=2))
         return
     click.echo(
-        f"audit store {info.location} (schema {info.schema_version}): {info.records} records"
+        f"audit store {safe(info.location)} (schema {info.schema_version}): {info.records} records"
     )
     for p in info.providers:
         span = f"{p.first_occurred_at} .. {p.last_occurred_at}" if p.records else "none yet"
         cursor = f", cursor {p.cursor}" if p.cursor is not None else ""
-        click.echo(f"  {p.provider} / {p.flag_key}: {p.records} records, {span}{cursor}")
+        click.echo(safe(f"  {p.provider} / {p.flag_key}: {p.records} records, {span}{cursor}"))
     if info.problems:
         click.echo(f"  {info.problems} problems recorded (malformed or conflicting vendor entries)")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 import click
 
 from breakglass.errors import BreakglassError, ProbeError
+from breakglass.safe_text import safe
 from breakglass.settings import DEFAULT_PROBE_FLAG_KEY
 
 if TYPE_CHECKING:
@@ -54,15 +55,15 @@ def _write_each(
 
     if json_path is not None:
         write_json(result, json_path)
-        click.echo(f"wrote {json_path}", err=True)
+        click.echo(f"wrote {safe(json_path)}", err=True)
     if junit_path is not None:
         write_junit(result, junit_path)
-        click.echo(f"wrote {junit_path}", err=True)
+        click.echo(f"wrote {safe(junit_path)}", err=True)
     if plot_path is not None:
         from breakglass.probe.plot import render_plot
 
         render_plot([to_json(result)], plot_path)
-        click.echo(f"wrote {plot_path}", err=True)
+        click.echo(f"wrote {safe(plot_path)}", err=True)
 
 
 _path = click.Path(dir_okay=False, writable=True, path_type=Path)
@@ -196,7 +197,7 @@ def probe(  # noqa: PLR0913 -- one parameter per option
 
 
 def _fail(message: str) -> NoReturn:
-    click.echo(f"breakglass: error: {message}", err=True)
+    click.echo(f"breakglass: error: {safe(message)}", err=True)
     sys.exit(1)
 
 
@@ -212,7 +213,7 @@ def _run(
     def say(line: str) -> None:
         if bar is not None:
             bar.close()  # end the bar's line first; it redraws on the next round
-            click.echo(f"probe: {line}", err=True)
+            click.echo(f"probe: {safe(line)}", err=True)
 
     try:
         return run_probe(settings, options, on_round=bar, say=say), None

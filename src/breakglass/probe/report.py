@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any
 
 from breakglass.clock import isoformat_ms
+from breakglass.safe_text import safe
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -113,7 +114,8 @@ def render_table(result: ProbeResult) -> str:
     problems = result.problems
     lines.extend(f"  FAIL {p}" for p in _shown_problems(result, cases, problems))
     lines.append("PASS" if not problems else "FAIL")
-    return "\n".join(lines)
+    # Provider, flag and problems carry outside text (vendor errors): one escaped line each.
+    return "\n".join(safe(line) for line in lines)
 
 
 def _shown_problems(result: ProbeResult, cases: list[Case], problems: list[str]) -> list[str]:
