@@ -7,21 +7,28 @@ from typing import TYPE_CHECKING, Any, Self
 from breakglass.audit.recorder import AuditRecorder
 from breakglass.clock import SYSTEM_CLOCK, Clock
 from breakglass.engine import StateEngine
-from breakglass.errors import ConfigurationError
+from breakglass.errors import AdminError, ConfigurationError
 from breakglass.guard import Guard
 from breakglass.persistence import StateStore
 from breakglass.plugins import load_plugin
 from breakglass.provider import DEFAULT_DOMAIN, SystemActiveProvider, register
+from breakglass.seams import Backend
 from breakglass.settings import Settings, load_settings
+from breakglass.targets import Target, TargetResult, change_all
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from types import TracebackType
 
-    from breakglass.seams import Acknowledgement, AuditSource, Backend, FlagAdmin
+    from breakglass.seams import Acknowledgement, AuditSource, FlagAdmin
 
 
 class Bridge:
-    """The configured provider's seams, wired to a fail-closed engine.
+    """The configured providers' seams, wired to one fail-closed engine.
+
+    With several providers (``providers = ["launchdarkly", "local"]``) the
+    engine reads them all and stop wins; :meth:`halt` and :meth:`resume` change
+    every one of them in parallel. :attr:`backend` is the first of them.
 
     Build it with :meth:`from_settings` (or :func:`breakglass.open_bridge`),
     then :meth:`start` it, or use it as a context manager::
@@ -32,20 +39,30 @@ class Bridge:
     """
 
     def __init__(
-        self, settings: Settings, backend: Backend, *, clock: Clock = SYSTEM_CLOCK
+        self,
+        settings: Settings,
+        backend: Backend | Sequence[Backend],
+        *,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.settings = settings
-        self.backend = backend
-        store = StateStore(settings.state_file, backend.name, settings.flag_key)
+        self.backends: list[Backend] = [backend] if isinstance(backend, Backend) else list(backend)
+        if not self.backends:
+            raise ConfigurationError("BREAKGLASS_PROVIDERS: no provider configured")
+        self.backend = self.backends[0]
+        self.name = "+".join(b.name for b in self.backends)
+        """The providers, joined with ``+`` (``launchdarkly+local``)."""
+        store = StateStore(settings.state_file, self.name, settings.flag_key)
         self.engine = StateEngine(
             settings.flag_key,
-            [backend.source],
+            [b.source for b in self.backends],
             max_staleness=settings.max_staleness,
             store=store,
             clock=clock,
         )
+        self._clock = clock
         # The bridge's own evidence (observed flips, halts, resumes); off the request path.
-        self.recorder = AuditRecorder.for_bridge(settings, backend.name, clock=clock)
+        self.recorder = AuditRecorder.for_bridge(settings, self.name, clock=clock)
         self.recorder.attach(self.engine)
 
     @classmethod
@@ -54,11 +71,11 @@ class Bridge:
     ) -> Self:
         """Build the bridge for ``settings`` (read from the environment when ``None``)."""
         settings = settings if settings is not None else load_settings()
-        backend = load_plugin(settings.provider).create(settings, clock)
-        return cls(settings, backend, clock=clock)
+        plugins = [load_plugin(name) for name in settings.provider_names]
+        return cls(settings, [p.create(settings, clock) for p in plugins], clock=clock)
 
     def __repr__(self) -> str:
-        return f"Bridge(provider={self.backend.name!r}, flag_key={self.settings.flag_key!r})"
+        return f"Bridge(provider={self.name!r}, flag_key={self.settings.flag_key!r})"
 
     def start(self) -> Self:
         """Start reading (returns at once; the flag reads halted until confirmed)."""
@@ -69,10 +86,11 @@ class Bridge:
         """Stop reading and release threads and sockets (the admin's and audit's too, if they hold any)."""
         self.engine.close()
         self.recorder.close()
-        for part in (self.backend.admin, self.backend.audit):
-            close = getattr(part, "close", None)
-            if callable(close):
-                close()
+        for backend in self.backends:
+            for part in (backend.admin, backend.audit):
+                close = getattr(part, "close", None)
+                if callable(close):
+                    close()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -87,12 +105,35 @@ class Bridge:
 
     @property
     def admin(self) -> FlagAdmin:
-        """The provider's management API (raises when the provider has none configured)."""
+        """The first provider's management API (raises when it has none configured)."""
         if self.backend.admin is None:
             raise ConfigurationError(
                 f"the {self.backend.name} provider has no admin credentials configured"
             )
-        return self.recorder.wrap_admin(self.backend.admin)
+        return self.recorder.wrap_admin(self.backend.admin, backend=self.backend.name)
+
+    def targets(self) -> list[Target]:
+        """Every provider as a place to halt, each change recorded (``admin`` ``None`` without credentials)."""
+        return [
+            Target(
+                b.name,
+                None if b.admin is None else self.recorder.wrap_admin(b.admin, backend=b.name),
+            )
+            for b in self.backends
+        ]
+
+    def change(
+        self, *, active: bool, actor: str, reason: str, timeout: float | None = None
+    ) -> list[TargetResult]:
+        """Change every provider in parallel; each one's result (missing: no answer in ``timeout``)."""
+        return change_all(
+            self.targets(),
+            active=active,
+            actor=actor,
+            reason=reason,
+            timeout=timeout,
+            clock=self._clock,
+        )
 
     @property
     def audit(self) -> AuditSource:
@@ -104,12 +145,32 @@ class Bridge:
         return self.backend.audit
 
     def halt(self, *, actor: str, reason: str) -> Acknowledgement:
-        """Turn the flag off through the provider's management API."""
-        return self.admin.set_active(False, actor=actor, reason=reason)
+        """Turn the flag off through every provider's management API, in parallel.
+
+        Returns the first provider's acknowledgement that arrived; stop wins, so
+        one is a halt. Raises :class:`AdminError` when none acknowledged.
+        """
+        if len(self.backends) == 1:
+            return self.admin.set_active(False, actor=actor, reason=reason)
+        results = self.change(active=False, actor=actor, reason=reason)
+        acked = sorted((r for r in results if r.ack is not None), key=lambda r: r.finished_at)
+        if not acked:
+            raise AdminError("NOT HALTED: no provider acknowledged: " + _failures(results))
+        return acked[0].ack  # type: ignore[return-value]
 
     def resume(self, *, actor: str, reason: str) -> Acknowledgement:
-        """Turn the flag on through the provider's management API."""
-        return self.admin.set_active(True, actor=actor, reason=reason)
+        """Turn the flag on through every provider's management API, in parallel.
+
+        Stop wins, so the system runs again only when every provider
+        acknowledged; raises :class:`AdminError` naming those that did not.
+        """
+        if len(self.backends) == 1:
+            return self.admin.set_active(True, actor=actor, reason=reason)
+        results = self.change(active=True, actor=actor, reason=reason)
+        failed = [r for r in results if r.ack is None]
+        if failed or not results:
+            raise AdminError("not resumed everywhere: " + _failures(results))
+        return results[0].ack  # type: ignore[return-value]
 
     def openfeature_provider(self) -> SystemActiveProvider:
         """An OpenFeature provider on this bridge's engine (the bridge keeps the engine's lifecycle)."""
@@ -125,6 +186,10 @@ class Bridge:
         """A request guard on this bridge's engine (see :class:`breakglass.guard.Guard`)."""
         options.setdefault("retry_after", self.settings.guard.retry_after)
         return Guard(self.engine, **options)
+
+
+def _failures(results: list[TargetResult]) -> str:
+    return "; ".join(f"{r.target}: {r.error}" for r in results if r.ack is None) or "no answer"
 
 
 def open_bridge(settings: Settings | None = None, **overrides: Any) -> Bridge:

@@ -62,7 +62,7 @@ def state_as_dict(state: FlagState, bridge: Bridge) -> dict[str, Any]:
         "active": state.active,
         "reason": state.cause.value,
         "detail": state.detail,
-        "provider": bridge.backend.name,
+        "provider": bridge.name,
         "source": state.source,
         "confirmed_at": isoformat_ms(state.confirmed_at) if state.confirmed_at else None,
         "age_ms": _round(state.age_ms(SYSTEM_CLOCK.monotonic())),
@@ -142,6 +142,9 @@ def _change(ctx: _Context, *, active: bool, actor: str, reason: str, as_json: bo
         bridge = _open(ctx)
     except BreakglassError as exc:
         _fail(exc)
+    if len(bridge.backends) > 1:
+        _change_all(bridge, active=active, actor=actor, reason=reason, as_json=as_json)
+        return
     try:
         ack: Acknowledgement = bridge.admin.set_active(active, actor=actor, reason=reason)
     except BreakglassError as exc:
@@ -167,6 +170,40 @@ def _change(ctx: _Context, *, active: bool, actor: str, reason: str, as_json: bo
             f"{ack.flag_key} {verb} through {info['provider']}{note}; "
             f"acknowledged at {info['acknowledged_at']}, change {ack.change_id}"
         )
+
+
+def _change_all(bridge: Bridge, *, active: bool, actor: str, reason: str, as_json: bool) -> None:
+    """Change every provider at once; a halt holds when one acknowledged (stop wins)."""
+    try:
+        results = bridge.change(active=active, actor=actor, reason=reason)
+    finally:
+        bridge.close()
+    acked = [r for r in results if r.ok]
+    done = bool(acked) if not active else len(acked) == len(bridge.backends)
+    if as_json:
+        info = {"flag": bridge.settings.flag_key, "active": active, "done": done, "actor": actor}
+        click.echo(
+            json.dumps({**info, "reason": reason, "targets": [r.to_dict() for r in results]})
+        )
+    else:
+        for r in results:
+            if r.ack is not None:
+                note = "" if r.ack.changed else " (it already was)"
+                click.echo(
+                    f"{r.target}: {'resumed' if active else 'halted'}{note}; acknowledged at "
+                    f"{isoformat_ms(r.ack.acknowledged_at)}, change {r.ack.change_id}"
+                )
+            else:
+                click.echo(f"{r.target}: NOT changed: {r.error}", err=True)
+        if not active and not done:
+            click.echo(
+                "breakglass: NOT HALTED: no provider acknowledged; halt in a vendor dashboard "
+                "or use the kill switch",
+                err=True,
+            )
+        elif active and not done:
+            click.echo("breakglass: NOT RESUMED everywhere; the system stays halted", err=True)
+    sys.exit(0 if done else 1)
 
 
 _actor_option = click.option(

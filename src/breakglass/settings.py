@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -73,6 +74,10 @@ class Settings(BaseSettings):
     provider: str = "local"
     """The adapter that serves the flag: ``local``, ``unleash``, ``launchdarkly``, ``flagsmith``."""
 
+    providers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Several adapters at once (``["launchdarkly", "local"]``, or ``launchdarkly,local`` in the
+    environment); replaces ``provider``. Stop wins across them; a halt goes to every one."""
+
     flag_key: str = DEFAULT_FLAG_KEY
     """The flag that says the system may run."""
 
@@ -93,6 +98,27 @@ class Settings(BaseSettings):
     @classmethod
     def _normalise_provider(cls, value: str) -> str:
         return value.strip().lower()
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _split_providers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split(",") if value.strip() else []
+        if not isinstance(value, list):
+            return value
+        names = [str(name).strip().lower() for name in value]
+        if any(not name for name in names):
+            msg = "a provider name is empty"
+            raise ValueError(msg)
+        if len(set(names)) != len(names):
+            msg = "a provider is named twice"
+            raise ValueError(msg)
+        return names
+
+    @property
+    def provider_names(self) -> list[str]:
+        """The adapters to read and to halt: ``providers``, else ``[provider]``."""
+        return list(self.providers) or [self.provider]
 
     @field_validator("flag_key")
     @classmethod

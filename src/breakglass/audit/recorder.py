@@ -208,7 +208,7 @@ class AuditRecorder:
             )
         )
 
-    def record_change(
+    def record_change(  # noqa: PLR0913 -- one keyword per field of the record
         self,
         *,
         flag_key: str,
@@ -218,6 +218,7 @@ class AuditRecorder:
         started_at: datetime,
         ack: Acknowledgement | None = None,
         error: BaseException | None = None,
+        backend: str | None = None,
     ) -> None:
         """Queue the record of a halt or resume made through this process (or its failure)."""
         if not self.record_changes:
@@ -231,7 +232,7 @@ class AuditRecorder:
             "active": active,
             "actor": actor,
             "reason": reason,
-            "backend": self.backend,
+            "backend": backend or self.backend,
             "flag_key": flag_key,
             "write_started_at": isoformat_ms(started_at),
             "acknowledged_at": isoformat_ms(ack.acknowledged_at) if ack is not None else None,
@@ -257,11 +258,11 @@ class AuditRecorder:
             )
         )
 
-    def wrap_admin(self, admin: FlagAdmin) -> FlagAdmin:
-        """``admin``, recording each change made through it (``admin`` itself when off)."""
+    def wrap_admin(self, admin: FlagAdmin, *, backend: str | None = None) -> FlagAdmin:
+        """``admin`` (of provider ``backend``), recording each change made through it (``admin`` itself when off)."""
         if not self.record_changes:
             return admin
-        return RecordingAdmin(admin, self)
+        return RecordingAdmin(admin, self, backend=backend)
 
     # ------------------------------------------------------------------ writing
 
@@ -399,9 +400,12 @@ class RecordingAdmin:
     is; recording only queues a record, so it adds microseconds to a halt.
     """
 
-    def __init__(self, admin: FlagAdmin, recorder: AuditRecorder) -> None:
+    def __init__(
+        self, admin: FlagAdmin, recorder: AuditRecorder, *, backend: str | None = None
+    ) -> None:
         self._admin = admin
         self._recorder = recorder
+        self._backend = backend
         self._clock = recorder._clock
 
     def __repr__(self) -> str:
@@ -425,6 +429,7 @@ class RecordingAdmin:
                 reason=reason,
                 started_at=started,
                 error=exc,
+                backend=self._backend,
             )
             raise
         self._recorder.record_change(
@@ -434,6 +439,7 @@ class RecordingAdmin:
             reason=reason,
             started_at=started,
             ack=ack,
+            backend=self._backend,
         )
         return ack
 

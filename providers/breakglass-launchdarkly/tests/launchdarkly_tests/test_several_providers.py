@@ -1,0 +1,134 @@
+"""Two providers at once: LaunchDarkly (the real SDK against the protocol server) and the local store.
+
+Stop wins across them, and a halt goes to both in parallel: one that
+acknowledges is a halt even when the other fails; a resume needs both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from breakglass.bridge import Bridge
+from breakglass.errors import AdminError, ConfigurationError
+from breakglass.settings import LocalSettings, Settings, load_settings
+from breakglass.testing.conformance import wait_for
+from launchdarkly_tests.fake_ld import FakeLaunchDarkly
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+pytestmark = [
+    pytest.mark.live,
+    pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
+]
+
+FLAG = "system-active"
+
+
+@pytest.fixture
+def both(fake: FakeLaunchDarkly, tmp_path: Path, ld_env: Callable[..., None]) -> Iterator[Bridge]:
+    """A started bridge on LaunchDarkly and the local store, both on."""
+    ld_env(fake)
+    settings = Settings(
+        providers=["launchdarkly", "local"], flag_key=FLAG, state_dir=tmp_path, max_staleness=5
+    )
+    bridge = Bridge.from_settings(settings).start()
+    bridge.targets()[1].admin.set_active(True, actor="setup", reason="start")  # type: ignore[union-attr]
+    yield bridge
+    bridge.close()
+
+
+def test_providers_setting_accepts_a_list_or_commas(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings(providers=["LaunchDarkly", " local"]).provider_names == [
+        "launchdarkly",
+        "local",
+    ]
+    monkeypatch.setenv("BREAKGLASS_PROVIDERS", "launchdarkly, local")
+    assert load_settings().provider_names == ["launchdarkly", "local"]
+    monkeypatch.setenv("BREAKGLASS_PROVIDERS", "local,local")
+    with pytest.raises(ConfigurationError, match=r"BREAKGLASS_PROVIDERS: .*named twice"):
+        load_settings()
+    monkeypatch.delenv("BREAKGLASS_PROVIDERS")
+    assert load_settings(provider="local").provider_names == ["local"]
+
+
+def test_stop_wins_across_both(both: Bridge, fake: FakeLaunchDarkly) -> None:
+    assert wait_for(lambda: both.engine.active, 5.0) is not None
+    assert both.name == "launchdarkly+local"
+    fake.set_on(FLAG, on=False)  # someone halts in the LaunchDarkly dashboard only
+    assert wait_for(lambda: not both.engine.active, 2.0) is not None
+    assert both.engine.state.source == "launchdarkly"
+    fake.set_on(FLAG, on=True)
+    assert wait_for(lambda: both.engine.active, 2.0) is not None
+
+
+def test_halt_goes_to_both_and_holds_when_one_fails(both: Bridge, fake: FakeLaunchDarkly) -> None:
+    assert wait_for(lambda: both.engine.active, 5.0) is not None
+    fake.fail_next(500, count=20)  # LaunchDarkly's API is down for the whole retry budget
+    ack = both.halt(actor="oncall@example.com", reason="two vendors, one down")
+    assert ack.active is False
+    assert wait_for(lambda: not both.engine.active, 2.0) is not None
+    assert both.engine.state.source == "local"
+    assert fake.flag_on(FLAG) is True  # LaunchDarkly did not change: reported, not hidden
+    # LaunchDarkly is back: halting again reaches both.
+    fake.restore()
+    results = both.change(active=False, actor="oncall@example.com", reason="again")
+    assert {r.target: r.ok for r in results} == {"launchdarkly": True, "local": True}
+    assert fake.flag_on(FLAG) is False
+    both.resume(actor="approver@example.com", reason="fixed")
+    assert wait_for(lambda: both.engine.active, 3.0) is not None
+
+
+def test_resume_refused_unless_every_provider_acknowledged(
+    both: Bridge, fake: FakeLaunchDarkly
+) -> None:
+    both.halt(actor="oncall@example.com", reason="incident")
+    fake.fail_next(403, count=5)
+    with pytest.raises(AdminError, match=r"not resumed everywhere: launchdarkly: AdminAuthError"):
+        both.resume(actor="approver@example.com", reason="too early")
+    assert wait_for(lambda: not both.engine.active, 1.0) is not None
+
+
+def test_halt_fails_loudly_when_no_provider_acknowledges(
+    fake: FakeLaunchDarkly, tmp_path: Path, ld_env: Callable[..., None]
+) -> None:
+    ld_env(fake)
+    # The local store's directory is a file: every write to it fails.
+    (tmp_path / "blocked").write_text("not a directory")
+    settings = Settings(
+        providers=["launchdarkly", "local"],
+        flag_key=FLAG,
+        state_dir=tmp_path,
+        local=LocalSettings(path=tmp_path / "blocked" / "local.db"),
+    )
+    with Bridge.from_settings(settings) as bridge:
+        fake.fail_next(401, count=5)
+        with pytest.raises(AdminError, match="NOT HALTED: no provider acknowledged"):
+            bridge.halt(actor="oncall@example.com", reason="nothing answers")
+    assert fake.flag_on(FLAG) is True
+
+
+def test_cli_halts_both_and_names_each(
+    fake: FakeLaunchDarkly, tmp_path: Path, ld_env: Callable[..., None]
+) -> None:
+    ld_env(fake)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BREAKGLASS_") or "__" in k}
+    env |= {"BREAKGLASS_PROVIDERS": "launchdarkly,local", "BREAKGLASS_STATE_DIR": str(tmp_path)}
+    script = Path(sys.executable).with_name("breakglass")
+    run = [str(script), "halt", "--actor", "cli@example.com", "--reason", "both", "--json"]
+    done = subprocess.run(
+        run, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert info["done"] is True
+    assert {t["target"]: t["ok"] for t in info["targets"]} == {"launchdarkly": True, "local": True}
+    assert fake.flag_on(FLAG) is False
+    assert fake.api_token not in done.stdout + done.stderr
