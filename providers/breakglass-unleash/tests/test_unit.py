@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from breakglass.errors import (
 from breakglass.observation import NoValue
 from breakglass.retry import RetryPolicy
 from breakglass.testing import ManualClock
+from breakglass.testing.settings import check_section_is_strict
 from breakglass_unleash import UnleashAdmin, UnleashAudit, UnleashSource
 from breakglass_unleash._http import new_session
 from breakglass_unleash.audit import normalise
@@ -437,3 +439,17 @@ def test_a_resume_waits_for_an_sdk_payload_newer_than_the_revision_tick() -> Non
     assert obs.value is True
     assert obs.confirmed_at is not None
     assert obs.confirmed_at >= resumed_at.mono + _REVISION_TICK
+
+
+def test_unleash_settings_without_a_table_or_with_a_typo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No [unleash] table: the required setting is named; a misspelt key in it is refused."""
+    check_section_is_strict(
+        load_unleash_settings,
+        "unleash",
+        required="url",
+        table='url = "http://127.0.0.1:4242/api"\nclient_token = "t"\n',
+        directory=tmp_path,
+        monkeypatch=monkeypatch,
+    )

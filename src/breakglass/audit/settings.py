@@ -17,11 +17,13 @@ PREFIX = "BREAKGLASS_AUDIT__"
 class AuditSettings(BaseSettings):
     """Where the audit history is kept and what the bridge records by itself.
 
-    Read with :func:`load_audit_settings`; unknown keys are ignored.
+    Read with :func:`load_audit_settings`; unknown keys are refused.
     """
 
     # The prefix matters even when built directly: without it, `path` would read $PATH.
-    model_config = SettingsConfigDict(env_prefix=PREFIX, env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, env_nested_delimiter="__", extra="forbid", allow_inf_nan=False
+    )
 
     database_url: SecretStr | None = None
     """A PostgreSQL URL (``postgresql://user:password@host:5432/db``); SQLite when unset.

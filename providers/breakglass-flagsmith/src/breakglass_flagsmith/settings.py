@@ -54,7 +54,9 @@ class FlagsmithSettings(BaseSettings):
 
     # The prefix load_section() uses: a direct construction must never pick up unrelated
     # variables such as API_URL or MODE from the process environment.
-    model_config = SettingsConfigDict(env_prefix="BREAKGLASS_FLAGSMITH__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="BREAKGLASS_FLAGSMITH__", extra="forbid", allow_inf_nan=False
+    )
 
     api_url: str = DEFAULT_API_URL
     """SDK API base, ending in ``/api/v1/`` (Flagsmith server, Edge API or Edge Proxy)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from breakglass.errors import (
     ConfigurationError,
 )
 from breakglass.retry import RetryPolicy
+from breakglass.testing.settings import check_section_is_strict
 from breakglass_flagsmith import FlagsmithAdmin, FlagsmithAudit, load_flagsmith_settings
 from breakglass_flagsmith.admin import _typed_value
 from breakglass_flagsmith.audit import normalise
@@ -103,7 +105,7 @@ def test_defaults_point_at_the_public_api() -> None:
         ("API_URL", "ftp://nowhere", "http(s) URL"),
         ("API_URL", "https://user:pw@host/api/v1/", "no credentials"),
         ("REFRESH_INTERVAL", "0", "greater than 0"),
-        ("PROJECT_ID", "abc", "integer"),
+        ("PROJECT_ID", "abc", "whole number"),
     ],
 )
 def test_settings_errors_name_the_variable_never_the_value(
@@ -437,4 +439,18 @@ def test_admin_target_follows_feature_name_so_the_probe_can_refuse_it() -> None:
     assert (
         FlagsmithAdmin(plain, "system-active").target
         != FlagsmithAdmin(plain, "system-active-probe").target
+    )
+
+
+def test_flagsmith_settings_without_a_table_or_with_a_typo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No [flagsmith] table: the required setting is named; a misspelt key in it is refused."""
+    check_section_is_strict(
+        load_flagsmith_settings,
+        "flagsmith",
+        required="environment_key",
+        table='environment_key = "ser.k"\n',
+        directory=tmp_path,
+        monkeypatch=monkeypatch,
     )

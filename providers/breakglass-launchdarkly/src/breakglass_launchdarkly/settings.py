@@ -36,7 +36,9 @@ class LaunchDarklySettings(BaseSettings):
     """
 
     # Its own prefix: built directly, it must not pick up stray unprefixed variables.
-    model_config = SettingsConfigDict(env_prefix="BREAKGLASS_LAUNCHDARKLY__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="BREAKGLASS_LAUNCHDARKLY__", extra="forbid", allow_inf_nan=False
+    )
 
     sdk_key: SecretStr
     """The environment's server-side SDK key (``sdk-...``): used to read the flag."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from breakglass.errors import (
 )
 from breakglass.plugins import load_plugin
 from breakglass.retry import RetryPolicy
+from breakglass.testing.settings import check_section_is_strict
 from breakglass_launchdarkly import (
     PLUGIN,
     LaunchDarklyAdmin,
@@ -416,3 +418,17 @@ def test_audit_errors_name_the_setting() -> None:
         list(audit.pull(None))
     with pytest.raises(AuditSourceError, match="not a LaunchDarkly cursor"):
         list(audit.pull("42"))
+
+
+def test_launchdarkly_settings_without_a_table_or_with_a_typo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No [launchdarkly] table: the required setting is named; a misspelt key in it is refused."""
+    check_section_is_strict(
+        load_launchdarkly_settings,
+        "launchdarkly",
+        required="sdk_key",
+        table='sdk_key = "sdk-123"\n',
+        directory=tmp_path,
+        monkeypatch=monkeypatch,
+    )

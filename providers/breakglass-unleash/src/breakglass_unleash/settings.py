@@ -23,7 +23,9 @@ class UnleashSettings(BaseSettings):
 
     # The same prefix load_section() uses: a direct construction must never pick up
     # unrelated variables such as ENVIRONMENT or URL from the process environment.
-    model_config = SettingsConfigDict(env_prefix="BREAKGLASS_UNLEASH__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="BREAKGLASS_UNLEASH__", extra="forbid", allow_inf_nan=False
+    )
 
     url: str
     """API base URL, ending in ``/api``, e.g. ``http://127.0.0.1:4242/api``."""
