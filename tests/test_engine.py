@@ -326,3 +326,81 @@ def test_a_halt_reaches_the_guard_before_it_is_written_down(
     finally:
         store.release.set()
         engine.close()
+
+
+# ---------------------------------------------------------------------- how it fails (issue: fail closed)
+
+
+@pytest.mark.parametrize("problem", ["missing", "wrong_type", "unreadable"])
+def test_a_confirmed_problem_beats_a_remembered_true_and_is_remembered(
+    make_engine: Callable[..., tuple[StateEngine, ScriptedSource]], problem: str
+) -> None:
+    """After a restart, a live "flag missing / wrong type / 403" halts at once and outlives the next restart."""
+    engine, source = make_engine()
+    source.confirm(True)
+    engine.close()
+    restarted, source2 = make_engine()
+    assert restarted.active, "a young remembered true is served while the vendor is silent"
+    if problem == "missing":
+        source2.missing()
+    elif problem == "wrong_type":
+        source2.confirm("true")
+    else:
+        source2.unreadable("HTTP 403: the token may not read client features")
+    assert restarted.active is False
+    assert restarted.state.cause in {Cause.FLAG_MISSING, Cause.WRONG_TYPE, Cause.ERROR}
+    source2.fail("vendor away")
+    assert restarted.active is False, "the remembered true must not come back after the problem"
+    restarted.close()
+    third, source3 = make_engine()
+    source3.fail("vendor away")
+    assert third.active is False
+    assert third.state.cause is Cause.OFF, "the problem halt was kept in the state store"
+
+
+def test_wall_clock_stepped_back_across_a_restart_does_not_refresh_a_remembered_true(
+    make_engine: Callable[..., tuple[StateEngine, ScriptedSource]], clock: ManualClock
+) -> None:
+    """An old true whose wall-clock age was reset by a clock step is not served."""
+    engine, source = make_engine()
+    source.confirm(True)
+    engine.close()
+    clock.advance(STALENESS * 10)
+    clock.jump_wall(-STALENESS * 10)  # NTP step back: the wall clock says "just now"
+    restarted, _ = make_engine()
+    assert restarted.active is False
+    assert restarted.state.cause is Cause.UNCONFIRMED
+
+
+def test_a_remembered_true_from_before_a_reboot_is_not_served(
+    make_engine: Callable[..., tuple[StateEngine, ScriptedSource]], clock: ManualClock
+) -> None:
+    """Across a reboot the monotonic clock restarts: the age cannot be verified, so not served."""
+    engine, source = make_engine()
+    source.confirm(True)
+    engine.close()
+    clock.boot = "after-reboot"
+    restarted, _ = make_engine()
+    assert restarted.active is False
+
+
+def test_closing_reads_halted_at_once_even_while_sources_take_long_to_close(
+    clock: ManualClock,
+) -> None:
+    """From the moment close() begins, state and the guard read halted (cause closed)."""
+    seen: list[FlagState] = []
+
+    class SlowToClose(ScriptedSource):
+        def close(self) -> None:
+            seen.append(engine.state)
+            super().close()
+
+    source = SlowToClose("local", clock)
+    engine = StateEngine("system-active", [source], max_staleness=STALENESS, clock=clock)
+    engine.start()
+    source.confirm(True)
+    assert engine.active
+    engine.close()
+    assert [(s.active, s.cause) for s in seen] == [(False, Cause.CLOSED)]
+    clock.advance(STALENESS + 1)
+    assert engine.state.cause is Cause.CLOSED

@@ -18,6 +18,7 @@ from breakglass.state import (
 NOW = 1000.0
 WALL = datetime(2026, 1, 1, tzinfo=UTC)
 STALENESS = 30.0
+BOOT = "boot-1"
 
 
 def seen(
@@ -144,10 +145,23 @@ def test_remembered_false_halts_until_a_fresh_true() -> None:
     assert decide([seen(True, source="local")], NOW, STALENESS, remembered).active
 
 
+def _remembered_true(
+    age: float, mono_age: float | None = None, boot: str | None = BOOT
+) -> Remembered:
+    mono_age = age if mono_age is None else mono_age
+    return Remembered(
+        active=True,
+        confirmed_at=WALL - timedelta(seconds=age),
+        source="local",
+        confirmed_mono=NOW - mono_age,
+        boot_id=boot,
+    )
+
+
 def test_remembered_true_is_served_only_until_its_deadline() -> None:
-    """A remembered true is active until its wall-clock age reaches max_staleness."""
-    remembered = Remembered(active=True, confirmed_at=WALL - timedelta(seconds=10), source="local")
-    deadline = remembered_deadline(remembered, NOW, WALL, STALENESS)
+    """A remembered true is active until its age reaches max_staleness."""
+    remembered = _remembered_true(10)
+    deadline = remembered_deadline(remembered, NOW, WALL, STALENESS, BOOT)
     assert deadline == pytest.approx(NOW + 20)
     unread = [Observation.unread("local")]
     assert decide(unread, NOW, STALENESS, remembered, deadline).active
@@ -157,5 +171,43 @@ def test_remembered_true_is_served_only_until_its_deadline() -> None:
 @pytest.mark.parametrize("age", [STALENESS + 1, -5.0], ids=["too-old", "from-the-future"])
 def test_remembered_true_outside_its_window_is_not_served(age: float) -> None:
     """A remembered true too old, or dated in the future (clock moved back), is not served."""
-    remembered = Remembered(active=True, confirmed_at=WALL - timedelta(seconds=age), source="local")
-    assert remembered_deadline(remembered, NOW, WALL, STALENESS) == HALTED_DEADLINE
+    remembered = _remembered_true(age)
+    assert remembered_deadline(remembered, NOW, WALL, STALENESS, BOOT) == HALTED_DEADLINE
+
+
+@pytest.mark.parametrize(
+    ("wall_age", "mono_age", "boot", "now_boot"),
+    [
+        (5.0, STALENESS + 60, BOOT, BOOT),  # wall clock stepped back: looks 5 s old, is not
+        (STALENESS + 60, 5.0, BOOT, BOOT),  # host slept: the monotonic clock stood still
+        (5.0, -5.0, BOOT, BOOT),  # monotonic time in the future: not from this boot's clock
+        (5.0, 5.0, "other-boot", BOOT),  # confirmed before a reboot: its age cannot be told
+        (5.0, 5.0, None, BOOT),  # a row from before ages were kept
+        (5.0, 5.0, BOOT, None),  # this host cannot tell its boot
+    ],
+    ids=["wall-stepped-back", "slept", "mono-future", "rebooted", "old-row", "no-boot-id"],
+)
+def test_remembered_true_whose_age_cannot_be_verified_is_not_served(
+    wall_age: float, mono_age: float, boot: str | None, now_boot: str | None
+) -> None:
+    """Both clocks must agree the confirmation is young, within one boot; otherwise halted."""
+    remembered = _remembered_true(wall_age, mono_age, boot)
+    assert remembered_deadline(remembered, NOW, WALL, STALENESS, now_boot) == HALTED_DEADLINE
+
+
+@pytest.mark.parametrize("problem", [NoValue.FLAG_MISSING, NoValue.UNREADABLE, "a string"])
+def test_a_confirmed_problem_outranks_a_remembered_true(problem: object) -> None:
+    """Flag missing, unreadable or wrong type, confirmed live, halt even with a fresh remembered true."""
+    remembered = _remembered_true(1)
+    deadline = remembered_deadline(remembered, NOW, WALL, STALENESS, BOOT)
+    obs = (
+        Observation("local").unreadable("HTTP 403")
+        if problem is NoValue.UNREADABLE
+        else seen(problem, source="local")
+    )
+    state = decide([obs], NOW, STALENESS, remembered, deadline)
+    assert state.active is False
+    assert state.cause in {Cause.FLAG_MISSING, Cause.ERROR, Cause.WRONG_TYPE}
+    # A vendor merely away is no such confirmation: the remembered true still stands.
+    away = Observation("local").failed("connection refused")
+    assert decide([away], NOW, STALENESS, remembered, deadline).active

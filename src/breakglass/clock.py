@@ -3,13 +3,21 @@
 Freshness is measured on the monotonic clock, so a wall-clock jump can never
 make a stale value fresh again. Wall-clock time (UTC) is used only for what
 people read: ``confirmed_at`` in status output, audit records, the 503 notice.
+
+Across a restart the monotonic clock still counts (it runs from the host's
+boot), so a remembered confirmation keeps both readings and the boot's id: its
+age is trusted only when both clocks agree it is young, within the same boot.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol
+
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
 class Clock(Protocol):
@@ -27,6 +35,10 @@ class Clock(Protocol):
         """The current wall-clock time, timezone-aware, in UTC."""
         ...
 
+    def boot_id(self) -> str | None:
+        """An id of the monotonic clock's epoch (the host's boot); ``None`` when unknown."""
+        ...
+
 
 class SystemClock:
     """The process's real clocks."""
@@ -40,6 +52,18 @@ class SystemClock:
     def now(self) -> datetime:
         """Return the current UTC time."""
         return datetime.now(UTC)
+
+    def boot_id(self) -> str | None:
+        """The kernel's boot id (Linux); ``None`` elsewhere, so nothing remembered is trusted."""
+        return _read_boot_id()
+
+
+@functools.cache
+def _read_boot_id() -> str | None:
+    try:
+        return _BOOT_ID.read_text(encoding="ascii").strip() or None
+    except OSError:
+        return None
 
 
 SYSTEM_CLOCK: Clock = SystemClock()

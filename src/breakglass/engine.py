@@ -17,6 +17,7 @@ from breakglass.errors import StoreError
 from breakglass.observation import NoValue, Observation
 from breakglass.state import (
     HALTED_DEADLINE,
+    PROBLEM_CAUSES,
     Cause,
     FlagState,
     Remembered,
@@ -26,6 +27,7 @@ from breakglass.state import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from datetime import datetime
 
     from breakglass.persistence import StateStore
     from breakglass.seams import FlagSource
@@ -34,6 +36,13 @@ logger = logging.getLogger("breakglass")
 
 
 _STORE_RETRY_SECONDS = 2.0
+_WATCH_SECONDS = 0.25
+"""How often the timer thread checks that every reader still reports."""
+
+
+def _known(cause: Cause) -> bool:
+    """A cause a live source established (a fresh value, or a confirmed problem)."""
+    return cause in (Cause.ACTIVE, Cause.OFF) or cause in PROBLEM_CAUSES
 
 
 def _answered(obs: Observation) -> bool:
@@ -134,7 +143,9 @@ class StateEngine:
         if self._closed:
             return
         self._closed = True
-        self.deadline = HALTED_DEADLINE  # halted from this moment, not once the sources have closed
+        # Halted from this moment, for every reader (guard, state, OpenFeature), not once the
+        # sources have closed: closing a vendor SDK can take a second, past any deadline.
+        self._publish(FlagState(active=False, cause=Cause.CLOSED, detail="the bridge was closed"))
         for src in self._sources:
             try:
                 src.close()
@@ -143,7 +154,6 @@ class StateEngine:
         self._wake.set()
         if self._timer is not None:
             self._timer.join(timeout=2.0)
-        self._publish(FlagState(active=False, cause=Cause.CLOSED, detail="the bridge was closed"))
 
     # ------------------------------------------------------------------ reading
 
@@ -212,7 +222,11 @@ class StateEngine:
             return
         if self._remembered is not None:
             self._remembered_deadline = remembered_deadline(
-                self._remembered, self._clock.monotonic(), self._clock.now(), self.max_staleness
+                self._remembered,
+                self._clock.monotonic(),
+                self._clock.now(),
+                self.max_staleness,
+                self._clock.boot_id(),
             )
 
     def _recompute(self) -> FlagState:
@@ -226,8 +240,8 @@ class StateEngine:
                 self._remembered,
                 self._remembered_deadline,
             )
-            if not state.remembered and state.cause in (Cause.ACTIVE, Cause.OFF):
-                # A real source is fresh: what was remembered from before the restart is obsolete.
+            if not state.remembered and _known(state.cause):
+                # A real source is fresh, or confirmed a problem: what was remembered is obsolete.
                 self._remembered = None
             if self._closed:
                 return self._state
@@ -254,13 +268,14 @@ class StateEngine:
         """Persist confirmed decisions; without a working store, never serve ``true``."""
         if self._store is None:
             return state
-        real = not state.remembered and state.cause in (Cause.ACTIVE, Cause.OFF)
-        if real and state.confirmed_at is not None and state.confirmed_mono is not None:
+        moment = self._to_remember(state, now)
+        if moment is not None:
+            confirmed_at, confirmed_mono = moment
             saved = self._saved
             due = (
                 saved is None
                 or saved[0] != state.active
-                or state.confirmed_mono - saved[1] >= self.max_staleness / 4
+                or confirmed_mono - saved[1] >= self.max_staleness / 4
             )
             if due and (
                 self._store_problem is None or now - self._store_checked_at >= _STORE_RETRY_SECONDS
@@ -269,13 +284,15 @@ class StateEngine:
                 try:
                     self._store.save(
                         active=state.active,
-                        confirmed_at=state.confirmed_at,
+                        confirmed_at=confirmed_at,
                         source=str(state.source),
+                        confirmed_mono=confirmed_mono,
+                        boot_id=self._clock.boot_id(),
                     )
                 except StoreError as exc:
                     self._store_failed(str(exc))
                 else:
-                    self._saved = (state.active, state.confirmed_mono)
+                    self._saved = (state.active, confirmed_mono)
                     self._store_recovered()
         if self._store_problem is not None and state.active:
             return FlagState(
@@ -285,6 +302,19 @@ class StateEngine:
                 detail=f"cannot keep a halt across restarts: {self._store_problem}",
             )
         return state
+
+    def _to_remember(self, state: FlagState, now: float) -> tuple[datetime, float] | None:
+        """When ``state`` is knowledge worth keeping across a restart, the moment it was confirmed."""
+        if state.remembered:
+            return None
+        if state.cause in (Cause.ACTIVE, Cause.OFF):
+            if state.confirmed_at is None or state.confirmed_mono is None:
+                return None
+            return state.confirmed_at, state.confirmed_mono
+        if state.cause in PROBLEM_CAUSES:
+            # A confirmed problem is kept as a halt: the next process must not come up active.
+            return self._clock.now(), now
+        return None
 
     def _store_failed(self, problem: str) -> None:
         if self._store_problem is None:
@@ -341,11 +371,29 @@ class StateEngine:
     def _is_closed(self) -> bool:
         return self._closed
 
+    def _watch_readers(self) -> None:
+        """Halt (cause ``reader_stopped``) for every source whose reading loop ended or hangs."""
+        for src in self._sources:
+            try:
+                problems = [p for loop in src.readers() if (p := loop.problem()) is not None]
+            except Exception:
+                logger.exception("cannot check the readers of source %s", src.name)
+                problems = [f"the readers of {src.name} cannot be checked"]
+            if not problems:
+                continue
+            with self._lock:
+                obs = self._observations.get(src.name)
+                if obs is None or obs.value is NoValue.READER_STOPPED:
+                    continue
+                self._observations[src.name] = obs.stopped("; ".join(problems))
+            self._recompute()
+
     def _run_timer(self) -> None:
         while not self._closed:
+            self._watch_readers()
             state = self._state
             now = self._clock.monotonic()
-            waits = [1.0]
+            waits = [_WATCH_SECONDS]
             if state.active:
                 waits.append(state.deadline - now)
             if self._store_problem is not None:

@@ -29,6 +29,9 @@ class NoValue(enum.Enum):
     UNREADABLE = "unreadable"
     """The source can no longer tell the value at all (for example a corrupt local store)."""
 
+    READER_STOPPED = "reader_stopped"
+    """The source's reading thread ended or hangs: nothing it reported earlier can be trusted."""
+
 
 @dataclass(frozen=True, slots=True)
 class Observation:
@@ -75,3 +78,7 @@ class Observation:
     def unreadable(self, error: str) -> Observation:
         """This source can no longer tell the value at all."""
         return replace(self, value=NoValue.UNREADABLE, error=error)
+
+    def stopped(self, error: str) -> Observation:
+        """This source's reader no longer reports (set by the engine's watch, not by the source)."""
+        return replace(self, value=NoValue.READER_STOPPED, error=error)

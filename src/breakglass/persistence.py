@@ -5,14 +5,19 @@ The state store keeps, per provider and flag, the last *confirmed* decision
 directory. At start-up :class:`breakglass.engine.StateEngine` loads it:
 
 * a remembered ``false`` keeps the process halted until a source confirms ``true``;
-* a remembered ``true`` is served only while younger than ``max_staleness``.
+* a remembered ``true`` is served only while younger than ``max_staleness`` on
+  both the wall clock and the monotonic clock of the same boot
+  (:func:`breakglass.state.remembered_deadline`), so a wall clock stepped back
+  cannot make it fresh again.
 
-Unsure states (stale, unconfirmed, errors) are not knowledge and are not stored.
+A halt a source *confirmed* as a problem (flag missing, wrong type, unreadable,
+reader stopped) is stored as ``false`` too. A vendor merely away (stale,
+unconfirmed) is not knowledge and is not stored.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from breakglass._sqlite import connect
 from breakglass.clock import isoformat_ms, parse_iso
@@ -34,6 +39,17 @@ CREATE TABLE IF NOT EXISTS last_known (
 )
 """
 
+# Added later: rows written before have NULLs there, and a remembered true without them is not served.
+_COLUMNS = {"confirmed_mono": "REAL", "boot_id": "TEXT"}
+
+
+def _migrate(conn: Any) -> None:
+    conn.execute(_SCHEMA)
+    have = {row[1] for row in conn.execute("PRAGMA table_info(last_known)")}
+    for name, kind in _COLUMNS.items():
+        if name not in have:
+            conn.execute(f"ALTER TABLE last_known ADD COLUMN {name} {kind}")
+
 
 class StateStore:
     """The last confirmed decision per provider and flag, in one SQLite file.
@@ -53,30 +69,56 @@ class StateStore:
     def load(self) -> Remembered | None:
         """The remembered decision, or ``None`` when there is none."""
         with connect(self.path) as conn:
-            conn.execute(_SCHEMA)
+            _migrate(conn)
             row = conn.execute(
-                "SELECT active, confirmed_at, source FROM last_known WHERE provider = ? AND flag_key = ?",
+                "SELECT active, confirmed_at, source, confirmed_mono, boot_id FROM last_known"
+                " WHERE provider = ? AND flag_key = ?",
                 (self._provider, self._flag_key),
             ).fetchone()
         if row is None:
             return None
-        active, confirmed_at, source = row
+        active, confirmed_at, source, mono, boot = row
         if active not in (0, 1) or not isinstance(confirmed_at, str):
             raise StoreError(f"{self.path}: unreadable last-known state row")
         try:
             moment = parse_iso(confirmed_at)
         except ValueError as exc:
             raise StoreError(f"{self.path}: unreadable confirmation time") from exc
-        return Remembered(active=bool(active), confirmed_at=moment, source=str(source))
+        return Remembered(
+            active=bool(active),
+            confirmed_at=moment,
+            source=str(source),
+            confirmed_mono=float(mono) if isinstance(mono, (int, float)) else None,
+            boot_id=boot if isinstance(boot, str) else None,
+        )
 
-    def save(self, *, active: bool, confirmed_at: datetime, source: str) -> None:
-        """Remember a confirmed decision."""
+    def save(
+        self,
+        *,
+        active: bool,
+        confirmed_at: datetime,
+        source: str,
+        confirmed_mono: float | None = None,
+        boot_id: str | None = None,
+    ) -> None:
+        """Remember a confirmed decision, with the monotonic time and boot it was confirmed in."""
         with connect(self.path) as conn:
-            conn.execute(_SCHEMA)
+            _migrate(conn)
             conn.execute(
-                "INSERT INTO last_known (provider, flag_key, active, confirmed_at, source)"
-                " VALUES (?, ?, ?, ?, ?)"
+                "INSERT INTO last_known"
+                " (provider, flag_key, active, confirmed_at, source, confirmed_mono, boot_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (provider, flag_key) DO UPDATE SET"
-                " active = excluded.active, confirmed_at = excluded.confirmed_at, source = excluded.source",
-                (self._provider, self._flag_key, int(active), isoformat_ms(confirmed_at), source),
+                " active = excluded.active, confirmed_at = excluded.confirmed_at,"
+                " source = excluded.source, confirmed_mono = excluded.confirmed_mono,"
+                " boot_id = excluded.boot_id",
+                (
+                    self._provider,
+                    self._flag_key,
+                    int(active),
+                    isoformat_ms(confirmed_at),
+                    source,
+                    confirmed_mono,
+                    boot_id,
+                ),
             )

@@ -45,6 +45,7 @@ _REASONS: dict[Cause, str] = {
     Cause.WRONG_TYPE: Reason.ERROR,
     Cause.STORE_UNAVAILABLE: Reason.ERROR,
     Cause.CLOSED: Reason.DEFAULT,
+    Cause.READER_STOPPED: Reason.ERROR,
 }
 
 
@@ -60,6 +61,7 @@ def _health(cause: Cause) -> str:
             | Cause.WRONG_TYPE
             | Cause.STORE_UNAVAILABLE
             | Cause.CLOSED
+            | Cause.READER_STOPPED
         ):
             return "error"
 

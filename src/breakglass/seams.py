@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
     from datetime import datetime
 
     from breakglass.audit_record import AuditRecord
     from breakglass.clock import Clock
     from breakglass.observation import Observation
+    from breakglass.reading import ReadingLoop
     from breakglass.settings import Settings
 
 
@@ -50,6 +51,14 @@ class FlagSource(Protocol):
 
     def close(self) -> None:
         """Stop reading and release threads and sockets within about a second."""
+        ...
+
+    def readers(self) -> Sequence[ReadingLoop]:
+        """The source's reading loops, which the engine watches (empty for a push-only source).
+
+        Every thread that reads the flag runs in a :class:`breakglass.reading.ReadingLoop`:
+        it never dies of an exception, and one that ends or hangs halts the flag.
+        """
         ...
 
 

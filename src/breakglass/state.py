@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from breakglass.observation import NoValue, Observation
@@ -59,9 +59,20 @@ class Cause(enum.StrEnum):
     CLOSED = "closed"
     """The bridge was closed."""
 
+    READER_STOPPED = "reader_stopped"
+    """A source's reading thread ended or hangs (the engine watches every reader)."""
+
+
+PROBLEM_CAUSES = frozenset(
+    {Cause.FLAG_MISSING, Cause.WRONG_TYPE, Cause.ERROR, Cause.READER_STOPPED}
+)
+"""Halts a source *confirmed* (the vendor answered, or the reader itself is broken), as
+opposed to a vendor merely away. They override a remembered ``true`` and are persisted."""
+
 
 # When several sources are unsure, report the cause that tells an operator most.
 _CAUSE_PRIORITY = (
+    Cause.READER_STOPPED,
     Cause.FLAG_MISSING,
     Cause.WRONG_TYPE,
     Cause.ERROR,
@@ -114,11 +125,17 @@ class Remembered:
     active: bool
     confirmed_at: datetime
     source: str
+    confirmed_mono: float | None = None
+    """The confirmation on the monotonic clock (which counts from the host's boot)."""
+    boot_id: str | None = None
+    """The boot that monotonic time belongs to; ``None``: unknown (a row from an older version)."""
 
 
 def _classify(obs: Observation, now_mono: float, max_staleness: float) -> Cause:
     if obs.value is NoValue.FLAG_MISSING and obs.confirmed_at is not None:
         return Cause.FLAG_MISSING
+    if obs.value is NoValue.READER_STOPPED:
+        return Cause.READER_STOPPED
     if obs.value is NoValue.UNREADABLE:
         return Cause.ERROR
     if obs.confirmed_at is None:
@@ -144,6 +161,7 @@ _TEXTS = {
     Cause.WRONG_TYPE: "the vendor served something other than a boolean",
     Cause.STORE_UNAVAILABLE: "the durable state store is unusable",
     Cause.CLOSED: "the bridge was closed",
+    Cause.READER_STOPPED: "a reader stopped reporting",
 }
 
 
@@ -223,6 +241,10 @@ def _decide_unsure(
     remembered: Remembered | None,
     remembered_deadline: float,
 ) -> FlagState:
+    problems = [item for item in unsure if item[0] in PROBLEM_CAUSES]
+    if problems:
+        # A live confirmation of a problem outranks whatever was remembered from before.
+        return _unsure_state(problems, max_staleness)
     if remembered is not None:
         if not remembered.active:
             return FlagState(
@@ -246,6 +268,10 @@ def _decide_unsure(
             )
     if not unsure:
         return FlagState(active=False, cause=Cause.UNCONFIRMED, detail="no source configured")
+    return _unsure_state(unsure, max_staleness)
+
+
+def _unsure_state(unsure: list[tuple[Cause, Observation]], max_staleness: float) -> FlagState:
     cause, obs = min(unsure, key=lambda item: _CAUSE_PRIORITY.index(item[0]))
     return FlagState(
         active=False,
@@ -258,16 +284,30 @@ def _decide_unsure(
 
 
 def remembered_deadline(
-    remembered: Remembered, now_mono: float, now_wall: datetime, max_staleness: float
+    remembered: Remembered,
+    now_mono: float,
+    now_wall: datetime,
+    max_staleness: float,
+    boot_id: str | None = None,
 ) -> float:
     """Map a remembered ``true`` onto this process's monotonic clock.
 
-    A confirmation that looks older than ``max_staleness``, or that lies in the
-    future (the wall clock moved back), is not served at all.
+    Served only when its age can be verified: confirmed in this boot (so its
+    monotonic time is comparable), and young on *both* clocks. The wall clock
+    alone could have been stepped back (an old ``true`` looks fresh); the
+    monotonic clock alone stands still while the host sleeps. A confirmation
+    that lies in the future on either clock, or whose age cannot be verified,
+    is not served at all.
     """
     if not remembered.active:
         return HALTED_DEADLINE
-    age = now_wall - remembered.confirmed_at
-    if age < timedelta(0) or age > timedelta(seconds=max_staleness):
+    if remembered.confirmed_mono is None or boot_id is None or remembered.boot_id != boot_id:
         return HALTED_DEADLINE
-    return now_mono + max_staleness - age.total_seconds()
+    wall_age = (now_wall - remembered.confirmed_at).total_seconds()
+    mono_age = now_mono - remembered.confirmed_mono
+    if wall_age < 0 or mono_age < 0:
+        return HALTED_DEADLINE
+    age = max(wall_age, mono_age)
+    if age > max_staleness:
+        return HALTED_DEADLINE
+    return now_mono + max_staleness - age

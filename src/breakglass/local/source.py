@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import TYPE_CHECKING
 
 from breakglass.clock import SYSTEM_CLOCK, Clock
 from breakglass.errors import StoreError
 from breakglass.observation import NoValue, Observation
+from breakglass.reading import ReadingLoop, stall_allowance
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from breakglass.local.store import LocalStore
 
@@ -21,7 +21,7 @@ logger = logging.getLogger("breakglass.local")
 class LocalSource:
     """A :class:`breakglass.seams.FlagSource` on the local store.
 
-    Polls every ``poll_interval`` seconds on a daemon thread. A read that
+    Polls every ``poll_interval`` seconds on a :class:`ReadingLoop`. A read that
     succeeds confirms the value (the file *is* the authority on this host). A
     lock held too long by another process is a failed contact (the value ages);
     a corrupt or unreadable file means the value is unknown (halted at once).
@@ -40,9 +40,15 @@ class LocalSource:
         self._poll_interval = poll_interval
         self._clock = clock
         self._current = Observation.unread(self.name)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._reader = store.reader()
+        self._loop = ReadingLoop(
+            "breakglass-local",
+            self.poll_once,
+            interval=poll_interval,
+            crashed=self._crashed,
+            # A read waits at most the SQLite busy timeout (1 s).
+            stall_after=stall_allowance(poll_interval, 1.0),
+        )
 
     @property
     def name(self) -> str:
@@ -54,10 +60,11 @@ class LocalSource:
 
     def start(self, listener: Callable[[Observation], None]) -> None:
         """Start the poll thread; the first read happens at once on it."""
-        self._thread = threading.Thread(
-            target=self._run, args=(listener,), name="breakglass-local", daemon=True
-        )
-        self._thread.start()
+        self._loop.start(listener)
+
+    def readers(self) -> Sequence[ReadingLoop]:
+        """The one poll loop."""
+        return (self._loop,)
 
     def current(self) -> Observation:
         """The latest observation."""
@@ -81,15 +88,8 @@ class LocalSource:
 
     def close(self) -> None:
         """Stop polling; returns within about one poll interval."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=1.0)
+        self._loop.close(timeout=1.0)
 
-    def _run(self, listener: Callable[[Observation], None]) -> None:
-        while not self._stop.is_set():
-            obs = self.poll_once()
-            try:
-                listener(obs)
-            except Exception:
-                logger.exception("listener failed on %r", obs)
-            self._stop.wait(self._poll_interval)
+    def _crashed(self, problem: str) -> Observation:
+        self._current = self._current.unreadable(problem)
+        return self._current

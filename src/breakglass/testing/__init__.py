@@ -13,9 +13,10 @@ from breakglass.clock import SYSTEM_CLOCK
 from breakglass.observation import Observation
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from breakglass.clock import Clock
+    from breakglass.reading import ReadingLoop
 
 __all__ = ["ManualClock", "ScriptedSource"]
 
@@ -27,10 +28,12 @@ class ManualClock:
     wall clock alone moves on :meth:`jump_wall` (an NTP step, a VM resume).
     """
 
-    def __init__(self, start: datetime | None = None) -> None:
+    def __init__(self, start: datetime | None = None, boot: str | None = "manual-boot") -> None:
         self._mono = 1000.0
         self._wall = start or datetime(2026, 1, 1, tzinfo=UTC)
         self._lock = threading.Lock()
+        self.boot: str | None = boot
+        """What :meth:`boot_id` answers; change it to simulate a reboot."""
 
     def monotonic(self) -> float:
         """The manual monotonic time."""
@@ -39,6 +42,10 @@ class ManualClock:
     def now(self) -> datetime:
         """The manual wall-clock time."""
         return self._wall
+
+    def boot_id(self) -> str | None:
+        """The simulated boot id."""
+        return self.boot
 
     def advance(self, seconds: float) -> None:
         """Move both clocks forward."""
@@ -85,6 +92,10 @@ class ScriptedSource:
         """Stop reporting."""
         self.closed = True
         self._listener = None
+
+    def readers(self) -> Sequence[ReadingLoop]:
+        """None: a test pushes the observations itself."""
+        return ()
 
     def push(self, observation: Observation) -> None:
         """Report ``observation`` to the engine now."""

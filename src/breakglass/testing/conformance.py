@@ -316,7 +316,7 @@ class ProviderConformance:
         assert self._active_within(bridge, self._resume_bound(harness) + 2.0) is not None
 
     def test_c12_wrong_credentials(self, harness: ConformanceHarness) -> None:
-        """C12: wrong credentials read halted; errors name the setting, never the secret."""
+        """C12: wrong credentials read halted at once (cause error); errors name the setting, never the secret."""
         try:
             settings = harness.bad_credentials()
         except NotExpressible as exc:
@@ -324,8 +324,10 @@ class ProviderConformance:
         settings = settings.model_copy(update={"max_staleness": MAX_STALENESS})
         bridge = Bridge.from_settings(settings).start()
         try:
-            time.sleep(harness.poll_bound + 0.5)
+            # The vendor answered "not allowed": a confirmed problem, halted at once (not "away").
+            took = wait_for(lambda: bridge.engine.state.cause is Cause.ERROR, self._bound(harness))
             state = bridge.engine.state
+            assert took is not None, state
             assert state.active is False
             for secret in harness.secrets():
                 assert secret not in repr(state)
@@ -412,6 +414,55 @@ class ProviderConformance:
         leftover = wait_for(lambda: not (set(threading.enumerate()) - before), 1.0)
         assert leftover is not None, sorted(t.name for t in set(threading.enumerate()) - before)
         assert bridge.engine.state.cause is Cause.CLOSED
+
+    # -------------------------------------------------------------- how it fails (docs/architecture.md)
+
+    def test_c18_reader_survives_any_exception(
+        self, harness: ConformanceHarness, bridge_factory: Callable[..., Bridge]
+    ) -> None:
+        """C18: whatever a read raises halts at once (cause error); the reader carries on and recovers."""
+        harness.set_from_dashboard(True)
+        bridge = bridge_factory(max_staleness=30.0)
+        assert self._active_within(bridge, self._resume_bound(harness)) is not None
+        loops = list(bridge.backend.source.readers())
+        assert loops, "every source reads on a breakglass.reading.ReadingLoop"
+        loop = loops[0]
+        real = loop._step
+
+        def hostile() -> Any:
+            raise RecursionError("maximum recursion depth exceeded while decoding a JSON array")
+
+        loop._step = hostile
+        try:
+            took = wait_for(lambda: bridge.engine.state.cause is Cause.ERROR, self._bound(harness))
+            assert took is not None, bridge.engine.state
+            assert bridge.engine.active is False
+            assert loop.alive
+        finally:
+            loop._step = real
+        # The loop backs off while reads keep failing: at most 5 s between two of them.
+        assert self._active_within(bridge, self._resume_bound(harness) + 6.0) is not None
+
+    @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+    def test_c19_reader_stopped(
+        self, harness: ConformanceHarness, bridge_factory: Callable[..., Bridge]
+    ) -> None:
+        """C19: a reader thread that ends halts the flag at once with cause reader_stopped."""
+        harness.set_from_dashboard(True)
+        bridge = bridge_factory(max_staleness=30.0)
+        assert self._active_within(bridge, self._resume_bound(harness)) is not None
+        loop = next(iter(bridge.backend.source.readers()))
+
+        def leave() -> Any:
+            raise SystemExit  # the one thing a reading loop lets through
+
+        loop._step = leave
+        took = wait_for(
+            lambda: bridge.engine.state.cause is Cause.READER_STOPPED, self._bound(harness)
+        )
+        assert took is not None, bridge.engine.state
+        assert not loop.alive
+        assert bridge.engine.active is False
 
 
 def wait_for_records(bridge: Bridge, cursor: str | None, count: int, timeout: float) -> list[Any]:

@@ -21,7 +21,6 @@ arrived); any other outcome is a failed contact, and the value just ages.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -36,12 +35,13 @@ from urllib3 import Retry
 
 from breakglass.clock import SYSTEM_CLOCK, Clock
 from breakglass.observation import NoValue, Observation
+from breakglass.reading import ReadingLoop, stall_allowance
 from breakglass.retry import safe_url
 from breakglass_flagsmith._http import describe_exception, retry_after_seconds
 from breakglass_flagsmith.settings import ENVIRONMENT_KEY_SETTING
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from breakglass_flagsmith.settings import FlagsmithSettings
 
@@ -154,11 +154,17 @@ class FlagsmithSource:
         self._feature = settings.feature(flag_key)
         self._clock = clock
         self._current = Observation.unread(SOURCE_NAME)
-        self._stop = threading.Event()
         self._sdk: SourceFlagsmith | None = None
-        self._thread: threading.Thread | None = None
         self._problem: str | None = "not started"
         self._pause_until = 0.0
+        self._loop = ReadingLoop(
+            "breakglass-flagsmith",
+            self.poll_once,
+            interval=settings.refresh_interval,
+            crashed=self._unreadable,
+            stall_after=stall_allowance(settings.refresh_interval, settings.request_timeout),
+            not_before=lambda: self._pause_until,
+        )
 
     @property
     def name(self) -> str:
@@ -180,14 +186,15 @@ class FlagsmithSource:
 
     def start(self, listener: Callable[[Observation], None]) -> None:
         """Start reading on a daemon thread; returns at once (no network I/O here)."""
-        self._thread = threading.Thread(
-            target=self._run, args=(listener,), name="breakglass-flagsmith", daemon=True
-        )
-        self._thread.start()
+        self._loop.start(listener)
 
     def current(self) -> Observation:
         """The latest observation."""
         return self._current
+
+    def readers(self) -> Sequence[ReadingLoop]:
+        """The refresh loop."""
+        return (self._loop,)
 
     def close(self) -> None:
         """Stop reading and release the SDK's connections; returns within about a second.
@@ -195,9 +202,7 @@ class FlagsmithSource:
         A request already in flight to a frozen server cannot be interrupted: it
         ends on the daemon thread within ``request_timeout`` and its result is dropped.
         """
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=_CLOSE_WAIT)
+        self._loop.close(timeout=_CLOSE_WAIT)
         sdk = self._sdk
         if sdk is not None:
             # The SDK has no close(); its session holds the keep-alive connections.
@@ -217,6 +222,9 @@ class FlagsmithSource:
             else:
                 flags = self._remote_flags(sdk)
         except _HttpFailed as exc:
+            if exc.status in (401, 403):
+                # Flagsmith answered "you may not read this": not a blip, halt at once.
+                return self._unreadable(str(exc))
             if exc.status == 429 and exc.response is not None:
                 pause = min(_MAX_RATE_LIMIT_PAUSE, retry_after_seconds(exc.response, 1.0))
                 self._pause_until = time.monotonic() + pause
@@ -276,6 +284,9 @@ class FlagsmithSource:
     def _failed(self, problem: str) -> Observation:
         return self._set(self._current.failed(problem), problem)
 
+    def _unreadable(self, problem: str) -> Observation:
+        return self._set(self._current.unreadable(problem), problem)
+
     def _set(self, obs: Observation, problem: str | None) -> Observation:
         self._current = obs
         self._log_health(problem)
@@ -299,21 +310,3 @@ class FlagsmithSource:
             )
         else:
             logger.warning("flagsmith: %s", problem)
-
-    def _run(self, listener: Callable[[Observation], None]) -> None:
-        interval = self._settings.refresh_interval
-        next_at = time.monotonic()
-        while not self._stop.is_set():
-            try:
-                obs = self.poll_once()
-            except Exception as exc:  # noqa: BLE001 -- the reader thread must survive anything
-                obs = self._failed(f"unexpected {type(exc).__name__} while reading Flagsmith")
-            if self._stop.is_set():
-                return
-            try:
-                listener(obs)
-            except Exception:
-                logger.exception("listener failed on a flagsmith observation")
-            # Fixed rate: a slow request delays the next refresh, never makes them burst.
-            next_at = max(next_at + interval, self._pause_until, time.monotonic())
-            self._stop.wait(next_at - time.monotonic())

@@ -241,10 +241,8 @@ def test_close_is_prompt_even_with_a_request_hung(
     assert time.monotonic() - started < 1.0
     count = len(seen)
     fs_server.restore()
-    thread = source._thread
-    assert thread is not None
-    thread.join(settings.request_timeout + 0.5)
-    assert not thread.is_alive()
+    (loop,) = source.readers()
+    assert wait_for(lambda: not loop.alive, settings.request_timeout + 0.5) is not None
     assert len(seen) == count, "the listener was called after close()"
 
 

@@ -44,6 +44,7 @@ from ldclient.versioned_data_kind import FEATURES
 
 from breakglass.clock import SYSTEM_CLOCK, Clock
 from breakglass.observation import NoValue, Observation
+from breakglass.reading import ReadingLoop, stall_allowance
 from breakglass.retry import safe_url
 from breakglass_launchdarkly._http import (
     describe_exception,
@@ -55,7 +56,7 @@ from breakglass_launchdarkly._http import (
 from breakglass_launchdarkly.settings import PREFIX, SDK_KEY_SETTING
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from datetime import datetime
 
     from breakglass_launchdarkly.settings import LaunchDarklySettings
@@ -122,8 +123,20 @@ class LaunchDarklySource:
         self._store = InMemoryFeatureStore()  # type: ignore[no-untyped-call]
         self._client: LDClient | None = None
         self._session: requests.Session | None = None
-        self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        step = self._verify_interval if self._verify_interval > 0 else _TRUST_STATUS_TICK
+        self._loop = ReadingLoop(
+            "breakglass-launchdarkly-verify",
+            self._check,
+            interval=step,
+            crashed=self._crashed,
+            stall_after=stall_allowance(
+                step, max(settings.connect_timeout, settings.request_timeout)
+            ),
+            not_before=lambda: self._pause_until,
+            stop=self._stop,
+        )
+        self._denied = False
         self._stream_problem: str | None = None
         self._verify_problem: str | None = None
         self._logged_problem: str | None = "not started"
@@ -182,14 +195,15 @@ class LaunchDarklySource:
         # The stream may have become VALID before the listener was in place.
         self._on_status(client.data_source_status_provider.status)
         self._session = new_session(settings.sdk_key, settings.base_uri, settings.http_proxy)
-        self._thread = threading.Thread(
-            target=self._run, name="breakglass-launchdarkly-verify", daemon=True
-        )
-        self._thread.start()
+        self._loop.start(listener)
 
     def current(self) -> Observation:
         """The latest observation."""
         return self._current
+
+    def readers(self) -> Sequence[ReadingLoop]:
+        """The verifier (the SDK's stream is watched through the verifier's second opinion)."""
+        return (self._loop,)
 
     def close(self) -> None:
         """Stop the SDK and the verifier; returns within about a second."""
@@ -206,9 +220,9 @@ class LaunchDarklySource:
             )
             closer.daemon = True
             closer.start()
-        for thread in (self._thread, closer):
-            if thread is not None:
-                thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._loop.close(timeout=max(0.0, deadline - time.monotonic()))
+        if closer is not None:
+            closer.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._session is not None:
             self._session.close()
         self._listener = None
@@ -230,7 +244,10 @@ class LaunchDarklySource:
                 if problem is None:
                     return  # INITIALIZING without an error yet: nothing to say
                 self._stream_problem = problem
-                self._report(self._current.failed(self._problems() or problem))
+                if _denied(status):
+                    self._report(self._current.unreadable(self._problems() or problem))
+                else:
+                    self._report(self._current.failed(self._problems() or problem))
         except Exception:
             logger.exception("launchdarkly: status listener failed")
 
@@ -254,19 +271,16 @@ class LaunchDarklySource:
 
     # ------------------------------------------------------------------ the verifier (own thread)
 
-    def _run(self) -> None:
-        interval = self._verify_interval
-        next_at = time.monotonic()
-        while not self._stop.is_set():
-            if interval > 0:
-                self.verify_once()
-            else:
-                self._trust_status()
-            step = interval if interval > 0 else _TRUST_STATUS_TICK
-            now = time.monotonic()
-            # A slow request must not make the next checks burst to catch up.
-            next_at = max(next_at + step, self._pause_until, now)
-            self._stop.wait(next_at - now)
+    def _check(self) -> None:
+        # One step of the reading loop; the observation is reported inside, under the lock.
+        if self._verify_interval > 0:
+            self.verify_once()
+        else:
+            self._trust_status()
+
+    def _crashed(self, problem: str) -> None:
+        with self._lock:
+            self._report(self._current.unreadable(problem))
 
     def verify_once(self) -> Observation:
         """Ask the polling endpoint once and confirm the SDK's value if it is current; returns the observation."""
@@ -277,6 +291,9 @@ class LaunchDarklySource:
         with self._lock:
             if polled is None:
                 self._verify_problem = problem
+                if self._denied:
+                    # LaunchDarkly answered "you may not read this": not a blip, halt at once.
+                    return self._report(self._current.unreadable(self._problems() or "denied"))
                 return self._report(self._current.failed(self._problems() or "unknown"))
             client = self._client
             stored = self._store.get(FEATURES, self._flag_key, lambda item: item)
@@ -309,6 +326,7 @@ class LaunchDarklySource:
 
     def _poll(self) -> tuple[_Polled | None, str | None]:
         session = self._session
+        self._denied = False
         if session is None:
             return None, "not started"
         settings = self._settings
@@ -326,6 +344,7 @@ class LaunchDarklySource:
         if status == 304 and self._polled is not None:
             return self._polled, None
         if status in (401, 403):
+            self._denied = True
             return None, (
                 f"HTTP {status} from {where}: LaunchDarkly rejected {SDK_KEY_SETTING} "
                 "(use the server-side SDK key of the environment)"
@@ -473,6 +492,16 @@ class LaunchDarklySource:
         elif status.state == DataSourceState.INTERRUPTED:
             text = text or f"the connection to {where} is interrupted"
         return scrub(text, (self._secret,)) if text else None
+
+
+def _denied(status: DataSourceStatus) -> bool:
+    """Whether LaunchDarkly refused the SDK key (401/403): a definite answer, not an outage."""
+    error = status.error
+    return (
+        error is not None
+        and error.kind == DataSourceErrorKind.ERROR_RESPONSE
+        and error.status_code in (401, 403)
+    )
 
 
 def _parse_poll(body: Any, flag_key: str) -> _Polled | None:

@@ -40,11 +40,12 @@ from UnleashClient.utils import InstanceAllowType
 
 from breakglass.clock import SYSTEM_CLOCK, Clock
 from breakglass.observation import Observation
+from breakglass.reading import ReadingLoop, stall_allowance
 from breakglass.retry import safe_url
 from breakglass_unleash._http import describe_exception, new_session, retry_after_seconds
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from datetime import datetime
 
     from breakglass_unleash.settings import UnleashSettings
@@ -129,6 +130,15 @@ class UnleashSource:
         self._threads: list[threading.Thread] = []
         self._problem: str | None = "not started"
         self._pause_until = 0.0
+        self._loop = ReadingLoop(
+            "breakglass-unleash-poll",
+            self.poll_once,
+            interval=settings.refresh_interval,
+            crashed=self._crashed,
+            stall_after=stall_allowance(settings.refresh_interval, settings.request_timeout),
+            not_before=lambda: self._pause_until,
+            stop=self._stop,
+        )
 
     @property
     def name(self) -> str:
@@ -147,16 +157,17 @@ class UnleashSource:
         sdk_thread = threading.Thread(
             target=self._start_sdk, args=(self._sdk,), name="breakglass-unleash-sdk", daemon=True
         )
-        poll_thread = threading.Thread(
-            target=self._run, args=(listener,), name="breakglass-unleash-poll", daemon=True
-        )
-        self._threads = [sdk_thread, poll_thread]
+        self._threads = [sdk_thread]
         sdk_thread.start()
-        poll_thread.start()
+        self._loop.start(listener)
 
     def current(self) -> Observation:
         """The latest observation."""
         return self._current
+
+    def readers(self) -> Sequence[ReadingLoop]:
+        """The single-flag poll (the SDK's own poll is watched through its contacts' age)."""
+        return (self._loop,)
 
     def close(self) -> None:
         """Stop both readers; returns within about a second."""
@@ -168,6 +179,7 @@ class UnleashSource:
             # destroy() waits for an SDK poll in flight; never let that hold close() up.
             closer = threading.Thread(target=_destroy_quietly, args=(sdk,), daemon=True)
             closer.start()
+        self._loop.close(timeout=max(0.0, deadline - time.monotonic()))
         for thread in [*self._threads, *([closer] if closer else [])]:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._session is not None:
@@ -189,6 +201,9 @@ class UnleashSource:
         status = response.status_code
         if status == 404:
             return self._confirm(Observation.missing(SOURCE_NAME, self._clock))
+        if status in (401, 403):
+            # Unleash answered, and its answer is "you may not read this": not a blip, halt at once.
+            return self._unreadable(self._status_problem(status))
         if status != 200:
             if status == 429:
                 pause = min(_MAX_RATE_LIMIT_PAUSE, retry_after_seconds(response, 1.0))
@@ -267,6 +282,12 @@ class UnleashSource:
     def _failed(self, problem: str) -> Observation:
         return self._set(self._current.failed(problem), problem)
 
+    def _unreadable(self, problem: str) -> Observation:
+        return self._set(self._current.unreadable(problem), problem)
+
+    def _crashed(self, problem: str) -> Observation:
+        return self._unreadable(problem)
+
     def _set(self, obs: Observation, problem: str | None) -> Observation:
         if problem is None and obs.error is not None:
             obs = Observation(obs.source, obs.value, obs.confirmed_at, obs.confirmed_wall)
@@ -284,23 +305,6 @@ class UnleashSource:
             logger.info("unleash: reading %r from %s", self._flag_key, safe_url(self._settings.url))
         else:
             logger.warning("unleash: %s", problem)
-
-    def _run(self, listener: Callable[[Observation], None]) -> None:
-        interval = self._settings.refresh_interval
-        next_at = time.monotonic()
-        while not self._stop.is_set():
-            obs = self.poll_once()
-            if self._stop.is_set():
-                return
-            try:
-                listener(obs)
-            except Exception:
-                logger.exception("listener failed on an unleash observation")
-            next_at = max(next_at + interval, self._pause_until)
-            now = time.monotonic()
-            # A slow request must not make the next polls burst to catch up.
-            next_at = max(next_at, now)
-            self._stop.wait(next_at - now)
 
     # ------------------------------------------------------------------ the SDK
 
