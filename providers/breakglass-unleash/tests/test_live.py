@@ -236,7 +236,7 @@ def test_wrong_client_token_halts_with_the_setting_named(
     time.sleep(0.3)
     state = engine.state
     assert state.active is False
-    assert state.cause is Cause.UNCONFIRMED  # never confirmed; the detail says why
+    assert state.cause is Cause.ERROR  # Unleash answered "not allowed": halted at once
     assert "BREAKGLASS_UNLEASH__CLIENT_TOKEN" in (state.detail or "")
     for text in (caplog.text, repr(source), repr(state), str(source.current())):
         assert wrong not in text

@@ -334,8 +334,6 @@ def test_source_failures_keep_the_value_and_name_the_problem() -> None:
         ({"status": 500}, "HTTP 500"),
         ({"body": "{not json"}, "malformed JSON"),
         ({"json": ["a", "list"]}, "unexpected answer"),
-        ({"status": 401}, "BREAKGLASS_UNLEASH__CLIENT_TOKEN"),
-        ({"status": 403}, "backend token"),
         ({"body": requests.ConnectionError("refused")}, "cannot connect"),
         ({"body": requests.ReadTimeout("slow")}, "no answer"),
     ]
@@ -346,6 +344,20 @@ def test_source_failures_keep_the_value_and_name_the_problem() -> None:
         assert obs.confirmed_at == confirmed
         assert problem in (obs.error or ""), obs
         assert CLIENT not in (obs.error or "")
+
+
+@responses.activate
+@pytest.mark.parametrize(("status", "problem"), [(401, "CLIENT_TOKEN"), (403, "backend token")])
+def test_source_denied_is_unreadable_at_once(status: int, problem: str) -> None:
+    """A 401/403 is Unleash's answer, not an outage: the value is unknown from that moment."""
+    source = polling_source()
+    responses.add(responses.GET, FLAG_URL, json={"name": FLAG, "enabled": True})
+    source.poll_once()
+    responses.replace(responses.GET, FLAG_URL, status=status)
+    obs = source.poll_once()
+    assert obs.value is NoValue.UNREADABLE
+    assert problem in (obs.error or "")
+    assert CLIENT not in (obs.error or "")
 
 
 @responses.activate

@@ -187,7 +187,7 @@ def test_wrong_server_key_names_the_setting_never_the_key(
     engine = engines(source)
     state = engine.wait_for_confirmation(3.0)
     assert state.active is False
-    assert state.cause is Cause.UNCONFIRMED
+    assert state.cause is Cause.ERROR  # a 403 is an answer, not an outage: halted at once
     assert "BREAKGLASS_FLAGSMITH__ENVIRONMENT_KEY" in (state.detail or "")
     error = source.current().error or ""
     assert "HTTP 403" in error
