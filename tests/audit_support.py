@@ -21,7 +21,7 @@ def reset_postgres(url: str) -> None:
     with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
         conn.execute(
             "DROP TABLE IF EXISTS audit_records, audit_cursors, audit_problems,"
-            " audit_schema_version"
+            " audit_exports, audit_schema_version"
         )
 
 

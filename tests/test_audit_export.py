@@ -76,13 +76,16 @@ def test_every_line_meets_the_definition_and_the_manifest_closes_it(store: Audit
     assert len(records) == 160
     assert {r["schema"] for r in records} == {"breakglass.audit/v1"}
     assert records[0]["prev_hash"] == GENESIS
-    keys = [(r["occurred_at"], r["id"]) for r in records]
-    assert keys == sorted(keys)
+    # Unfiltered: the store's own chain, in the order the store received the records.
+    assert [r["hash"] for r in records] == [h.decode() for _, _, h, _ in store.iter_chain()]
+    assert (manifest["order"], manifest["first_seq"], manifest["last_seq"]) == ("store", 1, 160)
+    assert manifest["store_head"] == {"seq": 160, "hash": records[-1]["hash"]}
     assert manifest["schema"] == MANIFEST_SCHEMA
     assert manifest["count"] == 160
     assert manifest["final_hash"] == records[-1]["hash"] == manifest["prev_hash"]
-    assert manifest["first_occurred_at"] == records[0]["occurred_at"]
-    assert manifest["last_occurred_at"] == records[-1]["occurred_at"]
+    times = sorted(r["occurred_at"] for r in records)
+    assert manifest["first_occurred_at"] == times[0]
+    assert manifest["last_occurred_at"] == times[-1]
     assert manifest["exported_at"] == "2026-08-21T10:00:00.000Z"
     assert manifest["filters"] == {
         "environment": [],
@@ -102,8 +105,16 @@ def test_the_export_is_deterministic_and_the_manifest_states_filters(store: Audi
         until=T0 + timedelta(seconds=20),
     )
     first, second = export(store, query), export(store, query)
-    assert first == second
+    # The same records, chained the same; the manifests differ in which export came before.
+    assert first.splitlines()[:-1] == second.splitlines()[:-1]
+    assert (
+        json.loads(second.splitlines()[-1])["previous_export"]
+        == json.loads(first.splitlines()[-1])["hash"]
+    )
     *records, manifest = check_by_the_definition(first)
+    keys = [(r["occurred_at"], r["id"]) for r in records]
+    assert keys == sorted(keys)
+    assert manifest["order"] == "occurred_at,id"
     assert {r["provider"] for r in records} == {"unleash", "local"}
     assert all("2026-08-21T10:00:10" <= r["occurred_at"] < "2026-08-21T10:00:20" for r in records)
     assert manifest["filters"]["provider"] == ["local", "unleash"]
@@ -202,12 +213,14 @@ def test_chain_record_matches_the_slow_definition() -> None:
     from breakglass.audit.codec import prepare
 
     record = prepare(make_record(5, raw={"hash": "f" * 64, "id": "x", "prev_hash": "0" * 64}))
-    line, digest = chain_record(record.canonical.encode(), b"a" * 64)
+    line, digest, occurred = chain_record(record.canonical.encode(), b"a" * 64)
     data = json.loads(line)
+    assert json.loads(occurred) == data["occurred_at"]
     assert canonical(data) == line
     assert data["hash"] == digest.decode()
     assert data["raw"] == {"hash": "f" * 64, "id": "x", "prev_hash": "0" * 64}
-    assert check_record_line(line, b"a" * 64) == digest
+    assert check_record_line(line, b"a" * 64) == (digest, b"a" * 64, occurred)
+    assert check_record_line(line, None)[1] == b"a" * 64  # a first line names its predecessor
     with pytest.raises(ChainError, match="prev_hash"):
         check_record_line(line, b"b" * 64)
 
@@ -216,7 +229,7 @@ def test_moving_the_hash_field_inside_the_line_is_caught() -> None:
     from breakglass.audit.codec import prepare
 
     record = prepare(make_record(5))
-    line, digest = chain_record(record.canonical.encode(), GENESIS.encode())
+    line, digest, _ = chain_record(record.canonical.encode(), GENESIS.encode())
     field = b'"hash":"' + digest + b'",'
     body = line.replace(field, b"")
     # Put the same hash field in front of the actor's "id" instead: same hashed bytes, other line.

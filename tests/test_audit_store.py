@@ -35,7 +35,9 @@ def test_migrations_are_numbered_and_cover_both_dialects() -> None:
     assert versions == list(range(1, len(versions) + 1))
     assert versions[-1] == LATEST
     for migration in MIGRATIONS:
-        assert len(migration.sqlite) == len(migration.postgres) > 0
+        assert migration.sqlite
+        assert migration.postgres
+        assert bool(migration.sqlite_after) == bool(migration.postgres_after)
 
 
 def test_migrate_is_idempotent_and_versioned(store: AuditStore) -> None:
@@ -57,13 +59,15 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.live
-def test_a_newer_schema_is_refused_on_postgres(pg_store: PostgresAuditStore) -> None:
+def test_a_newer_schema_is_refused_on_postgres(
+    pg_store: PostgresAuditStore, postgres_url: str
+) -> None:
     pg_store.migrate()
     pg_store.save(rows(make_record(1)))
     import psycopg
 
     url = pg_store._url.get_secret_value()
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(
             f"INSERT INTO {VERSION_TABLE} VALUES (%s, 'from the future', now())",
             (LATEST + 1,),
@@ -112,7 +116,7 @@ def test_cursor_is_stored_with_its_records(store: AuditStore) -> None:
 def test_a_failing_save_stores_neither_records_nor_cursor(store: AuditStore) -> None:
     store.save(rows(make_record(1)), cursor=CursorUpdate("local", "system-active", "1"))
     good = prepare(make_record(2))
-    bad = good._replace(id="local:3", canonical=None)  # type: ignore[arg-type]  # violates NOT NULL
+    bad = good._replace(id="local:3", provider=None)  # type: ignore[arg-type]  # violates NOT NULL
     with pytest.raises(AuditStoreError):
         store.save([good, bad], cursor=CursorUpdate("local", "system-active", "3"))
     assert store.get_cursor("local", "system-active") == "1"

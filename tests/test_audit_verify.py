@@ -119,7 +119,9 @@ def test_swapping_two_lines_breaks_it(sample: bytes, data: st.DataObject) -> Non
     lines[i], lines[j] = lines[j], lines[i]
     ok, line = verify(b"".join(lines))
     assert not ok
-    assert line == i + 1
+    # The first line may name any predecessor (an export continues the store's chain),
+    # so a moved first line shows where the next one no longer follows it.
+    assert line == i + 1 or (i == 0 and line == 2)
 
 
 @settings(max_examples=150, deadline=None)

@@ -50,7 +50,7 @@ def _spoofed_export(path: Path) -> None:
     real_time = json.loads(canonical)["occurred_at"]
     hostile = json.dumps(fake)[1:-1].encode()
     canonical = canonical.replace(real_time.encode(), hostile)
-    line, prev = chain_record(canonical, genesis())
+    line, prev, _ = chain_record(canonical, genesis())
     data = manifest_data(
         AuditQuery(),
         count=1,

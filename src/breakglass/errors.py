@@ -8,6 +8,7 @@ Every error the library raises derives from :class:`BreakglassError`::
     ├── StoreError                the embedded SQLite store cannot be read or written
     │   ├── StoreMissingError     the store file does not exist (yet)
     │   └── AuditStoreError       the audit store (SQLite or PostgreSQL) cannot be used
+    │       └── AuditChainError   its hash chain or export log is broken (an edit, a deletion)
     ├── AdminError                a write through a vendor's management API failed
     │   ├── AdminAuthError        401/403: the token is wrong or lacks the permission
     │   ├── AdminNotFoundError    404: the project, environment or flag does not exist
@@ -60,6 +61,14 @@ class AuditStoreError(StoreError):
 
     The message names the SQLite file or the PostgreSQL host and database,
     never the URL's password.
+    """
+
+
+class AuditChainError(AuditStoreError):
+    """The audit store's hash chain or export log does not hold: a record was changed or deleted.
+
+    The message names the first record (by its place in the chain and its id)
+    or the export where it breaks.
     """
 
 

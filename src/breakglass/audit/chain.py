@@ -46,13 +46,16 @@ _HEAD = (
 )  # fmt: skip
 _HEX = rb"[0-9a-f]{64}"
 
-_BODY = re.compile(_HEAD + rb'(?P<mid>"id":' + _STR + rb',"occurred_at":' + _STR + rb',)"project":')
+_BODY = re.compile(
+    _HEAD + rb'(?P<mid>"id":' + _STR + rb',"occurred_at":(?P<occurred>' + _STR + rb'),)"project":'
+)
 """A stored record: ``id`` and ``occurred_at`` sit between where ``hash`` and ``prev_hash`` go."""
 
 _LINE = re.compile(
     _HEAD
     + rb'(?P<hash_field>"hash":"(?P<hash>' + _HEX + rb')",)"id":' + _STR
-    + rb',"occurred_at":' + _STR + rb',"prev_hash":"(?P<prev>' + _HEX + rb')","project":'
+    + rb',"occurred_at":(?P<occurred>' + _STR + rb'),"prev_hash":"(?P<prev>' + _HEX
+    + rb')","project":'
 )  # fmt: skip
 """An exported record line, up to its ``prev_hash``."""
 
@@ -69,11 +72,15 @@ def sha256_hex(data: bytes) -> bytes:
     return hashlib.sha256(data).hexdigest().encode()
 
 
-def chain_record(canonical: bytes, prev_hash: bytes) -> tuple[bytes, bytes]:
+def chain_record(canonical: bytes, prev_hash: bytes) -> tuple[bytes, bytes, bytes]:
     """Turn a stored record's canonical JSON into an export line (without newline).
 
+    The store keeps the same hash for each record at insert time (its link in
+    the store's chain), so a store-order export's lines carry the store's hashes.
+
     Returns:
-        The line and its hash (hex bytes).
+        The line, its hash (hex bytes), and its ``occurred_at`` as a JSON string
+        (quotes included; these sort as the times they name).
     """
     match = _BODY.match(canonical)
     if match is None:
@@ -85,11 +92,19 @@ def chain_record(canonical: bytes, prev_hash: bytes) -> tuple[bytes, bytes]:
         canonical[:start] + b'"hash":"' + digest + b'",' + canonical[start:end]
         + prev_field + canonical[end:]
     )  # fmt: skip
-    return line, digest
+    return line, digest, match["occurred"]
 
 
-def check_record_line(line: bytes, prev_hash: bytes) -> bytes:
-    """Check one exported record line against the chain; return its hash.
+def check_record_line(line: bytes, prev_hash: bytes | None) -> tuple[bytes, bytes, bytes]:
+    """Check one exported record line against the chain.
+
+    Args:
+        line: The line without its newline.
+        prev_hash: The previous line's hash; ``None`` for the first line,
+            whose ``prev_hash`` names the export's predecessor.
+
+    Returns:
+        The line's hash, its ``prev_hash``, and its ``occurred_at`` (a JSON string).
 
     Raises:
         ChainError: With a sentence saying what is wrong.
@@ -97,16 +112,20 @@ def check_record_line(line: bytes, prev_hash: bytes) -> bytes:
     match = _LINE.match(line)
     if match is None:
         raise ChainError("not a breakglass.audit/v1 record line as an export writes it")
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ChainError(f"not valid UTF-8 (byte {exc.start})") from None
     start, end = match.span("hash_field")
     digest = match["hash"]
     if sha256_hex(line[:start] + line[end:]) != digest:
         raise ChainError("its hash does not match its content: the line was changed")
-    if match["prev"] != prev_hash:
+    if prev_hash is not None and match["prev"] != prev_hash:
         raise ChainError(
             "its prev_hash is not the previous line's hash: a line before it was removed, "
             "added or moved"
         )
-    return digest
+    return digest, match["prev"], match["occurred"]
 
 
 def chain_object(data: dict[str, Any], prev_hash: bytes) -> tuple[bytes, bytes]:
@@ -128,10 +147,7 @@ def check_object_line(line: bytes) -> dict[str, Any]:
     Raises:
         ChainError: With a sentence saying what is wrong.
     """
-    try:
-        data = json.loads(line)
-    except ValueError:
-        raise ChainError("not JSON") from None
+    data = parse_json_line(line)
     if not isinstance(data, dict) or not isinstance(data.get("hash"), str):
         raise ChainError("not a JSON object with a hash")
     body = dict(data)
@@ -139,13 +155,29 @@ def check_object_line(line: bytes) -> dict[str, Any]:
     try:
         again = canonical_json(data).encode()
         computed = sha256_hex(canonical_json(body).encode()).decode()
-    except (TypeError, ValueError) as exc:
-        raise ChainError(f"not canonical JSON: {exc}") from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ChainError(f"not canonical JSON: {type(exc).__name__}") from None
     if again != line:
         raise ChainError("not canonical JSON: the line was changed")
     if computed != digest:
         raise ChainError("its hash does not match its content: the line was changed")
     return data
+
+
+def parse_json_line(line: bytes) -> Any:
+    """``json.loads`` of one line, strict UTF-8, with every failure a :class:`ChainError`.
+
+    The standard decoder recurses once per nesting level up to the interpreter's
+    limit; a deeper line is a ``RecursionError``, reported here as one sentence.
+    """
+    try:
+        return json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ChainError(f"not valid UTF-8 (byte {exc.start})") from None
+    except RecursionError:
+        raise ChainError("nested too deeply to be a record") from None
+    except ValueError:
+        raise ChainError("not JSON") from None
 
 
 def genesis() -> bytes:

@@ -19,6 +19,7 @@ import click
 
 from breakglass.audit.recorder import PROVIDER as OWN_PROVIDER
 from breakglass.audit.store import AuditQuery, open_audit_store
+from breakglass.audit.verify import MAX_LINE_BYTES as MAX_LINE
 from breakglass.clock import SYSTEM_CLOCK
 from breakglass.errors import BreakglassError, ConfigurationError
 from breakglass.plugins import load_plugin
@@ -68,6 +69,7 @@ class TimeParam(click.ParamType[datetime]):
 
 
 TIME = TimeParam()
+_FILE = click.Path(dir_okay=False, path_type=Path)
 
 
 def _fail(exc: BreakglassError) -> NoReturn:
@@ -240,8 +242,17 @@ def _filters(func: Any) -> Any:
     show_default=True,
     help="jsonl: hash-chained evidence with a manifest; csv: flat, for spreadsheets.",
 )
+@click.option("--out", type=_FILE, help="Write here (default: stdout).")
 @click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here (default: stdout)."
+    "--new",
+    "new_only",
+    is_flag=True,
+    help="Only what was stored since the last unfiltered export, continuing its chain.",
+)
+@click.option(
+    "--sign-key",
+    type=_FILE,
+    help="Sign with this Ed25519 private key (default: BREAKGLASS_AUDIT__SIGNING_KEY).",
 )
 @_filters
 @click.pass_obj
@@ -254,27 +265,44 @@ def export(  # noqa: PLR0913 -- one parameter per option
     environments: tuple[str, ...],
     since: datetime | None,
     until: datetime | None,
+    *,
+    new_only: bool,
+    sign_key: Path | None,
 ) -> None:
-    """Export the history, ordered by time then id (JSON Lines: hash-chained evidence)."""
+    """Export the history (JSON Lines: hash-chained, signed evidence; CSV: for spreadsheets).
+
+    Without filters, JSON Lines is the store's own chain in the order the store
+    received the records; with filters, the matching records ordered by time
+    then id. The store's chain is checked first: a broken store is not exported.
+    """
     from breakglass.audit.export import export_csv, export_jsonl
+    from breakglass.audit.settings import load_audit_settings
+    from breakglass.audit.signing import load_signer
 
     query = _query(providers, flags, environments, since, until)
     try:
-        store = _store(ctx.settings())
+        settings = ctx.settings()
+        audit_settings = load_audit_settings()
+        store = open_audit_store(settings, audit_settings)
         try:
             if fmt == "csv":
+                if new_only:
+                    raise ConfigurationError("--new is for JSON Lines exports")
                 with _output(out, binary=False) as handle:
                     count = export_csv(store, query, handle)
                 click.echo(f"exported {count} records as CSV{_where(out)}", err=True)
                 return
+            key_path = sign_key or audit_settings.signing_key
+            signer = load_signer(key_path) if key_path is not None else None
             with _output(out, binary=True) as handle:
-                manifest = export_jsonl(store, query, handle)
+                manifest = export_jsonl(store, query, handle, signer=signer, new_only=new_only)
         finally:
             store.close()
     except BreakglassError as exc:
         _fail(exc)
+    signed = f"; signed with key {signer.key_id}" if signer is not None else "; not signed"
     click.echo(
-        f"exported {manifest.count} records{_where(out)}\n"
+        f"exported {manifest.count} records{_where(out)}{signed}\n"
         f"export hash (anchor it, see docs/compliance.md): {manifest.export_hash}",
         err=True,
     )
@@ -323,21 +351,204 @@ class _output:  # noqa: N801 -- used like a function in a with statement
 
 
 @audit.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.argument(
+    "file", required=False, type=click.Path(exists=True, dir_okay=False, allow_dash=True)
+)
 @click.option("--expect", help="The export hash anchored when the export was made.")
-@click.option("--strict", is_flag=True, help="Also re-parse every line (slower; same verdict).")
+@click.option(
+    "--public-key",
+    type=_FILE,
+    help="The exporter's Ed25519 public key: the export must carry a valid signature by it.",
+)
+@click.option(
+    "--store",
+    "use_store",
+    is_flag=True,
+    help="Check the audit store's chain and export log; with FILE, also say when the store "
+    "made this export (or that it did not).",
+)
+@click.option(
+    "--latest",
+    is_flag=True,
+    help="With --store: fail unless FILE is the store's latest export and covers all its records.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Also parse every record line as JSON and re-serialise it. The default checks every "
+    "byte against the chain and the UTF-8 encoding; --strict also rejects a record line that is "
+    "not canonical JSON (a duplicate key, invalid JSON after the fixed fields) whose hash was "
+    "recomputed to match: a line only a forger writes. --public-key rejects such a forgery too.",
+)
+@click.option(
+    "--max-line-bytes",
+    type=click.IntRange(min=1024),
+    default=MAX_LINE,
+    show_default=True,
+    help="The longest line read; a longer one is an error.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def verify(file: str, expect: str | None, *, strict: bool, as_json: bool) -> None:
-    """Check a JSON Lines export: exit 0 when intact, 1 naming the first broken line."""
+@click.pass_obj
+def verify(  # noqa: PLR0913 -- one parameter per option
+    ctx: _HasSettings,
+    file: str | None,
+    expect: str | None,
+    public_key: Path | None,
+    *,
+    use_store: bool,
+    latest: bool,
+    strict: bool,
+    max_line_bytes: int,
+    as_json: bool,
+) -> None:
+    """Check an export (exit 0 when intact, 1 naming the first broken line), or the store.
+
+    FILE is a JSON Lines export (- reads standard input). With --store and no
+    FILE, only the store's chain and export log are checked.
+    """
+    from breakglass.audit.signing import load_public_key
     from breakglass.audit.verify import verify_export
 
+    if file is None and not use_store:
+        raise click.UsageError("give an export FILE, or --store to check the store")
+    if latest and not (use_store and file):
+        raise click.UsageError("--latest needs FILE and --store")
+    report: dict[str, Any] = {}
+    ok = True
+    export_hash: str | None = None
     try:
-        result = verify_export(file, expect=expect, strict=strict)
-    except OSError as exc:
-        click.echo(f"breakglass: error: cannot read {safe(file)}: {exc.strerror}", err=True)
-        sys.exit(1)
-    click.echo(json.dumps(result.as_dict()) if as_json else safe(result.summary()))
-    sys.exit(0 if result.ok else 1)
+        key = load_public_key(public_key) if public_key is not None else None
+    except BreakglassError as exc:
+        _fail(exc)
+    if file is not None:
+        try:
+            result = verify_export(
+                file, expect=expect, strict=strict, public_key=key, max_line_bytes=max_line_bytes
+            )
+        except OSError as exc:
+            click.echo(f"breakglass: error: cannot read {safe(file)}: {exc.strerror}", err=True)
+            sys.exit(1)
+        report["export"] = result.as_dict()
+        if not as_json:
+            click.echo(safe(result.summary()))
+        ok = result.ok
+        export_hash = result.export_hash if result.ok else None
+    if use_store:
+        lines, store_ok, report["store"] = _check_against_store(
+            ctx, export_hash, known=file is not None, latest=latest and ok
+        )
+        ok = ok and store_ok
+        if not as_json:
+            for line in lines:
+                click.echo(safe(line))
+    if as_json:
+        click.echo(json.dumps(report if use_store else report["export"]))
+    sys.exit(0 if ok else 1)
+
+
+def _check_against_store(
+    ctx: _HasSettings, export_hash: str | None, *, known: bool, latest: bool
+) -> tuple[list[str], bool, dict[str, Any]]:
+    """Lines to print, whether all holds, and the same as data."""
+    from breakglass.audit.integrity import check_store
+
+    try:
+        store = _store(ctx.settings())
+        try:
+            check = check_store(store)
+            exports = store.exports()
+        finally:
+            store.close()
+    except BreakglassError as exc:
+        return [f"store BROKEN: {exc}"], False, {"ok": False, "problem": str(exc)}
+    lines = [f"store {check.summary()}"]
+    data: dict[str, Any] = {"ok": True, "records": check.records, "head_seq": check.head_seq}
+    if not known or export_hash is None:
+        return lines, True, data
+    entry = next((e for e in exports if e.export_hash == export_hash), None)
+    if entry is None:
+        lines.append(
+            "unknown to this store: this export was not made from it (or its export log "
+            "lost the entry)"
+        )
+        data.update(ok=False, known=False)
+        return lines, False, data
+    later = [e for e in exports if e.seq > entry.seq]
+    head = json.loads(entry.manifest).get("store_head") or {}
+    lines.append(
+        f"this export is the one made on {entry.exported_at} (export {entry.seq} of "
+        f"{len(exports)}, store head {head.get('seq')})"
+    )
+    data.update(known=True, export_seq=entry.seq, exported_at=entry.exported_at)
+    newer = check.head_seq - int(head.get("seq") or 0)
+    if later or newer:
+        lines.append(
+            f"not the latest: {len(later)} exports made since"
+            + (f" (the latest on {later[-1].exported_at})" if later else "")
+            + f"; {newer} records stored after it"
+        )
+        data.update(latest=False)
+        if latest:
+            data.update(ok=False)
+            return lines, False, data
+    return lines, True, data
+
+
+@audit.command()
+@click.option(
+    "--private",
+    "private_path",
+    required=True,
+    type=_FILE,
+    help="Write the private key here (mode 0600); keep it with the exporting side only.",
+)
+@click.option(
+    "--public",
+    "public_path",
+    required=True,
+    type=_FILE,
+    help="Write the public key here; give it to auditors.",
+)
+def keygen(private_path: Path, public_path: Path) -> None:
+    """Make an Ed25519 key pair for signing exports (never overwrites a file)."""
+    from breakglass.audit.signing import generate
+
+    try:
+        key_id = generate(private_path, public_path)
+    except BreakglassError as exc:
+        _fail(exc)
+    click.echo(
+        f"key {key_id}: private {safe(private_path)}, public {safe(public_path)}\n"
+        "sign exports with BREAKGLASS_AUDIT__SIGNING_KEY or --sign-key; auditors check them "
+        "with `breakglass audit verify --public-key`"
+    )
+
+
+@audit.command()
+@click.option(
+    "--writer",
+    "writers",
+    multiple=True,
+    help="PostgreSQL: grant this role what a writer needs, and no more (repeatable).",
+)
+@click.pass_obj
+def migrate(ctx: _HasSettings, writers: tuple[str, ...]) -> None:
+    """Create or upgrade the audit store's schema (on PostgreSQL: once, as the owner role)."""
+    try:
+        store = _store(ctx.settings())
+        try:
+            version = store.migrate()
+            for role in writers:
+                grant = getattr(store, "grant_writer", None)
+                if grant is None:
+                    raise ConfigurationError("--writer is for a PostgreSQL store")
+                grant(role)
+        finally:
+            store.close()
+    except BreakglassError as exc:
+        _fail(exc)
+    granted = f"; writers: {', '.join(safe(w) for w in writers)}" if writers else ""
+    click.echo(f"audit store {safe(store.location)}: schema version {version}{granted}")
 
 
 @audit.command()

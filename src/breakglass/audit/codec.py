@@ -88,10 +88,30 @@ def canonical_json(data: Any) -> str:
     return _ENCODER.encode(data)
 
 
+def column_text(value: str) -> str:
+    r"""A text as a query column holds it: NUL (which PostgreSQL text cannot hold) as ``\u0000``.
+
+    Only the flat columns (for queries and CSV) are escaped; the canonical JSON,
+    the evidence, keeps every character (JSON writes NUL as ``\u0000`` itself).
+    """
+    if "\x00" in value:
+        return value.replace("\x00", "\\u0000")
+    return value
+
+
 def _optional_text(name: str, value: object) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return column_text(value)
     raise AuditRecordError(f"{name} must be text or null, not {type(value).__name__}")
+
+
+def _identity(name: str, value: str) -> str:
+    if "\x00" in value:
+        # An id or key is matched exactly: escaping could merge two; refuse it instead.
+        raise AuditRecordError(f"{name} contains a NUL character, which a store cannot hold")
+    return value
 
 
 def _moment(name: str, value: object) -> str:
@@ -156,11 +176,14 @@ def prepare(record: AuditRecord) -> StoredRecord:
     raw: object = record.raw
     if not isinstance(raw, dict):
         raise AuditRecordError("raw must be a JSON object")
+    _identity("provider", provider)
+    _identity("vendor_event_id", event_id)
+    _identity("flag_key", flag_key)
     row = (
         f"{provider}:{event_id}",
         provider,
         event_id,
-        event_type,
+        column_text(event_type),
         flag_key,
         _optional_text("project", record.project),
         _optional_text("environment", record.environment),
@@ -183,13 +206,13 @@ def prepare(record: AuditRecord) -> StoredRecord:
         "vendor_event_id": event_id,
         "vendor_event_type": event_type,
         "flag_key": flag_key,
-        "project": row[5],
-        "environment": row[6],
+        "project": record.project,
+        "environment": record.environment,
         "action": row[7],
         "value_before": row[8],
         "value_after": row[9],
-        "actor": {"kind": row[10], "id": row[11], "email": row[12], "name": row[13]},
-        "comment": row[14],
+        "actor": {"kind": row[10], "id": actor.id, "email": actor.email, "name": actor.name},
+        "comment": record.comment,
         "occurred_at": row[15],
         "pulled_at": row[16],
         "raw": raw,

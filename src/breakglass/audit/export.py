@@ -18,20 +18,30 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from breakglass.audit.chain import GENESIS, chain_object, chain_record, genesis
+from breakglass.audit.chain import GENESIS, chain_object, chain_record
+from breakglass.audit.codec import canonical_json
+from breakglass.audit.integrity import ChainWalk, check_export_log, heads_named
+from breakglass.audit.signing import ALGORITHM, SIGNATURE_SCHEMA
+from breakglass.audit.store import AuditQuery
 from breakglass.audit_record import SCHEMA
 from breakglass.clock import SYSTEM_CLOCK, Clock, isoformat_ms
+from breakglass.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import BinaryIO, TextIO
 
-    from breakglass.audit.store import AuditQuery, AuditStore
+    from breakglass.audit.signing import Signer
+    from breakglass.audit.store import AuditStore, ExportEntry
 
 MANIFEST_SCHEMA = "breakglass.audit-export/v1"
 """The ``schema`` of an export's manifest line."""
 
 ORDER = "occurred_at,id"
+"""The order of a filtered export."""
+
+STORE_ORDER = "store"
+"""The order of an unfiltered export: the store's chain, as the records were stored."""
 _BATCH = 1000
 
 CSV_COLUMNS = (
@@ -80,7 +90,7 @@ class Manifest:
     data: dict[str, Any]
 
 
-def manifest_data(
+def manifest_data(  # noqa: PLR0913 -- each is a manifest field
     query: AuditQuery,
     *,
     count: int,
@@ -88,6 +98,11 @@ def manifest_data(
     last: str | None,
     final_hash: str,
     exported_at: str,
+    genesis: str = GENESIS,
+    order: str = ORDER,
+    seqs: tuple[int, int] | None = None,
+    store_head: tuple[int, str] | None = None,
+    previous_export: str | None = None,
 ) -> dict[str, Any]:
     """The manifest object, before chaining."""
     from breakglass import __version__
@@ -98,11 +113,15 @@ def manifest_data(
         "record_schema": SCHEMA,
         "count": count,
         "filters": query.describe(),
-        "order": ORDER,
+        "order": order,
+        "first_seq": seqs[0] if seqs else None,
+        "last_seq": seqs[1] if seqs else None,
         "first_occurred_at": first,
         "last_occurred_at": last,
-        "genesis": GENESIS,
+        "genesis": genesis,
         "final_hash": final_hash,
+        "store_head": None if store_head is None else {"seq": store_head[0], "hash": store_head[1]},
+        "previous_export": previous_export,
         "hash_algorithm": "sha256",
         "canonical_json": "sorted keys, separators ',' and ':', UTF-8, no NaN",
         "exported_at": exported_at,
@@ -110,19 +129,71 @@ def manifest_data(
     }
 
 
-def _occurred_at(canonical: bytes) -> str:
-    return str(json.loads(canonical)["occurred_at"])
+class _Lines:
+    """Export lines, written a thousand at a time, with the running count and time span."""
+
+    def __init__(self, out: BinaryIO, on_record: Callable[[int], None] | None) -> None:
+        self.out = out
+        self.on_record = on_record
+        self.batch: list[bytes] = []
+        self.count = 0
+        self.earliest: bytes | None = None
+        self.latest: bytes | None = None
+
+    def add(self, line: bytes, occurred: bytes) -> None:
+        self.batch.append(line)
+        self.count += 1
+        if self.earliest is None or occurred < self.earliest:
+            self.earliest = occurred
+        if self.latest is None or occurred > self.latest:
+            self.latest = occurred
+        if len(self.batch) == _BATCH:
+            self.flush()
+            if self.on_record is not None:
+                self.on_record(self.count)
+
+    def flush(self) -> None:
+        if self.batch:
+            self.batch.append(b"")  # one write per batch, every line ending in a newline
+            self.out.write(b"\n".join(self.batch))
+            self.batch.clear()
+
+    def span(self) -> tuple[str | None, str | None]:
+        return tuple(  # type: ignore[return-value]
+            None if t is None else str(json.loads(t)) for t in (self.earliest, self.latest)
+        )
 
 
-def export_jsonl(
+def _after_last_store_export(exports: list[ExportEntry]) -> int:
+    """Where the last store-order export ended (0: none yet)."""
+    for entry in reversed(exports):
+        manifest = json.loads(entry.manifest)
+        if manifest.get("order") == STORE_ORDER and isinstance(manifest.get("last_seq"), int):
+            return int(manifest["last_seq"])
+    return 0
+
+
+def export_jsonl(  # noqa: PLR0913 -- each knob is a documented CLI option
     store: AuditStore,
     query: AuditQuery,
     out: BinaryIO,
     *,
     clock: Clock = SYSTEM_CLOCK,
     on_record: Callable[[int], None] | None = None,
+    signer: Signer | None = None,
+    new_only: bool = False,
+    record: bool = True,
 ) -> Manifest:
-    """Write the matching records as hash-chained JSON Lines, then the manifest.
+    """Write the matching records as hash-chained JSON Lines, then the manifest (and signature).
+
+    Without filters the export is a slice of the store's own chain, in the
+    order the store received the records: each line carries the hash the
+    store keeps for it, and the first line's ``prev_hash`` names its
+    predecessor in the store, so consecutive ``new_only`` exports link up.
+    With filters, the matching records are ordered by ``occurred_at`` then
+    ``id`` and chained from :data:`GENESIS`. Either way the whole store is
+    checked first (:mod:`breakglass.audit.integrity`): a store whose chain or
+    export log is broken is not exported, and the error names where it breaks.
 
     Args:
         store: Where the records are.
@@ -130,50 +201,82 @@ def export_jsonl(
         out: A binary stream; every line ends with a newline.
         clock: For ``exported_at``.
         on_record: Called with the running count every thousand records (progress).
+        signer: Sign the export hash; a signature line follows the manifest.
+        new_only: Only the records stored since the last unfiltered export
+            (which this one then continues). Not with filters.
+        record: Add the export to the store's export log.
 
     Returns:
         The manifest, with the export hash to anchor.
+
+    Raises:
+        AuditChainError: The store's chain or export log is broken.
+        AuditStoreError: The store cannot be read or the export not logged.
     """
-    prev = genesis()
-    count = 0
-    first_text: bytes | None = None
-    text = b""
-    batch: list[bytes] = []
-    for text in store.iter_canonical(query):
-        line, prev = chain_record(text, prev)
-        batch.append(line)
-        if first_text is None:
-            first_text = text
-        count += 1
-        if len(batch) == _BATCH:
-            batch.append(b"")  # one write per batch, every line ending in a newline
-            out.write(b"\n".join(batch))
-            batch.clear()
-            if on_record is not None:
-                on_record(count)
-    if batch:
-        batch.append(b"")
-        out.write(b"\n".join(batch))
-    last_text = text if count else None
-    write = out.write
-    first = _occurred_at(first_text) if first_text is not None else None
-    last = _occurred_at(last_text) if last_text is not None else None
+    exports = store.exports()
+    filtered = query != AuditQuery()
+    if new_only and filtered:
+        raise ConfigurationError("--new exports the store's chain as it is: no filters with it")
+    after = _after_last_store_export(exports) if new_only else 0
+    walk = ChainWalk(store.iter_chain(with_columns=filtered), wanted=heads_named(exports))
+    walk.wanted.add(after)
+    lines = _Lines(out, on_record)
+    first_seq: int | None = None
+    for seq, line, _, occurred in walk:
+        if seq > after and not filtered:
+            if first_seq is None:
+                first_seq = seq
+            lines.add(line, occurred)
+    check_export_log(exports, walk)
+    head_seq, head_hash = walk.head
+    genesis = GENESIS if after == 0 else walk.seen[after].decode()
+    prev = genesis.encode()
+    if filtered:
+        for text in store.iter_canonical(query):
+            line, prev, occurred = chain_record(text, prev)
+            lines.add(line, occurred)
+    elif lines.count:
+        prev = head_hash
+    lines.flush()
+    first, last = lines.span()
     data = manifest_data(
         query,
-        count=count,
+        count=lines.count,
         first=first,
         last=last,
         final_hash=prev.decode(),
         exported_at=isoformat_ms(clock.now()),
+        genesis=genesis,
+        order=ORDER if filtered else STORE_ORDER,
+        seqs=None if filtered or first_seq is None else (first_seq, head_seq),
+        store_head=(head_seq, head_hash.decode()),
+        previous_export=exports[-1].export_hash if exports else None,
     )
-    line, digest = chain_object(data, prev)
-    write(line)
-    write(b"\n")
+    manifest_line, digest = chain_object(data, prev)
+    out.write(manifest_line + b"\n")
+    export_hash = digest.decode()
+    signature_line = None
+    if signer is not None:
+        signature_line = canonical_json(
+            {
+                "schema": SIGNATURE_SCHEMA,
+                "kind": "signature",
+                "algorithm": ALGORITHM,
+                "export_hash": export_hash,
+                "key_id": signer.key_id,
+                "signature": signer.sign(export_hash),
+            }
+        )
+        out.write(signature_line.encode() + b"\n")
     out.flush()
+    if record:
+        store.record_export(
+            export_hash, data["exported_at"], manifest_line.decode(), signature_line
+        )
     return Manifest(
-        count=count,
+        count=lines.count,
         final_hash=prev.decode(),
-        export_hash=digest.decode(),
+        export_hash=export_hash,
         first_occurred_at=first,
         last_occurred_at=last,
         data=data,

@@ -25,12 +25,48 @@ VERSION_TABLE = "audit_schema_version"
 
 @dataclass(frozen=True, slots=True)
 class Migration:
-    """One step of the schema, in both dialects."""
+    """One step of the schema, in both dialects.
+
+    ``chain``: after the first statements, link every stored record into the
+    store's hash chain (records stored before the chain existed, in the order
+    they were stored), then run the ``*_after`` statements.
+    """
 
     version: int
     description: str
     sqlite: tuple[str, ...]
     postgres: tuple[str, ...]
+    chain: bool = False
+    sqlite_after: tuple[str, ...] = ()
+    postgres_after: tuple[str, ...] = ()
+
+
+_APPEND_ONLY_SQLITE = tuple(
+    f"""CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table}
+    BEGIN SELECT RAISE(ABORT, 'breakglass audit: {table} is append-only, {op} refused'); END"""
+    for table in ("audit_records", "audit_exports")
+    for op in ("UPDATE", "DELETE")
+)
+
+# SQLSTATE 42501 (insufficient_privilege): a refused change reads as the permission error it is.
+_APPEND_ONLY_POSTGRES = (
+    """CREATE OR REPLACE FUNCTION breakglass_audit_append_only() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'breakglass audit: % is append-only, % refused', TG_TABLE_NAME, TG_OP
+            USING ERRCODE = '42501';
+    END $$""",
+    *(
+        stmt
+        for table in ("audit_records", "audit_exports")
+        for stmt in (
+            f"""CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}
+            FOR EACH ROW EXECUTE FUNCTION breakglass_audit_append_only()""",
+            f"""CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
+            FOR EACH STATEMENT EXECUTE FUNCTION breakglass_audit_append_only()""",
+        )
+    ),
+)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -111,6 +147,44 @@ MIGRATIONS: tuple[Migration, ...] = (
                 detail      TEXT NOT NULL,
                 detected_at TIMESTAMPTZ NOT NULL
             )""",
+        ),
+    ),
+    Migration(
+        version=2,
+        description="the store's hash chain, the export log, append-only records",
+        sqlite=(
+            "ALTER TABLE audit_records ADD COLUMN seq INTEGER",
+            "ALTER TABLE audit_records ADD COLUMN prev_hash TEXT",
+            "ALTER TABLE audit_records ADD COLUMN hash TEXT",
+            """CREATE TABLE audit_exports (
+                seq         INTEGER PRIMARY KEY,
+                export_hash TEXT NOT NULL UNIQUE,
+                exported_at TEXT NOT NULL,
+                manifest    TEXT NOT NULL,
+                signature   TEXT
+            )""",
+        ),
+        postgres=(
+            "ALTER TABLE audit_records ADD COLUMN seq BIGINT, ADD COLUMN prev_hash TEXT,"
+            " ADD COLUMN hash TEXT",
+            """CREATE TABLE audit_exports (
+                seq         BIGINT PRIMARY KEY,
+                export_hash TEXT NOT NULL UNIQUE,
+                exported_at TIMESTAMPTZ NOT NULL,
+                manifest    TEXT NOT NULL,
+                signature   TEXT
+            )""",
+        ),
+        chain=True,
+        sqlite_after=(
+            "CREATE UNIQUE INDEX audit_records_seq ON audit_records (seq)",
+            *_APPEND_ONLY_SQLITE,
+        ),
+        postgres_after=(
+            "ALTER TABLE audit_records ALTER COLUMN seq SET NOT NULL,"
+            " ALTER COLUMN prev_hash SET NOT NULL, ALTER COLUMN hash SET NOT NULL",
+            "CREATE UNIQUE INDEX audit_records_seq ON audit_records (seq)",
+            *_APPEND_ONLY_POSTGRES,
         ),
     ),
 )

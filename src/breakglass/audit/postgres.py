@@ -15,7 +15,7 @@ import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from breakglass.audit.codec import COLUMNS, StoredRecord
+from breakglass.audit.codec import COLUMNS, StoredRecord, column_text
 from breakglass.audit.migrations import (
     LATEST,
     VERSION_TABLE,
@@ -24,14 +24,18 @@ from breakglass.audit.migrations import (
     refuse_newer,
 )
 from breakglass.audit.store import (
+    CHAIN_COLUMNS,
     AuditQuery,
     CursorUpdate,
+    ExportEntry,
     Problem,
     SaveResult,
     StoreStatus,
     conflict_problem,
     dedupe,
     disagreeing,
+    link,
+    linked_rows,
     summarise,
 )
 from breakglass.clock import SYSTEM_CLOCK
@@ -55,6 +59,8 @@ def _ms(column: str) -> str:
     return f"""to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
 
 
+_COPY_IN = f"COPY audit_records ({', '.join((*COLUMNS, *CHAIN_COLUMNS))}) FROM STDIN"
+_HEAD = "SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1"
 _SELECT_COLUMNS = ", ".join(_ms(c) if c in ("occurred_at", "pulled_at") else c for c in COLUMNS)
 _ORDER = " ORDER BY occurred_at, id"
 
@@ -93,7 +99,6 @@ class PostgresAuditStore:
         self._secrets = [s for s in (url.get_secret_value(), str(info.get("password") or "")) if s]
         self._connect_timeout = connect_timeout
         self._conn: psycopg.Connection[Any] | None = None
-        self._staging = False
         self._ready = False
         self._lock = threading.RLock()
 
@@ -123,7 +128,6 @@ class PostgresAuditStore:
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
-        self._staging = False
         if conn is not None:
             try:
                 conn.close()
@@ -150,8 +154,19 @@ class PostgresAuditStore:
                 transient=True,
             ) from None
         self._conn = conn
-        self._staging = False
         return conn
+
+    def _schema_version(self) -> int:
+        conn = self._connection()
+        try:
+            row = conn.execute(f"SELECT MAX(version) FROM {VERSION_TABLE}").fetchone()  # noqa: S608 -- a constant
+        except self._psycopg.errors.UndefinedTable:
+            return 0
+        except self._psycopg.Error as exc:
+            raise self._fail("cannot read the schema version", exc) from None
+        current = int(row[0]) if row and row[0] is not None else 0
+        refuse_newer(current, self._location)
+        return current
 
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
@@ -166,8 +181,19 @@ class PostgresAuditStore:
                 raise self._fail("query failed", exc) from None
 
     def migrate(self) -> int:
-        """Create or upgrade the schema under an advisory lock; return its version."""
+        """Create or upgrade the schema under an advisory lock; return its version.
+
+        A schema that is current is only read (SELECT), so a writer role without
+        any right to create or alter tables can call this.
+        """
         with self._lock:
+            try:
+                if self._schema_version() == LATEST:
+                    self._ready = True
+                    return LATEST
+            except AuditStoreError:
+                self._drop()
+                raise
             conn = self._connection()
             try:
                 with conn.transaction(), conn.cursor() as cur:
@@ -184,6 +210,10 @@ class PostgresAuditStore:
                     for migration in pending(current):
                         for statement in migration.postgres:
                             cur.execute(statement)  # our own constants
+                        if migration.chain:
+                            _chain_existing(cur)
+                        for statement in migration.postgres_after:
+                            cur.execute(statement)
                         cur.execute(
                             f"INSERT INTO {VERSION_TABLE} (version, description, applied_at)"  # noqa: S608 -- a constant
                             " VALUES (%s, %s, %s)",
@@ -192,10 +222,38 @@ class PostgresAuditStore:
             except AuditStoreError:
                 self._drop()  # this store is unusable: do not keep a connection for it
                 raise
+            except self._psycopg.errors.InsufficientPrivilege as exc:
+                raise self._fail(
+                    "the schema is missing or old, and this role may not create it "
+                    "(run `breakglass audit migrate` once as the database owner)",
+                    exc,
+                ) from None
             except self._psycopg.Error as exc:
                 raise self._fail("migration failed", exc) from None
             self._ready = True
             return max(current, LATEST)
+
+    def grant_writer(self, role: str) -> None:
+        """Grant ``role`` what pulling, recording and exporting need: no UPDATE, DELETE or DDL.
+
+        Records, problems and the export log: SELECT and INSERT; cursors also
+        UPDATE (a cursor moves); the schema version: SELECT. Run by the owner,
+        after :meth:`migrate`.
+        """
+        from psycopg import sql
+
+        who = sql.Identifier(role)
+        statements = [
+            sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(VERSION_TABLE), who),
+            sql.SQL(
+                "GRANT SELECT, INSERT ON audit_records, audit_problems, audit_exports TO {}"
+            ).format(who),
+            sql.SQL("GRANT SELECT, INSERT, UPDATE ON audit_cursors TO {}").format(who),
+            sql.SQL("GRANT USAGE ON SEQUENCE audit_problems_seq_seq TO {}").format(who),
+        ]
+        with self._tx() as cur:
+            for statement in statements:
+                cur.execute(statement)
 
     # ------------------------------------------------------------------ writing
 
@@ -211,37 +269,44 @@ class PostgresAuditStore:
         with self._tx() as cur:
             inserted = 0
             if unique:
-                if not self._staging:
-                    cur.execute(
-                        "CREATE TEMP TABLE IF NOT EXISTS audit_staging"
-                        " (LIKE audit_records) ON COMMIT DELETE ROWS"
-                    )
-                    self._staging = True
-                with cur.copy(f"COPY audit_staging ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-                    for record in unique:
-                        copy.write_row(record)
+                # One writer at a time extends the chain (the lock ends with the transaction).
                 cur.execute(
-                    f"INSERT INTO audit_records ({', '.join(COLUMNS)})"  # noqa: S608 -- constants
-                    f" SELECT {', '.join(COLUMNS)} FROM audit_staging"
-                    " ON CONFLICT (id) DO NOTHING RETURNING id"
+                    "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext('chain'))",
+                    (_LOCK_SPACE,),
                 )
-                new = {row[0] for row in cur.fetchall()}
+                # Stored before (a re-run, another host a moment ago)? Then same, or a conflict.
+                cur.execute(
+                    "SELECT id, canonical FROM audit_records WHERE id = ANY(%s)",
+                    ([r.id for r in unique],),
+                )
+                stored = dict(cur.fetchall())
+                new = [r for r in unique if r.id not in stored]
+                if len(new) < len(unique):
+                    conflicts += disagreeing([r for r in unique if r.id in stored], stored)
+                if new:
+                    cur.execute(_HEAD)
+                    head = cur.fetchone()
+                    rows = linked_rows(new, None if head is None else (head[0], head[1].encode()))
+                    with cur.copy(_COPY_IN) as copy:
+                        for row in rows:
+                            copy.write_row(row)
                 inserted = len(new)
-                old = [r for r in unique if r.id not in new]
-                if old:
-                    # Stored before (a re-run, another host a moment ago): same, or a conflict?
-                    cur.execute(
-                        "SELECT id, canonical FROM audit_records WHERE id = ANY(%s)",
-                        ([r.id for r in old],),
-                    )
-                    conflicts += disagreeing(old, dict(cur.fetchall()))
             duplicates = len(records) - inserted - len(conflicts)
-            rows = [(p.provider, p.flag_key, p.detail, p.detected_at) for p in problems]
+            rows = [
+                (
+                    column_text(p.provider),
+                    column_text(p.flag_key),
+                    column_text(p.detail),
+                    p.detected_at,
+                )
+                for p in problems
+            ]
             if conflicts:
                 now = SYSTEM_CLOCK.now()
                 flag_key = cursor.flag_key if cursor else records[0].flag_key
                 rows += [
-                    (records[0].provider, flag_key, conflict_problem(i), now) for i in conflicts
+                    (records[0].provider, flag_key, column_text(conflict_problem(i)), now)
+                    for i in conflicts
                 ]
             if rows:
                 cur.executemany(
@@ -307,6 +372,56 @@ class PostgresAuditStore:
         sql = f"SELECT {_SELECT_COLUMNS} FROM audit_records{where}{_ORDER}"  # noqa: S608 -- placeholders only
         for row in self._stream(sql, params):
             yield StoredRecord(*row)
+
+    def iter_chain(self, *, with_columns: bool = False) -> Iterator[tuple[Any, ...]]:
+        """Every record in insert order (see the protocol)."""
+        extra = (
+            f", id, provider, flag_key, environment, {_ms('occurred_at')}" if with_columns else ""
+        )
+        sql = (
+            "COPY (SELECT seq, convert_to(prev_hash, 'UTF8'), convert_to(hash, 'UTF8'),"  # noqa: S608 -- constants only
+            f" convert_to(canonical, 'UTF8'){extra} FROM audit_records ORDER BY seq)"
+            " TO STDOUT (FORMAT BINARY)"
+        )
+        types = ["int8", "bytea", "bytea", "bytea"] + (["text"] * 5 if with_columns else [])
+        with self._lock:
+            if not self._ready:
+                self.migrate()
+            try:
+                with self._connection().cursor() as cur, cur.copy(sql) as copy:
+                    copy.set_types(types)
+                    for row in copy.rows():
+                        yield (row[0], bytes(row[1]), bytes(row[2]), bytes(row[3]), *row[4:])
+            except self._psycopg.Error as exc:
+                raise self._fail("reading the chain failed", exc) from None
+
+    def record_export(
+        self, export_hash: str, exported_at: str, manifest: str, signature: str | None
+    ) -> int:
+        """Add an export to the export log; return its number."""
+        with self._tx() as cur:
+            cur.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext('exports'))", (_LOCK_SPACE,)
+            )
+            cur.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_exports")
+            row = cur.fetchone()
+            seq = int(row[0]) if row else 1
+            cur.execute(
+                "INSERT INTO audit_exports (seq, export_hash, exported_at, manifest, signature)"
+                " VALUES (%s, %s, %s::timestamptz, %s, %s)",
+                (seq, export_hash, exported_at, manifest, signature),
+            )
+        return seq
+
+    def exports(self) -> list[ExportEntry]:
+        """The export log, oldest first."""
+        with self._tx() as cur:
+            cur.execute(
+                f"SELECT seq, export_hash, {_ms('exported_at')}, manifest, signature"  # noqa: S608 -- constants
+                " FROM audit_exports ORDER BY seq"
+            )
+            rows = cur.fetchall()
+        return [ExportEntry(int(q), h, t, m, sig) for q, h, t, m, sig in rows]
 
     def count(self, query: AuditQuery) -> int:
         """How many records match."""
@@ -384,3 +499,14 @@ class PostgresAuditStore:
         """Close the connection."""
         with self._lock:
             self._drop()
+
+
+def _chain_existing(cur: psycopg.Cursor[Any]) -> None:
+    """Link the records stored before the chain existed (their insert order is unknown: time order)."""
+    cur.execute("SELECT id, canonical FROM audit_records ORDER BY occurred_at, id")
+    old = cur.fetchall()
+    links = link((c for _, c in old), None)
+    cur.executemany(
+        "UPDATE audit_records SET seq = %s, prev_hash = %s, hash = %s WHERE id = %s",
+        [(*chain, record_id) for chain, (record_id, _) in zip(links, old, strict=True)],
+    )

@@ -41,6 +41,13 @@ class AuditSettings(BaseSettings):
     record_changes: bool = True
     """Record every halt and resume made through this process, with actor and reason."""
 
+    signing_key: Path | None = None
+    """An Ed25519 private key (PEM, from ``breakglass audit keygen``): sign every JSON Lines export.
+
+    Set, it must be readable: an export that cannot be signed fails rather than
+    going out unsigned.
+    """
+
     connect_timeout: float = Field(default=5.0, gt=0, le=60)
     """Seconds to wait for the PostgreSQL server (and for a SQLite lock held by another process)."""
 

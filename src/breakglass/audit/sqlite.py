@@ -12,7 +12,7 @@ import threading
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
-from breakglass.audit.codec import COLUMNS, StoredRecord
+from breakglass.audit.codec import COLUMNS, StoredRecord, column_text
 from breakglass.audit.migrations import (
     LATEST,
     VERSION_TABLE,
@@ -21,14 +21,18 @@ from breakglass.audit.migrations import (
     refuse_newer,
 )
 from breakglass.audit.store import (
+    CHAIN_COLUMNS,
     AuditQuery,
     CursorUpdate,
+    ExportEntry,
     Problem,
     SaveResult,
     StoreStatus,
     conflict_problem,
     dedupe,
     disagreeing,
+    link,
+    linked_rows,
     summarise,
 )
 from breakglass.clock import SYSTEM_CLOCK, isoformat_ms, parse_iso
@@ -44,10 +48,15 @@ try:  # POSIX only; elsewhere two pulls at once merely waste requests.
 except ImportError:  # pragma: no cover - not on the platforms we test
     fcntl = None
 
+# No ON CONFLICT: which records are new is settled first, inside the same write lock,
+# so a clash here is a bug to surface, never a chained row silently left out.
 _INSERT = (
-    f"INSERT INTO audit_records ({', '.join(COLUMNS)})"  # noqa: S608 -- constants only
-    f" VALUES ({', '.join('?' * len(COLUMNS))}) ON CONFLICT (id) DO NOTHING"
+    f"INSERT INTO audit_records ({', '.join((*COLUMNS, *CHAIN_COLUMNS))})"  # noqa: S608 -- constants only
+    f" VALUES ({', '.join('?' * (len(COLUMNS) + len(CHAIN_COLUMNS)))})"
 )
+_HEAD = "SELECT seq, hash FROM audit_records WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1"
+_CHAIN = "SELECT seq, prev_hash, hash, canonical{} FROM audit_records ORDER BY seq"
+_CHAIN_EXTRA = ", id, provider, flag_key, environment, occurred_at"
 _SELECT_ROWS = f"SELECT {', '.join(COLUMNS)} FROM audit_records"  # noqa: S608 -- constants only
 _ORDER = " ORDER BY occurred_at, id"
 # Well below SQLite's limit on host parameters in one statement.
@@ -186,6 +195,10 @@ class SqliteAuditStore:
                 for migration in pending(current):
                     for statement in migration.sqlite:
                         conn.execute(statement)
+                    if migration.chain:
+                        _chain_existing(conn)
+                    for statement in migration.sqlite_after:
+                        conn.execute(statement)
                     conn.execute(
                         f"INSERT INTO {VERSION_TABLE} (version, description, applied_at)"  # noqa: S608 -- a constant
                         " VALUES (?, ?, ?)",
@@ -215,15 +228,18 @@ class SqliteAuditStore:
         """Store records, problems and the cursor in one transaction."""
         unique, conflicts = dedupe(records)
         with self._tx(refetchable=cursor is not None) as conn:
-            before = conn.total_changes
-            conn.executemany(_INSERT, unique)
-            inserted = conn.total_changes - before
-            if inserted < len(unique):
-                # Some were stored before (a re-run, overlapping pages): same, or a conflict?
-                conflicts += disagreeing(unique, _existing(conn, [r.id for r in unique]))
+            # Stored before (a re-run, overlapping pages)? Then same, or a conflict.
+            stored = _existing(conn, [r.id for r in unique])
+            new = [r for r in unique if r.id not in stored]
+            if len(new) < len(unique):
+                conflicts += disagreeing([r for r in unique if r.id in stored], stored)
+            if new:
+                conn.executemany(_INSERT, linked_rows(new, _head(conn)))
+            inserted = len(new)
             duplicates = len(records) - inserted - len(conflicts)
             rows = [
-                (p.provider, p.flag_key, p.detail, isoformat_ms(p.detected_at)) for p in problems
+                (p.provider, p.flag_key, column_text(p.detail), isoformat_ms(p.detected_at))
+                for p in problems
             ]
             if conflicts:
                 now = _now()
@@ -272,6 +288,39 @@ class SqliteAuditStore:
         with self._reader() as conn:
             for row in conn.execute(_SELECT_ROWS + where + _ORDER, params):
                 yield _row(row)
+
+    def iter_chain(self, *, with_columns: bool = False) -> Iterator[tuple[Any, ...]]:
+        """Every record in insert order (see the protocol)."""
+        sql = _CHAIN.format(_CHAIN_EXTRA if with_columns else "")
+        with self._reader() as conn:
+            conn.text_factory = bytes
+            if not with_columns:
+                yield from conn.execute(sql)
+                return
+            for row in conn.execute(sql):
+                yield (*row[:4], *(None if v is None else v.decode() for v in row[4:]))
+
+    def record_export(
+        self, export_hash: str, exported_at: str, manifest: str, signature: str | None
+    ) -> int:
+        """Add an export to the export log; return its number."""
+        with self._tx() as conn:
+            (seq,) = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_exports").fetchone()
+            conn.execute(
+                "INSERT INTO audit_exports (seq, export_hash, exported_at, manifest, signature)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (seq, export_hash, exported_at, manifest, signature),
+            )
+        return int(seq)
+
+    def exports(self) -> list[ExportEntry]:
+        """The export log, oldest first."""
+        with self._tx(write=False) as conn:
+            rows = conn.execute(
+                "SELECT seq, export_hash, exported_at, manifest, signature FROM audit_exports"
+                " ORDER BY seq"
+            ).fetchall()
+        return [ExportEntry(*row) for row in rows]
 
     def count(self, query: AuditQuery) -> int:
         """How many records match."""
@@ -353,6 +402,21 @@ def _existing(conn: sqlite3.Connection, ids: list[str]) -> dict[str, str]:
         sql = f"SELECT id, canonical FROM audit_records WHERE id IN ({marks})"  # noqa: S608 -- placeholders only
         found.update(conn.execute(sql, chunk).fetchall())
     return found
+
+
+def _head(conn: sqlite3.Connection) -> tuple[int, bytes] | None:
+    row = conn.execute(_HEAD).fetchone()
+    return None if row is None else (int(row[0]), str(row[1]).encode())
+
+
+def _chain_existing(conn: sqlite3.Connection) -> None:
+    """Link the records stored before the chain existed, in the order they were stored."""
+    old = conn.execute("SELECT rowid, canonical FROM audit_records ORDER BY rowid").fetchall()
+    links = link((c for _, c in old), None)
+    conn.executemany(
+        "UPDATE audit_records SET seq = ?, prev_hash = ?, hash = ? WHERE rowid = ?",
+        [(*chain, rowid) for chain, (rowid, _) in zip(links, old, strict=True)],
+    )
 
 
 def _bool(value: Any) -> bool | None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from breakglass.clock import isoformat_ms
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
     from datetime import datetime
 
     from breakglass.audit.codec import StoredRecord
@@ -77,6 +77,57 @@ class AuditQuery:
             clauses.append(f"occurred_at < {time_mark}")
             params.append(isoformat_ms(self.until))
         return (" WHERE " + " AND ".join(clauses) if clauses else "", params)
+
+
+CHAIN_COLUMNS = ("seq", "prev_hash", "hash")
+"""The store's chain, after the record's columns: insert order, the previous record's hash, its own."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExportEntry:
+    """One export in the store's export log (``audit_exports``).
+
+    Attributes:
+        seq: 1 for the store's first export, then 2, 3, ...
+        export_hash: The export's manifest hash.
+        exported_at: When it was made (RFC 3339).
+        manifest: The manifest line as written (canonical JSON).
+        signature: The signature line, when the export was signed.
+    """
+
+    seq: int
+    export_hash: str
+    exported_at: str
+    manifest: str
+    signature: str | None
+
+
+def link(canonicals: Iterable[str], head: tuple[int, bytes] | None) -> list[tuple[int, str, str]]:
+    """``(seq, prev_hash, hash)`` for records that continue the store's chain after ``head``.
+
+    ``head`` is the last stored ``(seq, hash)`` (``None``: an empty store). The
+    hash is the one an export line of the record would carry after a line of
+    hash ``prev_hash`` (:func:`breakglass.audit.chain.chain_record`), so a
+    store-order export reproduces the store's hashes.
+    """
+    from breakglass.audit.chain import chain_record, genesis
+
+    seq, prev = head if head is not None else (0, genesis())
+    links: list[tuple[int, str, str]] = []
+    for canonical in canonicals:
+        seq += 1
+        _, digest, _ = chain_record(canonical.encode(), prev)
+        links.append((seq, prev.decode(), digest.decode()))
+        prev = digest
+    return links
+
+
+def linked_rows(
+    records: Sequence[StoredRecord], head: tuple[int, bytes] | None
+) -> list[tuple[Any, ...]]:
+    """``records`` with their chain columns (:data:`CHAIN_COLUMNS`) appended."""
+    links = link((r.canonical for r in records), head)
+    return [(*r, *chain) for r, chain in zip(records, links, strict=True)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +247,24 @@ class AuditStore(Protocol):
 
     def iter_rows(self, query: AuditQuery) -> Iterator[StoredRecord]:
         """Each matching record's flat row, ordered by ``occurred_at`` then ``id``."""
+        ...
+
+    def iter_chain(self, *, with_columns: bool = False) -> Iterator[tuple[Any, ...]]:
+        """Every record in insert order: ``(seq, prev_hash, hash, canonical)`` (bytes but seq).
+
+        ``with_columns`` adds the columns an export filters on, as text:
+        ``id, provider, flag_key, environment, occurred_at``.
+        """
+        ...
+
+    def record_export(
+        self, export_hash: str, exported_at: str, manifest: str, signature: str | None
+    ) -> int:
+        """Add an export to the export log; return its number."""
+        ...
+
+    def exports(self) -> list[ExportEntry]:
+        """The export log, oldest first."""
         ...
 
     def count(self, query: AuditQuery) -> int:

@@ -1,16 +1,32 @@
-"""Verifying a JSON Lines export: the chain, the manifest, and (optionally) an anchored hash.
+"""Verifying a JSON Lines export: the chain, the manifest, the signature, an anchored hash.
 
 An export verifies when every line ends with a newline; every record line
 is a chained ``breakglass.audit/v1`` record whose hash covers it and whose
-``prev_hash`` is the previous line's hash; the last line is the manifest,
-chained too; and the manifest's count, final hash and first and last times
-match the records. Any changed byte, reordered, removed or added line, or a
-cut-off end fails, and the result names the first line that is wrong.
+``prev_hash`` is the previous line's hash (the first line's names the
+export's predecessor, stated again in the manifest as ``genesis``); then
+comes the manifest, chained too, whose count, final hash and earliest and
+latest times match the records; then, optionally, one signature line. Any
+changed byte, reordered, removed or added line, or a cut-off end fails, and
+the result names the first line that is wrong.
 
-Without an anchor this proves the file is *self-consistent*: whoever can
-rewrite the file can also recompute every hash. With ``expect`` (the export
-hash kept somewhere else when the export was made) it proves the file is
-byte for byte the one that was exported.
+Hostile files are bounded: lines are read one at a time up to
+:data:`MAX_LINE_BYTES` (``/dev/zero`` or a 300 MB line is one error, not a
+memory exhaustion), text must be valid UTF-8, nesting deeper than the
+interpreter allows is an error, and every problem is one sentence.
+
+What the default check does and ``strict`` adds: the default checks every
+byte of each record line against its hash and the chain, and that the line
+is UTF-8 starting with the fixed fields an export writes. ``strict`` also
+parses each record line as JSON and re-serialises it, so it also rejects a
+record line that is not canonical JSON (invalid JSON after the fixed fields,
+a duplicate key) although its hash matches: a line our exporter never writes,
+only a forger who recomputed the hashes; a signature check
+(``public_key``) rejects such a forgery in either mode.
+
+Without an anchor or signature this proves the file is *self-consistent*:
+whoever can rewrite the file can also recompute every hash. With ``expect``
+(the export hash kept elsewhere) or ``public_key`` (the exporter's key) it
+proves the file is byte for byte the one that was exported.
 """
 
 from __future__ import annotations
@@ -18,21 +34,41 @@ from __future__ import annotations
 import hmac
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from breakglass.audit.chain import (
-    GENESIS,
     RECORD_PREFIX,
     ChainError,
     check_object_line,
     check_record_line,
-    genesis,
+    parse_json_line,
 )
 from breakglass.audit.export import MANIFEST_SCHEMA
+from breakglass.audit.signing import ALGORITHM, SIGNATURE_SCHEMA
 from breakglass.audit_record import SCHEMA
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
+
+    from breakglass.audit.signing import PublicKey
+
+MAX_LINE_BYTES = 16 * 1024 * 1024
+"""The longest line :func:`verify_export` reads (a vendor's raw entry is kilobytes)."""
+
+
+class LineTooLongError(ChainError):
+    """A line longer than the limit (raised by :func:`read_lines`)."""
+
+
+def read_lines(handle: BinaryIO, limit: int = MAX_LINE_BYTES) -> Iterator[bytes]:
+    """The lines of a binary stream, each at most ``limit`` bytes before its newline."""
+    while True:
+        line = handle.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith(b"\n"):
+            raise LineTooLongError(f"longer than {limit} bytes: not an export line")
+        yield line
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +76,14 @@ class VerifyResult:
     """The outcome of :func:`verify_export`.
 
     Attributes:
-        ok: Whether the export is intact (and matches ``expect``, if given).
+        ok: Whether the export is intact (and matches ``expect`` and ``public_key``, if given).
         records: Record lines that verified before the first problem.
         line: The first broken line (1-based), or ``None`` when intact.
         problem: What is wrong with it, or ``None``.
         export_hash: The manifest line's hash, when the manifest was reached.
         manifest: The manifest, when it verified.
+        signature: The signature line, when there is one.
+        signature_checked: Whether the signature was checked with a public key (and held).
     """
 
     ok: bool
@@ -54,6 +92,8 @@ class VerifyResult:
     problem: str | None = None
     export_hash: str | None = None
     manifest: dict[str, Any] | None = field(default=None)
+    signature: dict[str, Any] | None = field(default=None)
+    signature_checked: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready data."""
@@ -64,23 +104,36 @@ class VerifyResult:
             "problem": self.problem,
             "export_hash": self.export_hash,
             "manifest": self.manifest,
+            "signature": self.signature,
+            "signature_checked": self.signature_checked,
         }
 
     def summary(self) -> str:
-        """One or two sentences for people."""
-        if self.ok:
-            manifest = self.manifest or {}
-            span = (
-                f", {manifest.get('first_occurred_at')} .. {manifest.get('last_occurred_at')}"
-                if self.records
-                else ""
+        """One line for people (outside text in it still needs escaping for a terminal)."""
+        if not self.ok:
+            return f"BROKEN at line {self.line}: {self.problem}"
+        manifest = self.manifest or {}
+        span = (
+            f", {manifest.get('first_occurred_at')} .. {manifest.get('last_occurred_at')}"
+            if self.records
+            else ""
+        )
+        if self.signature is None:
+            signed = "not signed"
+        elif self.signature_checked:
+            signed = f"signature valid (key {self.signature.get('key_id')})"
+        else:
+            signed = (
+                f"signed by key {self.signature.get('key_id')}, not checked (give --public-key)"
             )
-            return f"intact: {self.records} records{span}; export hash {self.export_hash}"
-        return f"BROKEN at line {self.line}: {self.problem}"
+        return (
+            f"intact: {self.records} records{span}; exported {manifest.get('exported_at')}; "
+            f"{signed}; export hash {self.export_hash}"
+        )
 
 
 def _manifest_problem(
-    data: dict[str, Any], count: int, prev: bytes, ends: tuple[str | None, str | None]
+    data: dict[str, Any], count: int, prev: bytes, first_prev: bytes | None
 ) -> str | None:
     if data.get("schema") != MANIFEST_SCHEMA or data.get("kind") != "manifest":
         return "neither a record nor the manifest"
@@ -88,14 +141,46 @@ def _manifest_problem(
         return f"the manifest is for records of schema {data.get('record_schema')!r}"
     if data.get("prev_hash") != prev.decode():
         return "the manifest's prev_hash is not the last record's hash: records were removed, added or moved"
-    if data.get("genesis") != GENESIS:
-        return "the manifest names another genesis hash"
+    genesis = data.get("genesis")
+    if first_prev is not None and genesis != first_prev.decode():
+        return "the manifest's genesis is not the first record's prev_hash: the start was cut off"
+    if first_prev is None and genesis != prev.decode():
+        return "the manifest's genesis is not its prev_hash, yet it counts no records"
     if data.get("count") != count:
-        return f"the manifest counts {data.get('count')} records, the file has {count}"
+        return f"the manifest counts {data.get('count')!r} records, the file has {count}"
     if data.get("final_hash") != prev.decode():
         return "the manifest's final_hash is not the last record's hash"
+    return None
+
+
+def _times_problem(
+    data: dict[str, Any], earliest: bytes | None, latest: bytes | None
+) -> str | None:
+    try:
+        ends = tuple(None if t is None else json.loads(t) for t in (earliest, latest))
+    except (ValueError, RecursionError):
+        return "a record's occurred_at is not a JSON string"
     if (data.get("first_occurred_at"), data.get("last_occurred_at")) != ends:
         return "the manifest's first and last times do not match the records"
+    return None
+
+
+def _signature_problem(data: Any, export_hash: str, public_key: PublicKey | None) -> str | None:
+    if not isinstance(data, dict) or data.get("schema") != SIGNATURE_SCHEMA:
+        return "a line after the manifest that is not its signature"
+    if data.get("export_hash") != export_hash:
+        return "the signature line is for another export hash"
+    if data.get("algorithm") != ALGORITHM or not isinstance(data.get("signature"), str):
+        return f"the signature line is not an {ALGORITHM} signature"
+    if public_key is None:
+        return None
+    if data.get("key_id") != public_key.key_id:
+        return (
+            f"signed by key {data.get('key_id')!r}, not by the given public key "
+            f"({public_key.key_id})"
+        )
+    if not public_key.verify(export_hash, data["signature"]):
+        return "the signature does not verify with the given public key: the export was rewritten"
     return None
 
 
@@ -108,48 +193,71 @@ def _broken(count: int, line: int, problem: str) -> VerifyResult:
     return VerifyResult(ok=False, records=count, line=line, problem=problem)
 
 
-def _time(line: bytes | None) -> str | None:
-    return None if line is None else str(json.loads(line)["occurred_at"])
-
-
-def verify_lines(
-    lines: Iterable[bytes], *, expect: str | None = None, strict: bool = False
+def verify_lines(  # noqa: C901, PLR0915 -- one pass, one check after another
+    lines: Iterable[bytes],
+    *,
+    expect: str | None = None,
+    strict: bool = False,
+    public_key: PublicKey | None = None,
 ) -> VerifyResult:
     """Verify an export given as lines (each with its trailing newline).
 
     Args:
-        lines: The file's lines, e.g. a file opened in binary mode.
+        lines: The file's lines, e.g. :func:`read_lines` of a file opened in binary mode.
         expect: The export hash anchored elsewhere; the manifest's hash must equal it.
-        strict: Also parse every record line and check it by the definition
-            itself (canonical JSON, schema, hash). Slower; the default check is
-            already exact (see :mod:`breakglass.audit.chain`).
+        strict: Also parse every record line and check it by the definition itself
+            (see the module's documentation for what that adds).
+        public_key: The exporter's public key: the export must carry a valid
+            signature by it.
     """
-    prev = genesis()
+    prev: bytes | None = None
+    first_prev: bytes | None = None
     count = 0
-    first: bytes | None = None
-    last: bytes | None = None
+    earliest: bytes | None = None
+    latest: bytes | None = None
     manifest: dict[str, Any] | None = None
+    signature: dict[str, Any] | None = None
     number = 0
-    for number, raw in enumerate(lines, 1):
-        if manifest is not None:
-            return _broken(count, number, "a line after the manifest")
+    iterator = iter(lines)
+    while True:
+        try:
+            raw = next(iterator, None)
+        except LineTooLongError as exc:
+            return _broken(count, number + 1, str(exc))
+        if raw is None:
+            break
+        number += 1
+        if signature is not None:
+            return _broken(count, number, "a line after the signature")
         if not raw.endswith(b"\n"):
             return _broken(count, number, "the line has no newline: the file was cut off")
         line = raw[:-1]
         try:
+            if manifest is not None:
+                data = parse_json_line(line)
+                problem = _signature_problem(data, str(manifest["hash"]), public_key)
+                if problem is not None:
+                    return _broken(count, number, problem)
+                signature = data
+                continue
             if line.startswith(RECORD_PREFIX):
                 if strict:
                     _check_strictly(line)
-                prev = check_record_line(line, prev)
+                prev, found_prev, occurred = check_record_line(line, prev)
+                if first_prev is None:
+                    first_prev = found_prev
                 count += 1
-                if first is None:
-                    first = line
-                last = line
+                if earliest is None or occurred < earliest:
+                    earliest = occurred
+                if latest is None or occurred > latest:
+                    latest = occurred
                 continue
             data = check_object_line(line)
         except ChainError as exc:
             return _broken(count, number, str(exc))
-        problem = _manifest_problem(data, count, prev, (_time(first), _time(last)))
+        problem = _manifest_problem(
+            data, count, prev if prev is not None else str(data.get("genesis")).encode(), first_prev
+        ) or _times_problem(data, earliest, latest)
         if problem is not None:
             return _broken(count, number, problem)
         manifest = data
@@ -158,23 +266,52 @@ def verify_lines(
             count, number + 1, "no manifest at the end: the export was cut off or is not one"
         )
     export_hash = str(manifest["hash"])
-    if expect is not None and not hmac.compare_digest(expect.strip().lower(), export_hash):
+    problem = None
+    if public_key is not None and signature is None:
+        problem = "the export is not signed, but a public key was given to check it"
+    if expect is not None and not hmac.compare_digest(
+        expect.strip().lower().encode(), export_hash.encode()
+    ):
+        problem = "the export hash is not the one anchored (--expect): the file was rewritten"
+    if problem is not None:
         return VerifyResult(
             ok=False,
             records=count,
             line=number,
-            problem="the export hash is not the one anchored (--expect): the file was rewritten",
+            problem=problem,
             export_hash=export_hash,
             manifest=manifest,
+            signature=signature,
         )
-    return VerifyResult(ok=True, records=count, export_hash=export_hash, manifest=manifest)
+    return VerifyResult(
+        ok=True,
+        records=count,
+        export_hash=export_hash,
+        manifest=manifest,
+        signature=signature,
+        signature_checked=public_key is not None,
+    )
 
 
-def verify_export(path: str, *, expect: str | None = None, strict: bool = False) -> VerifyResult:
+def verify_export(
+    path: str,
+    *,
+    expect: str | None = None,
+    strict: bool = False,
+    public_key: PublicKey | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> VerifyResult:
     """Verify the export in the file at ``path`` (``-`` reads standard input)."""
     import sys
 
     if path == "-":
-        return verify_lines(sys.stdin.buffer, expect=expect, strict=strict)
+        return verify_lines(
+            read_lines(sys.stdin.buffer, max_line_bytes),
+            expect=expect,
+            strict=strict,
+            public_key=public_key,
+        )
     with open(path, "rb") as handle:
-        return verify_lines(handle, expect=expect, strict=strict)
+        return verify_lines(
+            read_lines(handle, max_line_bytes), expect=expect, strict=strict, public_key=public_key
+        )
