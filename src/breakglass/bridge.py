@@ -52,7 +52,9 @@ class Bridge:
         self.backend = self.backends[0]
         self.name = "+".join(b.name for b in self.backends)
         """The providers, joined with ``+`` (``launchdarkly+local``)."""
-        store = StateStore(settings.state_file, self.name, settings.flag_key)
+        # Nothing remembered unless every source may be: the relay keeps its workers' state.
+        durable = all(b.durable for b in self.backends)
+        store = StateStore(settings.state_file, self.name, settings.flag_key) if durable else None
         self.engine = StateEngine(
             settings.flag_key,
             [b.source for b in self.backends],

@@ -1,4 +1,4 @@
-"""The ``breakglass`` command: status, halt, resume, watch, demo, probe, audit.
+"""The ``breakglass`` command: status, halt, resume, watch, demo, probe, audit, relay.
 
 Exit codes: 0 active (or done), 3 halted (``status``), 1 an error (named
 on stderr, without secrets), 2 a usage error.
@@ -22,6 +22,7 @@ from breakglass.clock import SYSTEM_CLOCK, isoformat_ms
 from breakglass.errors import BreakglassError
 from breakglass.plugins import available_providers
 from breakglass.probe.cli import probe
+from breakglass.relay.cli import relay
 from breakglass.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -311,3 +312,4 @@ def demo(
 
 main.add_command(probe)
 main.add_command(audit)
+main.add_command(relay)

@@ -49,6 +49,11 @@ _REASONS: dict[Cause, str] = {
 }
 
 
+def openfeature_reason(cause: Cause) -> str:
+    """The OpenFeature reason a decision is reported with (also over OFREP)."""
+    return _REASONS[cause]
+
+
 def _health(cause: Cause) -> str:
     match cause:
         case Cause.ACTIVE | Cause.OFF:
@@ -187,7 +192,7 @@ class SystemActiveProvider(AbstractProvider):
         # No error_code, ever: OpenFeature would replace our False with the caller's default.
         return FlagResolutionDetails(
             value=state.active,
-            reason=_REASONS[state.cause],
+            reason=openfeature_reason(state.cause),
             variant="on" if state.active else "off",
             flag_metadata=meta,
         )

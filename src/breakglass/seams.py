@@ -145,6 +145,9 @@ class Backend:
     audit: AuditSource | None
     poll_bound: float
     """Seconds a change may take to reach the source by design (0 for streaming)."""
+    durable: bool = True
+    """Whether the bridge may remember this source's decision across restarts. ``False`` for a
+    relay worker: a restarted worker must wait for the relay, never serve a remembered ``true``."""
 
 
 class ProviderPlugin(Protocol):

@@ -1,0 +1,95 @@
+"""``breakglass relay``: run the host relay until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from breakglass.bridge import Bridge
+from breakglass.errors import BreakglassError, ConfigurationError
+from breakglass.relay.channel import ChannelWriter
+from breakglass.relay.relay import Relay
+from breakglass.relay.settings import load_relay_settings
+from breakglass.relay.source import NAME
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from breakglass.settings import Settings
+
+
+def build_relay(settings: Settings) -> tuple[Relay, Any]:
+    """The relay for ``settings`` and its OFREP server (``None`` when not configured); not started.
+
+    Raises:
+        ConfigurationError: The relay would read itself, or its channel is taken.
+    """
+    relay_settings = load_relay_settings(settings)
+    upstream = relay_settings.upstream or settings.provider_names
+    if NAME in upstream:
+        raise ConfigurationError(
+            "the relay reads a vendor, not another relay: set BREAKGLASS_RELAY__UPSTREAM "
+            "(or [relay] upstream) to the provider it should read"
+        )
+    bridge = Bridge.from_settings(settings.model_copy(update={"providers": upstream}))
+    try:
+        writer = ChannelWriter(relay_settings.channel_path(settings))
+    except BreakglassError:
+        bridge.close()
+        raise
+    relay = Relay(bridge, writer, heartbeat=relay_settings.heartbeat)
+    server = None
+    address = relay_settings.address()
+    if address is not None:
+        from breakglass.relay.http import OfrepServer
+
+        try:
+            server = OfrepServer(address, relay.bridge.engine)
+        except OSError as exc:
+            relay.close()
+            raise ConfigurationError(
+                f"BREAKGLASS_RELAY__OFREP={relay_settings.ofrep}: cannot listen: "
+                f"{exc.strerror or exc}"
+            ) from None
+    return relay, server
+
+
+@click.command()
+@click.pass_obj
+def relay(ctx: Any) -> None:
+    """Read the vendor once for this host and serve the decision to its workers.
+
+    Workers read it with BREAKGLASS_PROVIDER=relay; other languages through
+    OFREP when BREAKGLASS_RELAY__OFREP is set.
+    """
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        settings = ctx.settings()
+        the_relay, server = build_relay(settings)
+    except BreakglassError as exc:
+        click.echo(f"breakglass: error: {exc}", err=True)
+        sys.exit(1)
+    the_relay.start()
+    if server is not None:
+        server.start()
+    where = f"; OFREP on {server.url}" if server is not None else ""
+    click.echo(
+        f"relay: serving {settings.flag_key} from {the_relay.bridge.name} "
+        f"on {the_relay.writer.path}{where}",
+    )
+    sys.stdout.flush()
+    stop.wait()
+    if server is not None:
+        server.close()
+    the_relay.close()

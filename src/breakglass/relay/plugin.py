@@ -1,0 +1,45 @@
+"""The ``relay`` entry point of the ``breakglass.providers`` group: a worker behind a host relay."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from breakglass.relay.channel import ChannelReader
+from breakglass.relay.settings import load_relay_settings
+from breakglass.relay.source import NAME, RelaySource
+from breakglass.seams import Backend
+
+if TYPE_CHECKING:
+    from breakglass.clock import Clock
+    from breakglass.settings import Settings
+
+
+class RelayPlugin:
+    """Builds a worker's source on the relay's channel file. It has no admin: halt upstream."""
+
+    @property
+    def name(self) -> str:
+        """``relay``."""
+        return NAME
+
+    def create(self, settings: Settings, clock: Clock) -> Backend:
+        """The relay source; no admin, no audit, nothing remembered across restarts."""
+        relay = load_relay_settings(settings)
+        return Backend(
+            name=NAME,
+            source=RelaySource(
+                ChannelReader(relay.channel_path(settings)),
+                flag_key=settings.flag_key,
+                max_staleness=settings.max_staleness,
+                poll_interval=relay.poll_interval,
+                silent_after=relay.silent_after,
+                clock=clock,
+            ),
+            admin=None,
+            audit=None,
+            poll_bound=relay.poll_interval + relay.heartbeat,
+            durable=False,
+        )
+
+
+PLUGIN = RelayPlugin()

@@ -1,0 +1,83 @@
+"""Settings of the host relay and its workers (``BREAKGLASS_RELAY__*`` or ``[relay]``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode
+
+from breakglass.settings import MAX_STALENESS_LIMIT, load_section
+
+if TYPE_CHECKING:
+    from breakglass.settings import Settings
+
+SECTION = "relay"
+
+
+class RelaySettings(BaseSettings):
+    """Where the relay's channel is, how often it is written and read, what the relay reads."""
+
+    path: Path | None = None
+    """The channel file; ``<state_dir>/relay.channel`` when unset. Relay and workers must agree."""
+
+    heartbeat: float = Field(default=0.05, gt=0, le=5)
+    """Seconds between the relay's writes when nothing changes (a change is written at once)."""
+
+    poll_interval: float = Field(default=0.005, gt=0, le=1)
+    """Seconds between a worker's reads of the channel (off the request path)."""
+
+    silent_after: float = Field(default=2.0, gt=0, le=MAX_STALENESS_LIMIT)
+    """Seconds without a new write after which a worker halts (relay killed, frozen or starved)."""
+
+    upstream: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """The providers the relay itself reads (``launchdarkly`` or ``unleash,local``); the
+    top-level ``provider``/``providers`` when empty."""
+
+    ofrep: str | None = None
+    """``host:port`` where the relay answers OFREP (``127.0.0.1:8016``); off when unset."""
+
+    @field_validator("upstream", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [name.strip().lower() for name in value.split(",") if name.strip()]
+        return value
+
+    @field_validator("ofrep")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            msg = f"must be host:port, not {value!r}"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _silence_outlasts_heartbeats(self) -> RelaySettings:
+        if self.silent_after < 3 * self.heartbeat:
+            msg = (
+                f"silent_after ({self.silent_after:g} s) must be at least three heartbeats "
+                f"({3 * self.heartbeat:g} s), or a healthy relay would read as gone"
+            )
+            raise ValueError(msg)
+        return self
+
+    def address(self) -> tuple[str, int] | None:
+        """The OFREP listen address, or ``None``."""
+        if self.ofrep is None:
+            return None
+        host, _, port = self.ofrep.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def channel_path(self, settings: Settings) -> Path:
+        """The channel file for ``settings``."""
+        return self.path or settings.state_dir / "relay.channel"
+
+
+def load_relay_settings(settings: Settings) -> RelaySettings:
+    """The ``[relay]`` section (defaults when absent); one-line errors."""
+    return load_section(RelaySettings, SECTION, settings)

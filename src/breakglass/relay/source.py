@@ -1,0 +1,221 @@
+"""A worker's source: the relay's decision, read from the channel file, fail-closed.
+
+Rules, each one a way to be unsure that reads as halted:
+
+- **Only a write seen happening is trusted.** The first snapshot after start
+  (or after the relay was replaced) only sets the baseline: a file left by a
+  dead relay says nothing about now. The worker is halted until the relay
+  writes again, so a restarted worker stays halted until the relay confirms.
+- **Time is the worker's own.** A new write happened after the last poll that
+  still saw the old one, so the relay's ``remaining`` is counted from that poll,
+  on the worker's monotonic clock: never later than the truth, whatever clock
+  the relay has.
+- **A silent relay is an unsure one.** No new write for ``silent_after``
+  seconds (killed, frozen, starved) halts the worker, with the relay's pid.
+- **A file that is not a sane channel** (missing, truncated, corrupt, writable
+  by others, another flag, a future version) halts at once, with the reason.
+- **Relay unsure, worker unsure**: the relay's cause is mirrored (stale stays
+  stale, off stays off, a missing flag stays missing).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from breakglass.clock import SYSTEM_CLOCK, Clock
+from breakglass.observation import NoValue, Observation
+from breakglass.relay.channel import ChannelError, ChannelReader, Snapshot
+from breakglass.state import Cause
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+logger = logging.getLogger("breakglass.relay")
+
+NAME = "relay"
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    instance: str
+    seq: int
+
+
+def _wall(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+def observation_for(
+    snap: Snapshot, base: float, max_staleness: float, flag_key: str
+) -> Observation:
+    """What a worker observes from a fresh relay write that happened no earlier than ``base``.
+
+    Args:
+        snap: The relay's write.
+        base: The worker's monotonic time of its last poll before the write.
+        max_staleness: The worker's own ``max_staleness``.
+        flag_key: The flag the worker serves.
+    """
+    if snap.flag_key != flag_key:
+        return Observation(
+            NAME,
+            NoValue.UNREADABLE,
+            error=f"the relay serves {snap.flag_key!r}, not {flag_key!r}",
+        )
+    said = f"relay (pid {snap.pid}): {snap.cause.value}: {snap.detail}"
+    confirmed_wall = _wall(snap.confirmed_wall)
+    match snap.cause:
+        case Cause.ACTIVE:
+            # The worker's deadline is base + remaining, never later than the relay's own.
+            held = min(snap.remaining, max_staleness)
+            return Observation(
+                NAME,
+                value=True,
+                confirmed_at=base + held - max_staleness,
+                confirmed_wall=confirmed_wall,
+            )
+        case Cause.OFF:
+            return Observation(
+                NAME, value=False, confirmed_at=base, confirmed_wall=confirmed_wall, error=said
+            )
+        case Cause.FLAG_MISSING:
+            return Observation(NAME, NoValue.FLAG_MISSING, base, confirmed_wall, error=said)
+        case Cause.WRONG_TYPE:
+            return Observation(NAME, None, base, confirmed_wall, error=said)
+        case Cause.STALE:
+            # Older than any freshness: the worker classifies it stale, as the relay did.
+            return Observation(
+                NAME,
+                value=False,
+                confirmed_at=base - max_staleness - 1.0,
+                confirmed_wall=confirmed_wall,
+                error=said,
+            )
+        case Cause.UNCONFIRMED:
+            return Observation(NAME, NoValue.UNREAD, error=said)
+        case Cause.ERROR | Cause.STORE_UNAVAILABLE | Cause.CLOSED:
+            return Observation(NAME, NoValue.UNREADABLE, error=said)
+
+
+class RelaySource:
+    """A :class:`breakglass.seams.FlagSource` reading a relay's channel file.
+
+    Args:
+        reader: The channel file's reader.
+        flag_key: The flag this worker serves (the relay must serve the same).
+        max_staleness: The worker engine's ``max_staleness``.
+        poll_interval: Seconds between reads of the file (no syscall on the request path).
+        silent_after: Seconds without a new write after which the relay counts as gone.
+        clock: The clocks to read.
+    """
+
+    def __init__(
+        self,
+        reader: ChannelReader,
+        *,
+        flag_key: str,
+        max_staleness: float,
+        poll_interval: float = 0.005,
+        silent_after: float = 2.0,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._reader = reader
+        self._flag_key = flag_key
+        self._max_staleness = max_staleness
+        self._poll_interval = poll_interval
+        self._silent_after = silent_after
+        self._clock = clock
+        self._current = Observation.unread(NAME)
+        self._seen: _Seen | None = None
+        self._last_poll: float | None = None
+        self._changed_at: float | None = None
+        self._pid = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def name(self) -> str:
+        """Always ``"relay"``."""
+        return NAME
+
+    def __repr__(self) -> str:
+        return f"RelaySource({self._reader!r}, flag_key={self._flag_key!r})"
+
+    def start(self, listener: Callable[[Observation], None]) -> None:
+        """Start the poll thread; the first read happens at once on it."""
+        self._thread = threading.Thread(
+            target=self._run, args=(listener,), name="breakglass-relay", daemon=True
+        )
+        self._thread.start()
+
+    def current(self) -> Observation:
+        """The latest observation."""
+        return self._current
+
+    def poll_once(self) -> Observation | None:
+        """Read the file once; return the new observation, or ``None`` when nothing changed."""
+        now = self._clock.monotonic()
+        previous_poll, self._last_poll = self._last_poll, now
+        try:
+            snap = self._reader.read()
+        except ChannelError as exc:
+            self._seen = None  # trust starts over from a write seen happening
+            self._changed_at = None
+            if exc.missing:
+                return self._set(Observation(NAME, NoValue.UNREAD, error=str(exc)))
+            return self._set(self._current.unreadable(f"relay channel: {exc}"))
+        seen = _Seen(snap.instance, snap.seq)
+        if seen == self._seen:
+            return self._check_silence(now)
+        first = self._seen is None
+        self._seen = seen
+        self._changed_at = now
+        self._pid = snap.pid
+        if first or previous_poll is None:
+            if self._current.value is NoValue.UNREAD:
+                # Not an answer yet (no error): wait_for_confirmation keeps waiting for the next write.
+                return self._set(Observation.unread(NAME))
+            return None
+        return self._set(observation_for(snap, previous_poll, self._max_staleness, self._flag_key))
+
+    def _check_silence(self, now: float) -> Observation | None:
+        if self._changed_at is None or now - self._changed_at <= self._silent_after:
+            return None
+        if self._current.value is NoValue.UNREADABLE:
+            return None  # already said
+        return self._set(
+            self._current.unreadable(
+                f"relay (pid {self._pid}) silent for {now - self._changed_at:.1f} s"
+            )
+        )
+
+    def _set(self, obs: Observation) -> Observation | None:
+        if obs == self._current:
+            return None
+        self._current = obs
+        return obs
+
+    def close(self) -> None:
+        """Stop polling; returns within about one poll interval."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+        self._reader.close()
+
+    def _run(self, listener: Callable[[Observation], None]) -> None:
+        while not self._stop.is_set():
+            try:
+                obs = self.poll_once()
+            except Exception as exc:
+                logger.exception("relay source failed")
+                obs = self._set(self._current.unreadable(f"relay source failed: {exc!r}"))
+            if obs is not None:
+                try:
+                    listener(obs)
+                except Exception:
+                    logger.exception("listener failed on %r", obs)
+            self._stop.wait(self._poll_interval)

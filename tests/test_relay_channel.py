@@ -1,0 +1,322 @@
+"""The relay channel and the worker's source, in one process: hostile files, clocks, silence."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from typing import TYPE_CHECKING
+
+import pytest
+
+from breakglass.engine import StateEngine
+from breakglass.errors import ConfigurationError
+from breakglass.guard import Guard
+from breakglass.observation import NoValue
+from breakglass.relay.channel import SIZE, ChannelError, ChannelReader, ChannelWriter, Snapshot
+from breakglass.relay.source import RelaySource
+from breakglass.state import Cause
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from breakglass.testing import ManualClock
+
+KEY = "system-active"
+
+
+def snap(cause: Cause = Cause.ACTIVE, remaining: float = 10.0, **fields: object) -> Snapshot:
+    values: dict[str, object] = {
+        "instance": "00" * 8,
+        "seq": 0,
+        "pid": 4242,
+        "active": cause is Cause.ACTIVE,
+        "cause": cause,
+        "remaining": remaining if cause is Cause.ACTIVE else 0.0,
+        "written_wall": 1.8e9,
+        "confirmed_wall": 1.8e9,
+        "max_staleness": 30.0,
+        "interval": 0.05,
+        "flag_key": KEY,
+        "source": "local",
+        "detail": "the flag is on and fresh",
+    }
+    values.update(fields)
+    return Snapshot(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "relay.channel"
+
+
+@pytest.fixture
+def writer(path: Path) -> Iterator[ChannelWriter]:
+    w = ChannelWriter(path)
+    yield w
+    w.close()
+
+
+def test_round_trip(writer: ChannelWriter, path: Path) -> None:
+    seq = writer.write(snap(detail="é" * 1000))  # over-long text is clipped, never torn
+    got = ChannelReader(path).read()
+    assert got.seq == seq
+    assert got.instance == writer.instance
+    assert got.active
+    assert got.cause is Cause.ACTIVE
+    assert got.remaining == 10.0
+    assert got.flag_key == KEY
+    assert got.source == "local"
+    assert got.pid == 4242
+    assert got.detail.startswith("é")
+    assert len(got.detail.encode()) < SIZE
+    assert writer.write(snap()) == seq + 2
+
+
+def test_second_relay_on_the_same_file_is_refused(writer: ChannelWriter, path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="another relay is running"):
+        ChannelWriter(path)
+
+
+def test_a_new_relay_keeps_counting(path: Path) -> None:
+    first = ChannelWriter(path)
+    last = first.write(snap())
+    first.close()
+    second = ChannelWriter(path)
+    try:
+        assert second.write(snap()) > last
+        assert second.instance != first.instance
+    finally:
+        second.close()
+
+
+def _rewrite(path: Path, mutate: object) -> None:
+    raw = bytearray(path.read_bytes())
+    mutate(raw)  # type: ignore[operator]
+    path.write_bytes(bytes(raw))
+
+
+def _reseal(raw: bytearray) -> None:
+    raw[SIZE - 4 :] = struct.pack("<I", zlib.crc32(bytes(raw[8 : SIZE - 4])))
+
+
+def _set_body(offset: int, fmt: str, value: object) -> object:
+    def mutate(raw: bytearray) -> None:
+        struct.pack_into(fmt, raw, 24 + offset, value)
+        _reseal(raw)
+
+    return mutate
+
+
+HOSTILE = {
+    "bad magic": (lambda raw: raw.__setitem__(slice(0, 8), b"NOTRELAY"), "bad magic"),
+    "flipped byte": (lambda raw: raw.__setitem__(300, raw[300] ^ 0xFF), "checksum"),
+    "odd sequence": (lambda raw: raw.__setitem__(8, raw[8] | 1), "torn"),
+    "future version": (_set_body(0, "<H", 9), "version 9"),
+    "active but halted cause": (_set_body(3, "<B", 2), "contradicts"),
+    "unknown cause": (_set_body(3, "<B", 200), "impossible"),
+    "nan remaining": (_set_body(16, "<d", float("nan")), "remaining"),
+    "remaining past staleness": (_set_body(16, "<d", 1e12), "remaining"),
+    "negative remaining": (_set_body(16, "<d", -1.0), "remaining"),
+    "zero staleness": (_set_body(32, "<d", 0.0), "max_staleness"),
+    "text length past its field": (_set_body(48, "<H", 60000), "text length"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_bytes_are_refused_with_a_reason(
+    writer: ChannelWriter, path: Path, name: str
+) -> None:
+    writer.write(snap())
+    mutate, reason = HOSTILE[name]
+    _rewrite(path, mutate)
+    with pytest.raises(ChannelError, match=reason):
+        ChannelReader(path).read()
+
+
+def test_invalid_utf8_text_is_refused(writer: ChannelWriter, path: Path) -> None:
+    writer.write(snap(source="abc"))
+
+    def mutate(raw: bytearray) -> None:
+        at = 24 + struct.calcsize("<HBBIdddddHHH") + 128
+        raw[at : at + 3] = b"\xff\xfe\xfd"
+        _reseal(raw)
+
+    _rewrite(path, mutate)
+    with pytest.raises(ChannelError, match="not UTF-8"):
+        ChannelReader(path).read()
+
+
+@pytest.mark.parametrize("size", [0, 10, SIZE - 1, SIZE + 1, 10 * SIZE])
+def test_truncated_or_grown_file_is_refused(writer: ChannelWriter, path: Path, size: int) -> None:
+    writer.write(snap())
+    os.truncate(path, size)
+    with pytest.raises(ChannelError, match="bytes, not 1024"):
+        ChannelReader(path).read()
+
+
+def test_a_file_others_may_write_is_refused(writer: ChannelWriter, path: Path) -> None:
+    writer.write(snap())
+    path.chmod(0o666)
+    with pytest.raises(ChannelError, match="writable by group or others"):
+        ChannelReader(path).read()
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(ChannelError) as info:
+        ChannelReader(tmp_path / "none").read()
+    assert info.value.missing
+    (tmp_path / "dir").mkdir(mode=0o755)
+    with pytest.raises(ChannelError, match="not a regular file"):
+        ChannelReader(tmp_path / "dir").read()
+
+
+# ---------------------------------------------------------------- the worker's source
+
+
+def source(path: Path, clock: ManualClock, **options: float) -> RelaySource:
+    return RelaySource(
+        ChannelReader(path),
+        flag_key=KEY,
+        max_staleness=30.0,
+        silent_after=options.get("silent_after", 2.0),
+        clock=clock,
+    )
+
+
+def feed(engine: StateEngine, src: RelaySource) -> None:
+    obs = src.poll_once()
+    assert obs is not None
+    engine._on_observation(obs)
+
+
+def test_only_a_write_seen_happening_is_trusted(
+    writer: ChannelWriter, path: Path, clock: ManualClock
+) -> None:
+    writer.write(snap(remaining=10.0))
+    src = source(path, clock)
+    # A file left by a relay (maybe dead): not trusted, not even an answer yet.
+    assert src.poll_once() is None
+    assert src.current().value is NoValue.UNREAD
+    clock.advance(1.0)
+    assert src.poll_once() is None  # nothing new
+    base = clock.monotonic()
+    clock.advance(0.5)
+    writer.write(snap(remaining=10.0))
+    obs = src.poll_once()
+    assert obs is not None
+    assert obs.value is True
+    # Counted from the last poll that still saw the old write: deadline = base + remaining.
+    assert obs.confirmed_at == pytest.approx(base + 10.0 - 30.0)
+
+
+def test_the_relays_clock_never_enters(
+    writer: ChannelWriter, path: Path, clock: ManualClock
+) -> None:
+    """Only durations travel: a relay in another time namespace gives the same deadline."""
+    src = source(path, clock)
+    writer.write(snap(written_wall=-1e9))
+    src.poll_once()
+    base = clock.monotonic()
+    clock.advance(0.2)
+    writer.write(snap(remaining=3.0, written_wall=1e12))
+    obs = src.poll_once()
+    assert obs is not None
+    assert obs.confirmed_at is not None
+    assert obs.confirmed_at + 30.0 == pytest.approx(base + 3.0)
+
+
+def test_silent_relay_halts_the_worker(
+    writer: ChannelWriter, path: Path, clock: ManualClock
+) -> None:
+    engine = StateEngine(
+        KEY, [src := source(path, clock, silent_after=2.0)], max_staleness=30.0, clock=clock
+    )
+    guard = Guard(engine)
+    writer.write(snap())
+    src.poll_once()
+    clock.advance(0.05)
+    writer.write(snap())
+    feed(engine, src)
+    assert guard.active
+    clock.advance(1.9)
+    assert src.poll_once() is None
+    assert guard.active
+    clock.advance(0.2)
+    obs = src.poll_once()
+    assert obs is not None
+    engine._on_observation(obs)
+    assert not guard.active
+    assert engine.state.cause is Cause.ERROR
+    assert "relay (pid 4242) silent for 2.1 s" in (engine.state.detail or "")
+    # It comes back: trusted again at its next write.
+    clock.advance(0.05)
+    writer.write(snap())
+    feed(engine, src)
+    assert guard.active
+
+
+MIRRORED = [
+    (Cause.OFF, Cause.OFF),
+    (Cause.STALE, Cause.STALE),
+    (Cause.FLAG_MISSING, Cause.FLAG_MISSING),
+    (Cause.WRONG_TYPE, Cause.WRONG_TYPE),
+    (Cause.UNCONFIRMED, Cause.UNCONFIRMED),
+    (Cause.ERROR, Cause.ERROR),
+    (Cause.STORE_UNAVAILABLE, Cause.ERROR),
+    (Cause.CLOSED, Cause.ERROR),
+]
+
+
+@pytest.mark.parametrize(("relay_cause", "worker_cause"), MIRRORED)
+def test_relay_unsure_worker_unsure(
+    writer: ChannelWriter, path: Path, clock: ManualClock, relay_cause: Cause, worker_cause: Cause
+) -> None:
+    src = source(path, clock)
+    engine = StateEngine(KEY, [src], max_staleness=30.0, clock=clock)
+    writer.write(snap())
+    src.poll_once()
+    clock.advance(0.05)
+    writer.write(snap(relay_cause, detail="as the relay saw it"))
+    obs = src.poll_once()
+    assert obs is not None
+    engine._on_observation(obs)
+    state = engine.state
+    assert not state.active
+    assert state.cause is worker_cause
+    if worker_cause is not Cause.OFF:
+        assert "as the relay saw it" in (state.detail or "")
+
+
+def test_another_flag_is_refused(writer: ChannelWriter, path: Path, clock: ManualClock) -> None:
+    src = source(path, clock)
+    writer.write(snap(flag_key="other"))
+    src.poll_once()
+    writer.write(snap(flag_key="other"))
+    obs = src.poll_once()
+    assert obs is not None
+    assert obs.value is NoValue.UNREADABLE
+    assert "serves 'other'" in (obs.error or "")
+
+
+def test_corruption_halts_at_once_and_trust_starts_over(
+    writer: ChannelWriter, path: Path, clock: ManualClock
+) -> None:
+    src = source(path, clock)
+    writer.write(snap())
+    src.poll_once()
+    writer.write(snap())
+    assert src.poll_once() is not None
+    good = path.read_bytes()
+    path.write_bytes(good[:100])
+    obs = src.poll_once()
+    assert obs is not None
+    assert obs.value is NoValue.UNREADABLE
+    assert "truncated" in (obs.error or "")
+    path.write_bytes(good)  # the same bytes again are not a new write
+    assert src.poll_once() is None
+    writer.write(snap())
+    obs = src.poll_once()
+    assert obs is not None
+    assert obs.value is True
