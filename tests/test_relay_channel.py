@@ -266,6 +266,7 @@ MIRRORED = [
     (Cause.ERROR, Cause.ERROR),
     (Cause.STORE_UNAVAILABLE, Cause.ERROR),
     (Cause.CLOSED, Cause.ERROR),
+    (Cause.READER_STOPPED, Cause.ERROR),
 ]
 
 

@@ -55,7 +55,19 @@ _KEY_MAX = 128
 _SOURCE_MAX = 64
 _DETAIL_MAX = SIZE - 4 - _BODY_AT - _BODY.size - _KEY_MAX - _SOURCE_MAX
 _CRC_AT = SIZE - 4
-_CAUSES = list(Cause)
+# Fixed codes, never list(Cause): a relay and its workers may run different versions.
+_CAUSES = [
+    Cause.ACTIVE,
+    Cause.OFF,
+    Cause.STALE,
+    Cause.UNCONFIRMED,
+    Cause.ERROR,
+    Cause.FLAG_MISSING,
+    Cause.WRONG_TYPE,
+    Cause.STORE_UNAVAILABLE,
+    Cause.CLOSED,
+    Cause.READER_STOPPED,
+]
 _READ_ATTEMPTS = 4
 
 
@@ -121,7 +133,7 @@ def encode_body(snapshot: Snapshot) -> bytes:
     body = _BODY.pack(
         VERSION,
         int(snapshot.active),
-        _CAUSES.index(snapshot.cause),
+        _CAUSES.index(snapshot.cause) if snapshot.cause in _CAUSES else _CAUSES.index(Cause.ERROR),
         snapshot.pid,
         snapshot.written_wall,
         snapshot.remaining,

@@ -20,21 +20,19 @@ Rules, each one a way to be unsure that reads as halted:
 
 from __future__ import annotations
 
-import logging
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from breakglass.clock import SYSTEM_CLOCK, Clock
 from breakglass.observation import NoValue, Observation
+from breakglass.reading import ReadingLoop, stall_allowance
 from breakglass.relay.channel import ChannelError, ChannelReader, Snapshot
 from breakglass.state import Cause
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
-logger = logging.getLogger("breakglass.relay")
 
 NAME = "relay"
 
@@ -97,7 +95,7 @@ def observation_for(
             )
         case Cause.UNCONFIRMED:
             return Observation(NAME, NoValue.UNREAD, error=said)
-        case Cause.ERROR | Cause.STORE_UNAVAILABLE | Cause.CLOSED:
+        case Cause.ERROR | Cause.STORE_UNAVAILABLE | Cause.CLOSED | Cause.READER_STOPPED:
             return Observation(NAME, NoValue.UNREADABLE, error=said)
 
 
@@ -134,8 +132,14 @@ class RelaySource:
         self._last_poll: float | None = None
         self._changed_at: float | None = None
         self._pid = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = ReadingLoop(
+            "breakglass-relay",
+            self.poll_once,
+            interval=poll_interval,
+            crashed=self._crashed,
+            # A read is one pread of a local file: only a stalled disk makes it slow.
+            stall_after=stall_allowance(poll_interval, 1.0),
+        )
 
     @property
     def name(self) -> str:
@@ -147,10 +151,11 @@ class RelaySource:
 
     def start(self, listener: Callable[[Observation], None]) -> None:
         """Start the poll thread; the first read happens at once on it."""
-        self._thread = threading.Thread(
-            target=self._run, args=(listener,), name="breakglass-relay", daemon=True
-        )
-        self._thread.start()
+        self._loop.start(listener)
+
+    def readers(self) -> Sequence[ReadingLoop]:
+        """The one poll loop."""
+        return (self._loop,)
 
     def current(self) -> Observation:
         """The latest observation."""
@@ -201,21 +206,9 @@ class RelaySource:
 
     def close(self) -> None:
         """Stop polling; returns within about one poll interval."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=1.0)
+        self._loop.close(timeout=1.0)
         self._reader.close()
 
-    def _run(self, listener: Callable[[Observation], None]) -> None:
-        while not self._stop.is_set():
-            try:
-                obs = self.poll_once()
-            except Exception as exc:
-                logger.exception("relay source failed")
-                obs = self._set(self._current.unreadable(f"relay source failed: {exc!r}"))
-            if obs is not None:
-                try:
-                    listener(obs)
-                except Exception:
-                    logger.exception("listener failed on %r", obs)
-            self._stop.wait(self._poll_interval)
+    def _crashed(self, problem: str) -> Observation | None:
+        self._seen = None
+        return self._set(self._current.unreadable(problem))
