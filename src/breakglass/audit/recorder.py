@@ -258,6 +258,11 @@ class AuditRecorder:
             )
         )
 
+    def record(self, record: AuditRecord) -> None:
+        """Queue a record another part of breakglass made (a notification attempt); never blocks."""
+        if self._factory is not None:
+            self._submit(record)
+
     def wrap_admin(self, admin: FlagAdmin, *, backend: str | None = None) -> FlagAdmin:
         """``admin`` (of provider ``backend``), recording each change made through it (``admin`` itself when off)."""
         if not self.record_changes:
