@@ -23,6 +23,7 @@ from breakglass.errors import BreakglassError
 from breakglass.plugins import available_providers
 from breakglass.probe.cli import probe
 from breakglass.relay.cli import relay
+from breakglass.serve.cli import serve
 from breakglass.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -313,3 +314,4 @@ def demo(
 main.add_command(probe)
 main.add_command(audit)
 main.add_command(relay)
+main.add_command(serve)

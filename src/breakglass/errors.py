@@ -7,8 +7,9 @@ Every error the library raises derives from :class:`BreakglassError`::
     ├── ProviderNotFoundError     BREAKGLASS_PROVIDER names no installed adapter
     ├── StoreError                the embedded SQLite store cannot be read or written
     │   ├── StoreMissingError     the store file does not exist (yet)
-    │   └── AuditStoreError       the audit store (SQLite or PostgreSQL) cannot be used
-    │       └── AuditChainError   its hash chain or export log is broken (an edit, a deletion)
+    │   ├── AuditStoreError       the audit store (SQLite or PostgreSQL) cannot be used
+    │   │   └── AuditChainError   its hash chain or export log is broken (an edit, a deletion)
+    │   └── ServeStoreError       serve's own store (tokens, idempotency keys, suspensions)
     ├── AdminError                a write through a vendor's management API failed
     │   ├── AdminAuthError        401/403: the token is wrong or lacks the permission
     │   ├── AdminNotFoundError    404: the project, environment or flag does not exist
@@ -17,6 +18,7 @@ Every error the library raises derives from :class:`BreakglassError`::
     ├── AuditSourceError          a vendor's change log could not be read
     ├── AuditRecordError          an audit record cannot be kept as evidence (malformed)
     ├── ProbeError                a latency probe could not run safely
+    ├── AuthError                 (serve) a request's credentials are missing, invalid or too weak
     └── Suspended                 (breakglass.guard) a request refused while halted
 
 Messages never contain a secret: they name the setting to fix instead.
@@ -70,6 +72,22 @@ class AuditChainError(AuditStoreError):
     The message names the first record (by its place in the chain and its id)
     or the export where it breaks.
     """
+
+
+class ServeStoreError(StoreError):
+    """``breakglass serve``'s store (SQLite or PostgreSQL) cannot be used; names it, never a password."""
+
+
+class AuthError(BreakglassError):
+    """A request to ``breakglass serve`` is not authenticated or not allowed.
+
+    Attributes:
+        status: 401 (who are you?) or 403 (not allowed).
+    """
+
+    def __init__(self, message: str, *, status: int = 401) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class AdminError(BreakglassError):

@@ -1,0 +1,575 @@
+"""The HTTP API of ``breakglass serve`` (FastAPI), and the app that joins it with the console.
+
+Routes: ``GET /v1/status``, ``POST /v1/halt``, ``POST /v1/resume``, ``GET /v1/events`` (SSE),
+``GET /v1/audit``, ``GET /v1/suspensions``, ``GET /v1/whoami``, ``GET /healthz``,
+``GET /readyz``, ``GET /metrics``, ``GET /openapi.json``, and the console (``/``, ``/login``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import BackgroundTasks, Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from breakglass.audit_record import Action, Actor, ActorKind, AuditRecord
+from breakglass.clock import SYSTEM_CLOCK, Clock, parse_iso
+from breakglass.errors import AuthError, BreakglassError, ServeStoreError
+from breakglass.serve.auth import FailureLimiter, Identity, OidcVerifier, Role, TokenBook
+from breakglass.serve.control import (
+    FALLBACK,
+    Control,
+    HaltRequest,
+    Outcome,
+    ResumeRefusedError,
+    ResumeRequest,
+)
+from breakglass.serve.problems import TYPES, problem
+from breakglass.serve.sessions import Session, Sessions, check_csrf, check_same_origin
+
+if TYPE_CHECKING:
+    from breakglass.audit.recorder import AuditRecorder
+
+logger = logging.getLogger("breakglass.serve")
+
+PROVIDER = "breakglass-serve"
+"""The ``provider`` of the audit records serve writes itself (requests and denials)."""
+
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_STORE_WAIT = 1.0
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+@dataclass(slots=True)
+class Services:
+    """What the routes need; built by :func:`breakglass.serve.runtime.build`."""
+
+    control: Control
+    tokens: TokenBook
+    oidc: OidcVerifier | None
+    sessions: Sessions
+    limiter: FailureLimiter
+    recorder: AuditRecorder
+    public_origin: str | None = None
+    clock: Clock = SYSTEM_CLOCK
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def client_address(request: Request) -> str:
+    """The peer's address (behind a proxy, run uvicorn with ``--forwarded-allow-ips``)."""
+    return request.client.host if request.client else "unknown"
+
+
+def audit_event(
+    services: Services,
+    kind: str,
+    *,
+    comment: str,
+    identity: Identity | None = None,
+    raw: dict[str, Any] | None = None,
+) -> None:
+    """Queue an audit record of a request or a denial (off the request path)."""
+    now = services.clock.now()
+    actor = Actor(kind=ActorKind.UNKNOWN, id="anonymous", name="anonymous")
+    if identity is not None:
+        kind_of = ActorKind.USER if identity.kind == "oidc" else ActorKind.API_TOKEN
+        actor = Actor(kind=kind_of, id=identity.subject, name=identity.name)
+    services.recorder.record(
+        AuditRecord(
+            provider=PROVIDER,
+            vendor_event_id=uuid.uuid4().hex,
+            vendor_event_type=kind,
+            flag_key=services.control.bridge.settings.flag_key,
+            action=Action.OTHER,
+            occurred_at=now,
+            pulled_at=now,
+            actor=actor,
+            comment=comment[:2000],
+            raw=raw or {},
+        )
+    )
+
+
+def _deny(services: Services, request: Request, exc: AuthError, identity: Identity | None) -> None:
+    request.state.denial_audited = True
+    services.control.metrics.denials.labels(str(exc.status)).inc()
+    client = client_address(request)
+    logger.warning(
+        "denied %s %s from %s (%s): %s",
+        request.method,
+        request.url.path,
+        client,
+        identity.actor if identity else "anonymous",
+        exc,
+    )
+    audit_event(
+        services,
+        "auth-denied",
+        comment=str(exc),
+        identity=identity,
+        raw={
+            "method": request.method,
+            "path": request.url.path,
+            "client": client,
+            "status": exc.status,
+        },
+    )
+
+
+class TooManyFailuresError(AuthError):
+    """Failed logins from one address past the limit."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("too many failed logins from this address; try again later", status=429)
+        self.retry_after = retry_after
+
+
+def _verify_bearer(services: Services, text: str) -> Identity:
+    if text.startswith("bgt_"):
+        return services.tokens.verify(text)
+    if services.oidc is not None and text.count(".") == 2:
+        return services.oidc.verify(text)
+    raise AuthError("the bearer token is neither a breakglass API token nor an accepted OIDC token")
+
+
+def session_of(services: Services, request: Request) -> Session | None:
+    """The console session the request carries, if any and still valid."""
+    value = request.cookies.get(services.sessions.cookie)
+    if not value:
+        return None
+    session = services.sessions.read(value)
+    tid = session.identity.token_id
+    if tid is not None and services.tokens.live(tid) is None:
+        raise AuthError("the API token behind this console session was revoked; log in again")
+    return session
+
+
+def _identify(services: Services, request: Request) -> Identity:
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, text = header.partition(" ")
+        if scheme.lower() != "bearer" or not text.strip():
+            raise AuthError("use Authorization: Bearer <token>")
+        return _verify_bearer(services, text.strip())
+    session = session_of(services, request)
+    if session is None:
+        raise AuthError("no credentials: send a bearer token or log in to the console")
+    if request.method in _UNSAFE:
+        try:
+            check_same_origin(request, services.public_origin)
+            check_csrf(session, request.headers.get("x-csrf-token"))
+        except AuthError as exc:
+            _deny(services, request, exc, session.identity)
+            raise
+    return session.identity
+
+
+def authenticate(request: Request) -> Identity:
+    """FastAPI dependency: the caller's identity (bearer token, or console session with CSRF)."""
+    services: Services = request.app.state.services
+    client = client_address(request)
+    try:
+        identity = _identify(services, request)
+    except AuthError as exc:
+        if exc.status == 401:
+            wait = services.limiter.blocked(client)
+            services.limiter.fail(client)
+            if wait is not None:
+                # Past the limit: answered and counted, but no longer audited one by one.
+                services.control.metrics.denials.labels("429").inc()
+                raise TooManyFailuresError(wait) from None
+            _deny(services, request, exc, None)
+        raise
+    request.state.identity = identity
+    return identity
+
+
+Caller = Annotated[Identity, Depends(authenticate)]
+
+
+def _problem_for_auth(request: Request, exc: AuthError) -> Response:
+    instance = request.url.path
+    if isinstance(exc, TooManyFailuresError):
+        return problem(
+            "too-many-failures",
+            429,
+            str(exc),
+            instance=instance,
+            headers={"Retry-After": str(int(exc.retry_after))},
+        )
+    if exc.status == 401:
+        return problem(
+            "unauthenticated",
+            401,
+            str(exc),
+            instance=instance,
+            headers={"WWW-Authenticate": 'Bearer realm="breakglass"'},
+        )
+    return problem("forbidden", exc.status, str(exc), instance=instance)
+
+
+def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AuthError)
+    async def _auth(request: Request, exc: AuthError) -> Response:
+        if exc.status == 403 and not getattr(request.state, "denial_audited", False):
+            _deny(
+                request.app.state.services, request, exc, getattr(request.state, "identity", None)
+            )
+        return _problem_for_auth(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        return problem(
+            "invalid-request", 422, detail[:1000], instance=request.url.path, errors=errors
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        slug = "not-found" if exc.status_code == 404 else "invalid-request"
+        return problem(slug, exc.status_code, str(exc.detail), instance=request.url.path)
+
+    @app.exception_handler(ServeStoreError)
+    async def _store(request: Request, exc: ServeStoreError) -> Response:
+        return problem("store-unavailable", 503, str(exc), instance=request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> Response:
+        logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return problem("internal", 500, "serve failed unexpectedly", instance=request.url.path)
+
+
+def _idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value or len(value) > 255 or not value.isascii() or not value.isprintable():
+        raise ValueError("Idempotency-Key must be 1 to 255 printable ASCII characters")
+    return value
+
+
+async def _store_call(fn: Any, *args: Any) -> Any:
+    """Run a store call on a thread, giving up (not cancelling) after a short wait."""
+    return await asyncio.wait_for(asyncio.to_thread(fn, *args), _STORE_WAIT)
+
+
+def _outcome_response(outcome: Outcome, request: Request) -> JSONResponse:
+    body = outcome.to_dict()
+    if outcome.done:
+        return JSONResponse(body, status_code=200)
+    if not outcome.active:
+        return problem(
+            "not-halted",
+            503,
+            "NOT HALTED: no target acknowledged the halt. " + FALLBACK,
+            instance=request.url.path,
+            fallback=FALLBACK,
+            **{k: v for k, v in body.items() if k != "outcome"},
+        )
+    return problem(
+        "not-resumed",
+        502,
+        "; ".join(outcome.problems),
+        instance=request.url.path,
+        **{k: v for k, v in body.items() if k != "outcome"},
+    )
+
+
+def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists every route
+    @app.get("/healthz", tags=["health"], summary="The process is alive")
+    async def healthz() -> dict[str, Any]:
+        return {"ok": True}
+
+    @app.get("/readyz", tags=["health"], summary="The store answers and the flag has been read")
+    async def readyz(request: Request) -> Response:
+        services: Services = request.app.state.services
+        try:
+            await _store_call(services.control.store.ping)
+        except (ServeStoreError, TimeoutError) as exc:
+            text = str(exc) or "the store did not answer in time"
+            return problem("store-unavailable", 503, text, instance="/readyz")
+        return JSONResponse({"ready": True, "store": services.control.store.location})
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    async def metrics(request: Request) -> Response:
+        services: Services = request.app.state.services
+        return Response(
+            services.control.metrics.render(),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
+        )
+
+    @app.get("/problems/{slug}", include_in_schema=False)
+    async def problem_doc(slug: str) -> Response:
+        if slug not in TYPES:
+            return problem("not-found", 404, f"no problem type {slug!r}")
+        title, text = TYPES[slug]
+        return PlainTextResponse(f"{title}\n\n{text}\n")
+
+    @app.get("/v1/whoami", tags=["v1"], summary="The authenticated identity")
+    async def whoami(identity: Caller) -> dict[str, Any]:
+        return identity.to_dict()
+
+    @app.get(
+        "/v1/status",
+        tags=["v1"],
+        summary="The decision, each provider, each target, the suspension",
+    )
+    async def status(request: Request, identity: Caller) -> dict[str, Any]:
+        services: Services = request.app.state.services
+        info = await asyncio.to_thread(services.control.status)
+        info["identity"] = identity.to_dict()
+        return info
+
+    @app.post(
+        "/v1/halt",
+        tags=["v1"],
+        summary="Halt every target in parallel; answers once one acknowledged",
+        responses={503: {"description": "NOT HALTED (problem details)"}},
+    )
+    async def halt(
+        request: Request,
+        body: HaltRequest,
+        identity: Caller,
+        background: BackgroundTasks,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        services: Services = request.app.state.services
+        identity.require(Role.HALTER, "halting")
+        try:
+            key = _idempotency_key(idempotency_key)
+        except ValueError as exc:
+            return problem("invalid-request", 400, str(exc), instance=request.url.path)
+        claimed = False
+        notes: list[str] = []
+        if key is not None:
+            fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+            store = services.control.store
+            try:
+                claim = await _store_call(
+                    store.claim_key, identity.subject, key, fingerprint, services.clock.now()
+                )
+            except (ServeStoreError, TimeoutError) as exc:
+                # Never gate a halt on the store: go on without replay protection, and say so.
+                notes.append(f"idempotency key not checked (store: {str(exc) or 'timeout'})")
+            else:
+                if not claim.fresh:
+                    if claim.fingerprint != fingerprint:
+                        return problem(
+                            "idempotency-key-reused",
+                            422,
+                            "this Idempotency-Key was used with another body",
+                            instance=request.url.path,
+                        )
+                    if claim.status is None:
+                        return problem(
+                            "idempotency-key-in-use",
+                            409,
+                            "a halt with this Idempotency-Key is being answered",
+                            instance=request.url.path,
+                            headers={"Retry-After": "1"},
+                        )
+                    return Response(
+                        claim.body or "{}",
+                        status_code=claim.status,
+                        media_type="application/json",
+                        headers={"Idempotent-Replayed": "true"},
+                    )
+                claimed = True
+        outcome = await asyncio.to_thread(services.control.halt, identity, body)
+        outcome.problems.extend(notes)
+        response = _outcome_response(outcome, request)
+        audit_event(
+            services,
+            "halt-request" if outcome.done else "halt-request-failed",
+            comment=body.reason,
+            identity=identity,
+            raw={
+                "change_id": outcome.change_id,
+                "suspension_id": outcome.suspension_id,
+                "targets": [r.target for r in outcome.results if r.ok],
+                "incident": body.incident,
+            },
+        )
+        if claimed and key is not None:
+            if outcome.done:
+                background.add_task(
+                    _complete_key,
+                    services,
+                    identity.subject,
+                    key,
+                    response.status_code,
+                    bytes(response.body).decode(),
+                )
+            else:
+                # A halt that did not happen must be retried for real, not replayed.
+                background.add_task(_release_key, services, identity.subject, key)
+        background.add_task(services.control.after_halt, outcome)
+        return response
+
+    @app.post(
+        "/v1/resume",
+        tags=["v1"],
+        summary="Resume every target (approver; the resumption gate decides)",
+        responses={502: {"description": "not resumed everywhere"}, 409: {"description": "gate"}},
+    )
+    async def resume(
+        request: Request, body: ResumeRequest, identity: Caller, background: BackgroundTasks
+    ) -> Response:
+        services: Services = request.app.state.services
+        identity.require(Role.APPROVER, "resuming")
+        try:
+            outcome = await asyncio.to_thread(services.control.resume, identity, body)
+        except ResumeRefusedError as exc:
+            return problem(
+                "resume-refused", 409, str(exc), instance=request.url.path, missing=exc.missing
+            )
+        audit_event(
+            services,
+            "resume-request" if outcome.done else "resume-request-failed",
+            comment=body.reason,
+            identity=identity,
+            raw={"change_id": outcome.change_id, "suspension_id": outcome.suspension_id},
+        )
+        background.add_task(services.control.after_resume, outcome)
+        return _outcome_response(outcome, request)
+
+    @app.get(
+        "/v1/events", tags=["v1"], summary="Server-sent events: state changes and target results"
+    )
+    async def events(
+        request: Request,
+        _caller: Caller,
+        last_event_id: Annotated[str | None, Header()] = None,
+    ) -> StreamingResponse:
+        services: Services = request.app.state.services
+        last = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+        snapshot = await asyncio.to_thread(services.control.status)
+        first = f"event: snapshot\ndata: {json.dumps(snapshot, separators=(',', ':'))}\n\n"
+
+        async def stream() -> Any:
+            yield first.encode()
+            async for chunk in services.control.hub.stream(last):
+                yield chunk
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @app.get("/v1/suspensions", tags=["v1"], summary="The latest halt episodes, newest first")
+    async def suspensions(
+        request: Request, _caller: Caller, limit: Annotated[int, Query(ge=1, le=200)] = 20
+    ) -> dict[str, Any]:
+        services: Services = request.app.state.services
+        items = await asyncio.to_thread(services.control.store.suspensions, limit)
+        return {"suspensions": [s.to_dict() for s in items]}
+
+    @app.get("/v1/audit", tags=["v1"], summary="Audit records, filtered and paged (oldest first)")
+    async def audit(
+        request: Request,
+        _caller: Caller,
+        provider: Annotated[list[str] | None, Query()] = None,
+        flag: Annotated[list[str] | None, Query()] = None,
+        since: Annotated[datetime | None, Query()] = None,
+        until: Annotated[datetime | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> Response:
+        services: Services = request.app.state.services
+        try:
+            page = await asyncio.to_thread(
+                _audit_page, services, provider, flag, since, until, limit, offset
+            )
+        except BreakglassError as exc:
+            return problem("store-unavailable", 503, str(exc), instance=request.url.path)
+        return JSONResponse(page)
+
+
+def _audit_page(
+    services: Services,
+    providers: list[str] | None,
+    flags: list[str] | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    offset: int,
+) -> dict[str, Any]:
+    from itertools import islice
+
+    from breakglass.audit.store import AuditQuery, open_audit_store
+
+    query = AuditQuery(
+        providers=tuple(providers or ()),
+        flags=tuple(flags or ()),
+        since=parse_iso(since.isoformat()) if since else None,
+        until=parse_iso(until.isoformat()) if until else None,
+    )
+    store = open_audit_store(services.control.bridge.settings)
+    try:
+        total = store.count(query)
+        rows = list(islice(store.iter_rows(query), offset, offset + limit))
+    finally:
+        store.close()
+    return {
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+        "next_offset": offset + limit if offset + limit < total else None,
+        "records": [json.loads(r.canonical) for r in rows],
+    }
+
+
+def _complete_key(services: Services, actor: str, key: str, status: int, body: str) -> None:
+    try:
+        services.control.store.complete_key(actor, key, status, body)
+    except ServeStoreError as exc:
+        logger.error("cannot keep the answer for an idempotency key: %s", exc)  # noqa: TRY400 -- one line
+
+
+def _release_key(services: Services, actor: str, key: str) -> None:
+    try:
+        services.control.store.release_key(actor, key)
+    except ServeStoreError as exc:
+        logger.error("cannot release an idempotency key: %s", exc)  # noqa: TRY400 -- one line
+
+
+def create_app(services: Services) -> FastAPI:
+    """The FastAPI app: API, console, problem details, security headers."""
+    from breakglass.serve.console import add_console
+
+    app = FastAPI(
+        title="breakglass serve",
+        version="1",
+        summary="The stop button of a high-risk AI system: halt, resume, status, audit.",
+        docs_url=None,  # the interactive docs load scripts from a CDN, which the CSP forbids
+        redoc_url=None,
+    )
+    app.state.services = services
+    _install_handlers(app)
+    _add_api(app)
+    add_console(app)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        response.headers.setdefault("Content-Security-Policy", _CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    return app

@@ -1,0 +1,339 @@
+"""Who is asking, and may they: roles, named API tokens, OIDC bearer JWTs, failed-login limits.
+
+Authority to halt is deliberately broad (``halter`` and above, no approval);
+resuming is narrow (``approver``). The identity found here is the actor of
+every audit record; the request body never names the actor.
+
+Tokens are ``bgt_<id>_<secret>``: the secret is 256 random bits, stored only
+as its SHA-256 (a slow hash adds nothing to a secret nobody can guess), and
+shown once when made. The token list is kept in memory and re-read every
+``token_refresh`` seconds, so a revocation reaches every replica within that
+time, and a store that has gone away never locks the operators out of the
+stop button: the last list read keeps working.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from breakglass.clock import SYSTEM_CLOCK, Clock, isoformat_ms
+from breakglass.errors import AuthError, BreakglassError, ServeStoreError
+from breakglass.serve.store import StoredToken
+
+if TYPE_CHECKING:
+    from breakglass.serve.settings import OidcSettings
+    from breakglass.serve.store import ServeStore
+
+logger = logging.getLogger("breakglass.serve")
+
+TOKEN_PREFIX = "bgt_"  # noqa: S105 -- a prefix, not a secret
+
+
+class Role(enum.IntEnum):
+    """What a person may do; each role may do everything the ones below it may."""
+
+    VIEWER = 1
+    """See the state, the targets, the history and the audit trail."""
+    HALTER = 2
+    """Also halt. Deliberately broad: any operator on oversight duty."""
+    APPROVER = 3
+    """Also resume."""
+    ADMIN = 4
+    """Also manage API tokens."""
+
+    @property
+    def label(self) -> str:
+        """The role's name, lower case."""
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> Role:
+        """The role called ``text``; raises ``ValueError`` naming the choices."""
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            names = ", ".join(r.label for r in cls)
+            raise ValueError(f"unknown role {text!r} (one of {names})") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """An authenticated caller.
+
+    Attributes:
+        subject: Stable id: ``token:<id>`` or ``oidc:<issuer>#<sub>``.
+        name: How the audit trail names the person (token name, e-mail).
+        role: What they may do.
+        kind: ``token`` or ``oidc``.
+        token_id: The API token behind it, so a revocation ends console sessions too.
+    """
+
+    subject: str
+    name: str
+    role: Role
+    kind: str
+    token_id: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """The actor recorded by the targets and the audit trail."""
+        return self.name if self.kind == "oidc" else f"token:{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data."""
+        return {
+            "subject": self.subject,
+            "name": self.name,
+            "role": self.role.label,
+            "kind": self.kind,
+        }
+
+    def require(self, role: Role, what: str) -> None:
+        """Raise a 403 :class:`AuthError` unless this identity holds ``role`` or above."""
+        if self.role < role:
+            raise AuthError(
+                f"{what} needs the {role.label} role; {self.name} is {self.role.label}", status=403
+            )
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class TokenBook:
+    """Named API tokens: made, listed, revoked, and checked from a list kept in memory."""
+
+    def __init__(
+        self, store: ServeStore, *, refresh: float = 2.0, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        self._store = store
+        self._refresh = refresh
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tokens: dict[str, StoredToken] = {}
+        self._read_at = -float("inf")
+        self.problem: str | None = None
+        """Why the last re-read failed (the last good list is in use meanwhile)."""
+
+    def create(self, name: str, role: Role, *, by: str) -> tuple[StoredToken, str]:
+        """Make a token; returns it and the full token text (shown once, never stored)."""
+        name = name.strip()
+        if not name or len(name) > 100 or not name.isprintable():
+            raise BreakglassError("a token name is 1 to 100 printable characters")
+        token_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        stored = StoredToken(
+            id=token_id,
+            name=name,
+            role=role.label,
+            secret_hash=_hash(secret),
+            created_at=isoformat_ms(self._clock.now()),
+            created_by=by,
+        )
+        self._store.add_token(stored)
+        self._reload()
+        return stored, f"{TOKEN_PREFIX}{token_id}_{secret}"
+
+    def revoke(self, name: str, *, by: str) -> bool:
+        """Revoke the live token called ``name``; ``False`` when there is none."""
+        done = self._store.revoke_token(name, by=by, at=self._clock.now())
+        self._reload()
+        return done
+
+    def list(self) -> list[StoredToken]:
+        """Every token (read from the store)."""
+        return self._store.tokens()
+
+    def any_admin(self) -> bool:
+        """Whether a live admin token exists (read from the store)."""
+        return any(t.role == Role.ADMIN.label and t.revoked_at is None for t in self.list())
+
+    def _reload(self) -> None:
+        try:
+            tokens = self._store.tokens()
+        except ServeStoreError as exc:
+            if self.problem is None:
+                logger.error("cannot re-read the API tokens; using the last list read: %s", exc)  # noqa: TRY400 -- one line
+            self.problem = str(exc)
+            self._read_at = time.monotonic()  # retry after the refresh interval, not per request
+            return
+        with self._lock:
+            self._tokens = {t.id: t for t in tokens}
+            self._read_at = time.monotonic()
+        self.problem = None
+
+    def live(self, token_id: str) -> StoredToken | None:
+        """The unrevoked token with this id, from the list in memory (re-read when due)."""
+        if time.monotonic() - self._read_at >= self._refresh:
+            self._reload()
+        with self._lock:
+            token = self._tokens.get(token_id)
+        return token if token is not None and token.revoked_at is None else None
+
+    def verify(self, text: str) -> Identity:
+        """The identity of a ``bgt_`` token; raises a 401 :class:`AuthError` otherwise."""
+        body = text.removeprefix(TOKEN_PREFIX)
+        token_id, _, secret = body.partition("_")
+        token = self.live(token_id) if token_id and secret else None
+        if token is None and token_id and secret and self.problem is None:
+            # A token made on another replica since the last read: look once more.
+            self._reload()
+            token = self.live(token_id)
+        if token is None or not hmac.compare_digest(token.secret_hash, _hash(secret)):
+            raise AuthError("the API token is unknown, revoked or wrong")
+        return Identity(
+            subject=f"token:{token.id}",
+            name=token.name,
+            role=Role.parse(token.role),
+            kind="token",
+            token_id=token.id,
+        )
+
+
+class OidcVerifier:
+    """Checks OIDC bearer JWTs: signature by a key of the issuer's JWKS, ``iss``, ``aud``, ``exp``.
+
+    The key set is fetched on first use, kept for ``cache_seconds``, and
+    fetched again (at most every ``refetch_seconds``) when a token names a key
+    it does not hold, so a key rotation needs no restart.
+    """
+
+    def __init__(
+        self,
+        settings: OidcSettings,
+        *,
+        cache_seconds: float = 300.0,
+        refetch_seconds: float = 10.0,
+        timeout: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self._cache_seconds = cache_seconds
+        self._refetch_seconds = refetch_seconds
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._keys: Any = None
+        self._fetched_at = -float("inf")
+
+    def _key_set(self, *, force: bool) -> Any:
+        import httpx
+        from joserfc.errors import JoseError
+        from joserfc.jwk import KeySet
+
+        with self._lock:
+            age = time.monotonic() - self._fetched_at
+            if (
+                self._keys is not None
+                and age < self._cache_seconds
+                and not (force and age >= self._refetch_seconds)
+            ):
+                return self._keys
+            try:
+                answer = httpx.get(self.settings.keys_url, timeout=self._timeout)
+                answer.raise_for_status()
+                self._keys = KeySet.import_key_set(answer.json())
+            except (httpx.HTTPError, JoseError, ValueError, KeyError, TypeError) as exc:
+                if self._keys is None:
+                    raise AuthError(
+                        f"cannot fetch the OIDC signing keys ({type(exc).__name__}); "
+                        "use an API token meanwhile"
+                    ) from None
+                logger.warning("cannot refresh the OIDC signing keys: %s", type(exc).__name__)
+            self._fetched_at = time.monotonic()
+            return self._keys
+
+    def verify(self, text: str) -> Identity:
+        """The identity a JWT names; raises a 401 :class:`AuthError` (403 without a role)."""
+        from joserfc import jwt
+        from joserfc.errors import JoseError
+
+        s = self.settings
+        try:
+            try:
+                token = jwt.decode(text, self._key_set(force=False), algorithms=s.algorithms)
+            except JoseError as first:
+                if type(first).__name__ not in ("MissingKeyError", "InvalidKeyIdError"):
+                    raise
+                token = jwt.decode(text, self._key_set(force=True), algorithms=s.algorithms)
+            registry = jwt.JWTClaimsRegistry(
+                leeway=int(s.leeway),
+                iss={"essential": True, "value": s.issuer or ""},
+                aud={"essential": True, "value": s.audience or ""},
+                exp={"essential": True},
+                sub={"essential": True},
+            )
+            registry.validate(token.claims)
+        except (JoseError, ValueError) as exc:
+            raise AuthError(f"the bearer token is not valid: {type(exc).__name__}") from None
+        claims = token.claims
+        role = self._role(claims.get(s.role_claim))
+        if role is None:
+            raise AuthError(
+                f"the bearer token carries no breakglass role in the {s.role_claim!r} claim",
+                status=403,
+            )
+        name = claims.get(s.actor_claim) or claims["sub"]
+        return Identity(
+            subject=f"oidc:{s.issuer}#{claims['sub']}", name=str(name)[:200], role=role, kind="oidc"
+        )
+
+    def _role(self, value: Any) -> Role | None:
+        values = value if isinstance(value, list) else [value]
+        best: Role | None = None
+        for item in values:
+            if not isinstance(item, str):
+                continue
+            mapped = self.settings.role_map.get(item, item)
+            try:
+                role = Role.parse(mapped)
+            except ValueError:
+                continue
+            best = role if best is None or role > best else best
+        return best
+
+
+class FailureLimiter:
+    """Counts failed logins per client address; past the limit, further failures answer 429.
+
+    A valid credential is never refused because of others' failures: a halt
+    must not be blocked by someone hammering the same address.
+    """
+
+    def __init__(self, limit: int, window: float) -> None:
+        self._limit = limit
+        self._window = window
+        self._lock = threading.Lock()
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, client: str, now: float) -> deque[float]:
+        times = self._failures.setdefault(client, deque())
+        while times and now - times[0] > self._window:
+            times.popleft()
+        return times
+
+    def blocked(self, client: str) -> float | None:
+        """Seconds until ``client`` may try again, or ``None`` when it may now."""
+        now = time.monotonic()
+        with self._lock:
+            times = self._recent(client, now)
+            if len(times) < self._limit:
+                return None
+            return max(1.0, self._window - (now - times[0]))
+
+    def fail(self, client: str) -> int:
+        """Count a failure; the number within the window."""
+        now = time.monotonic()
+        with self._lock:
+            times = self._recent(client, now)
+            times.append(now)
+            if len(self._failures) > 10_000:  # never grow without bound under a flood
+                self._failures = {client: times}
+            return len(times)

@@ -1,0 +1,150 @@
+"""``breakglass serve``: run the halt API and the console; ``breakglass serve token ...``: manage tokens."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from breakglass.errors import BreakglassError
+
+if TYPE_CHECKING:
+    from breakglass.serve.auth import TokenBook
+
+
+def _fail(exc: BaseException | str) -> NoReturn:
+    click.echo(f"breakglass serve: error: {exc}", err=True)
+    sys.exit(1)
+
+
+def _settings(ctx: click.Context) -> Any:
+    from breakglass.settings import load_settings
+
+    overrides = getattr(ctx.find_root().obj, "overrides", {})
+    return load_settings(**overrides)
+
+
+def _tokens(ctx: click.Context) -> TokenBook:
+    from breakglass.serve.auth import TokenBook
+    from breakglass.serve.runtime import open_store
+    from breakglass.serve.settings import load_serve_settings
+
+    settings = _settings(ctx)
+    return TokenBook(open_store(settings, load_serve_settings(settings)))
+
+
+@click.group(invoke_without_command=True)
+@click.option("--host", help="Override BREAKGLASS_SERVE__HOST (default 127.0.0.1).")
+@click.option("--port", type=int, help="Override BREAKGLASS_SERVE__PORT (default 8470).")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Run the halt API and the operator console (needs the 'serve' extra).
+
+    On the first start with no admin token, one is made and printed once.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        import uvicorn
+
+        from breakglass.serve.runtime import bootstrap_admin, build
+        from breakglass.serve.settings import load_serve_settings
+    except ImportError as exc:
+        _fail(f"{exc.name} is missing: install breakglass[serve]")
+    try:
+        settings = _settings(ctx)
+        overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+        serve_settings = load_serve_settings(settings, **overrides)
+        server = build(settings, serve_settings)
+    except BreakglassError as exc:
+        _fail(exc)
+    try:
+        token = bootstrap_admin(server.services.tokens)
+        if token is not None:
+            click.echo(
+                "breakglass serve: the first admin token (shown once, store it now):\n"
+                f"  {token}\n"
+                "Make named tokens per person with `breakglass serve token create`.",
+                err=True,
+            )
+        where = f"http://{serve_settings.host}:{serve_settings.port}/"
+        click.echo(
+            f"breakglass serve: console and API on {where} (providers: {server.bridge.name})",
+            err=True,
+        )
+        uvicorn.run(
+            server.app,
+            host=serve_settings.host,
+            port=serve_settings.port,
+            log_level="warning",
+            timeout_graceful_shutdown=5,
+        )
+    except BreakglassError as exc:
+        _fail(exc)
+    finally:
+        server.close()
+
+
+@serve.group()
+def token() -> None:
+    """Named API tokens: create (shown once), list, revoke."""
+
+
+@token.command("create")
+@click.option("--name", required=True, help="Who or what holds it (a person, a pager bot).")
+@click.option(
+    "--role",
+    type=click.Choice(["viewer", "halter", "approver", "admin"]),
+    required=True,
+    help="What it may do.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def token_create(ctx: click.Context, name: str, role: str, *, as_json: bool) -> None:
+    """Make a token; it is printed once and only its hash is kept."""
+    from breakglass.cli import default_actor
+    from breakglass.serve.auth import Role
+
+    try:
+        stored, text = _tokens(ctx).create(name, Role.parse(role), by=default_actor())
+    except BreakglassError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps({**stored.public(), "token": text}))
+    else:
+        click.echo(f"token {stored.name!r} ({stored.role}); shown once, store it now:\n{text}")
+
+
+@token.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def token_list(ctx: click.Context, *, as_json: bool) -> None:
+    """List the tokens (never their secrets)."""
+    try:
+        tokens = _tokens(ctx).list()
+    except BreakglassError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps([t.public() for t in tokens]))
+        return
+    for t in tokens:
+        state = f"revoked {t.revoked_at} by {t.revoked_by}" if t.revoked_at else "live"
+        click.echo(f"{t.name}\t{t.role}\tcreated {t.created_at} by {t.created_by}\t{state}")
+
+
+@token.command("revoke")
+@click.argument("name")
+@click.pass_context
+def token_revoke(ctx: click.Context, name: str) -> None:
+    """Revoke the token called NAME (every replica stops accepting it within seconds)."""
+    from breakglass.cli import default_actor
+
+    try:
+        done = _tokens(ctx).revoke(name, by=default_actor())
+    except BreakglassError as exc:
+        _fail(exc)
+    if not done:
+        _fail(f"no live token called {name!r}")
+    click.echo(f"token {name!r} revoked")

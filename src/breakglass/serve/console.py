@@ -1,0 +1,226 @@
+"""The operator console: server-rendered pages, a little JavaScript, no build step.
+
+The STOP form works without JavaScript (the confirmation dialog opens through
+HTML invoker commands, the form posts to ``/console/halt``); the script only
+makes it faster and keeps the page live through ``/v1/events``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Form, Request
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+from starlette.responses import RedirectResponse, Response
+
+from breakglass.errors import AuthError
+from breakglass.serve.app import (
+    Services,
+    _verify_bearer,
+    audit_event,
+    client_address,
+    session_of,
+)
+from breakglass.serve.auth import Role
+from breakglass.serve.control import FALLBACK, HaltRequest, ResumeRefusedError, ResumeRequest
+from breakglass.serve.sessions import Session, check_csrf, check_same_origin
+
+if TYPE_CHECKING:
+    from breakglass.serve.control import Outcome
+
+_HERE = Path(__file__).parent
+_LOGIN_COOKIE = "breakglass_login"
+templates = Jinja2Templates(directory=str(_HERE / "templates"))
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _session(request: Request) -> Session | None:
+    try:
+        return session_of(_services(request), request)
+    except AuthError:
+        return None
+
+
+def _login_page(request: Request, error: str | None = None, status: int = 200) -> Response:
+    services = _services(request)
+    nonce = secrets.token_urlsafe(24)
+    response = templates.TemplateResponse(
+        request,
+        "login.html",
+        {"error": error, "csrf": nonce, "oidc": services.oidc is not None},
+        status_code=status,
+    )
+    response.set_cookie(
+        _LOGIN_COOKIE,
+        nonce,
+        max_age=900,
+        httponly=True,
+        samesite="strict",
+        secure=services.sessions.secure,
+        path="/login",
+    )
+    return response
+
+
+async def _render_console(
+    request: Request, session: Session, result: Outcome | None = None, error: str | None = None
+) -> Response:
+    services = _services(request)
+    status = await asyncio.to_thread(services.control.status)
+    history = await asyncio.to_thread(services.control.history, 20)
+    identity = session.identity
+    context: dict[str, Any] = {
+        "identity": identity,
+        "csrf": session.csrf,
+        "status": status,
+        "history": history,
+        "can_halt": identity.role >= Role.HALTER,
+        "can_resume": identity.role >= Role.APPROVER,
+        "result": result.to_dict() if result else None,
+        "error": error,
+        "fallback": FALLBACK,
+    }
+    return templates.TemplateResponse(request, "console.html", context)
+
+
+def _form_session(request: Request, csrf: str) -> Session:
+    services = _services(request)
+    session = session_of(services, request)
+    if session is None:
+        raise AuthError("log in first")
+    check_same_origin(request, services.public_origin)
+    check_csrf(session, csrf)
+    return session
+
+
+def _check_login(request: Request, services: Services, csrf: str) -> None:
+    nonce = request.cookies.get(_LOGIN_COOKIE, "")
+    check_same_origin(request, services.public_origin)
+    if not nonce or not hmac.compare_digest(nonce, csrf):
+        raise AuthError("the login form expired; try again", status=403)
+
+
+def add_console(app: FastAPI) -> None:
+    """Mount the console's pages and static files on ``app``."""
+    app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
+    _add_login(app)
+    _add_actions(app)
+
+
+def _add_login(app: FastAPI) -> None:
+    @app.get("/", include_in_schema=False)
+    async def console(request: Request) -> Response:
+        session = _session(request)
+        if session is None:
+            return RedirectResponse("/login", status_code=303)
+        return await _render_console(request, session)
+
+    @app.get("/login", include_in_schema=False)
+    async def login_form(request: Request) -> Response:
+        return _login_page(request)
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request, token: str = Form(""), csrf: str = Form("")) -> Response:
+        services = _services(request)
+        client = client_address(request)
+        wait = services.limiter.blocked(client)
+        if wait is not None:
+            response = _login_page(request, "Too many failed logins from here. Wait a minute.", 429)
+            response.headers["Retry-After"] = str(int(wait))
+            return response
+        try:
+            _check_login(request, services, csrf)
+            identity = await asyncio.to_thread(_verify_bearer, services, token.strip())
+        except AuthError as exc:
+            services.limiter.fail(client)
+            services.control.metrics.denials.labels(str(exc.status)).inc()
+            audit_event(
+                services,
+                "login-denied",
+                comment=str(exc),
+                raw={"client": client, "status": exc.status},
+            )
+            return _login_page(request, str(exc), 401 if exc.status == 401 else 403)
+        value, _ = services.sessions.make(identity)
+        audit_event(
+            services, "login", comment="console login", identity=identity, raw={"client": client}
+        )
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(value=value, **services.sessions.cookie_options())
+        response.delete_cookie(_LOGIN_COOKIE, path="/login")
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    async def logout(request: Request) -> Response:
+        # Logging out needs no proof: the cookie goes either way.
+        services = _services(request)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(services.sessions.cookie, path="/")
+        return response
+
+
+def _add_actions(app: FastAPI) -> None:
+    @app.post("/console/halt", include_in_schema=False)
+    async def console_halt(
+        request: Request,
+        csrf: str = Form(""),
+        reason: str = Form(""),
+        incident: str = Form(""),
+        personal_data_affected: str | None = Form(None),
+        business_continuity: str | None = Form(None),
+    ) -> Response:
+        services = _services(request)
+        session = _form_session(request, csrf)
+        try:
+            body = HaltRequest(
+                reason=reason,
+                incident=incident or None,
+                personal_data_affected=personal_data_affected is not None,
+                business_continuity=business_continuity is not None,
+            )
+        except ValidationError:
+            return await _render_console(request, session, error="Give a reason for the halt.")
+        outcome = await asyncio.to_thread(services.control.halt, session.identity, body)
+        audit_event(
+            services,
+            "halt-request" if outcome.done else "halt-request-failed",
+            comment=body.reason,
+            identity=session.identity,
+            raw={"change_id": outcome.change_id, "via": "console form"},
+        )
+        asyncio.get_running_loop().run_in_executor(None, services.control.after_halt, outcome)
+        return await _render_console(request, session, result=outcome)
+
+    @app.post("/console/resume", include_in_schema=False)
+    async def console_resume(
+        request: Request, csrf: str = Form(""), reason: str = Form("")
+    ) -> Response:
+        services = _services(request)
+        session = _form_session(request, csrf)
+        try:
+            body = ResumeRequest(reason=reason)
+        except ValidationError:
+            return await _render_console(request, session, error="Give a reason for the resume.")
+        try:
+            outcome = await asyncio.to_thread(services.control.resume, session.identity, body)
+        except ResumeRefusedError as exc:
+            return await _render_console(request, session, error=str(exc))
+        audit_event(
+            services,
+            "resume-request" if outcome.done else "resume-request-failed",
+            comment=body.reason,
+            identity=session.identity,
+            raw={"change_id": outcome.change_id, "via": "console form"},
+        )
+        asyncio.get_running_loop().run_in_executor(None, services.control.after_resume, outcome)
+        return await _render_console(request, session, result=outcome)

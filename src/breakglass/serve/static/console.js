@@ -1,0 +1,205 @@
+// breakglass console: live state over server-sent events, and the STOP form sent with fetch.
+// Without this script the page still works: the forms post and the page re-renders.
+"use strict";
+
+(function () {
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const $ = (id) => document.getElementById(id);
+  let ageBase = null; // [age_ms at receipt, performance.now() at receipt]
+
+  function announce(text) {
+    const el = $("announce");
+    el.textContent = "";
+    window.setTimeout(() => { el.textContent = text; }, 50);
+  }
+
+  function text(el, value) { if (el) { el.textContent = value; } }
+
+  function cell(row, value, header) {
+    const el = document.createElement(header ? "th" : "td");
+    if (header) { el.scope = "row"; }
+    el.textContent = value;
+    row.appendChild(el);
+  }
+
+  function renderState(s) {
+    const box = $("state");
+    box.classList.toggle("is-active", s.active);
+    box.classList.toggle("is-halted", !s.active);
+    const before = $("decision").textContent;
+    const word = s.active ? "ACTIVE" : "HALTED";
+    text($("decision"), word);
+    document.title = word + " · breakglass console";
+    text($("cause"), s.active ? "The system may run."
+      : "The system is stopped: " + s.cause + (s.detail ? " (" + s.detail + ")" : "") + ".");
+    ageBase = s.age_ms === null || s.age_ms === undefined ? null : [s.age_ms, performance.now()];
+    tick();
+    if (before !== word) { announce("The system is now " + word); }
+  }
+
+  function renderTargets(s) {
+    const body = $("targets").tBodies[0];
+    body.replaceChildren();
+    for (const t of s.targets) {
+      const p = (s.providers || []).find((x) => x.name === t.name);
+      const row = document.createElement("tr");
+      row.dataset.target = t.name;
+      cell(row, t.name, true);
+      cell(row, p && p.value === true ? "on" : p && p.value === false ? "off" : "unknown");
+      const last = t.last;
+      cell(row, last ? (last.active ? "resume" : "halt") + (last.ok ? " acknowledged" : " FAILED: " + last.error)
+        : t.configured ? "none yet" : "no admin credentials");
+      cell(row, last ? last.finished_at : "");
+      cell(row, last ? Math.round(last.latency_ms) + " ms" : "");
+      body.appendChild(row);
+    }
+  }
+
+  function renderSuspension(s) {
+    const box = $("suspension-body");
+    box.replaceChildren();
+    const sus = s.suspension;
+    if (!sus) {
+      const p = document.createElement("p");
+      p.textContent = "None open.";
+      box.appendChild(p);
+      return;
+    }
+    const dl = document.createElement("dl");
+    const pairs = [["Stopped by", sus.opened_by], ["When", sus.opened_at], ["Why", sus.reason]];
+    if (sus.incident) { pairs.push(["Incident", sus.incident]); }
+    for (const [k, v] of pairs) {
+      const dt = document.createElement("dt");
+      dt.textContent = k;
+      const dd = document.createElement("dd");
+      dd.textContent = v;
+      dl.append(dt, dd);
+    }
+    box.appendChild(dl);
+  }
+
+  function renderAll(s) {
+    renderState(s);
+    renderTargets(s);
+    renderSuspension(s);
+  }
+
+  function tick() {
+    const el = $("age");
+    if (!ageBase) { text(el, "never"); return; }
+    const ms = ageBase[0] + (performance.now() - ageBase[1]);
+    text(el, (ms / 1000).toFixed(1) + " s ago");
+  }
+  window.setInterval(tick, 500);
+
+  async function refresh() {
+    const r = await fetch("/v1/status", { credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (r.ok) { renderAll(await r.json()); }
+  }
+
+  function connect() {
+    const source = new EventSource("/v1/events");
+    source.addEventListener("open", () => text($("live"), "(live)"));
+    source.addEventListener("error", () => text($("live"), "(live updates reconnecting)"));
+    source.addEventListener("snapshot", (e) => renderAll(JSON.parse(e.data)));
+    source.addEventListener("state", (e) => renderState(JSON.parse(e.data)));
+    for (const kind of ["target", "halt", "halt-complete", "halt-failed", "resume", "resume-failed"]) {
+      source.addEventListener(kind, () => { refresh(); });
+    }
+  }
+
+  function showResult(title, body, good) {
+    const box = $("result-live");
+    box.hidden = false;
+    box.classList.toggle("ok", good);
+    box.classList.toggle("bad", !good);
+    text($("result-live-title"), title);
+    text($("result-live-text"), body);
+    box.setAttribute("role", good ? "status" : "alert");
+  }
+
+  function describeTargets(answer) {
+    const parts = (answer.targets || []).map((t) => t.target + ": " + (t.ok ? "acknowledged" : "FAILED (" + t.error + ")"));
+    for (const p of answer.pending || []) { parts.push(p + ": waiting"); }
+    return parts.join("; ");
+  }
+
+  async function send(url, payload) {
+    const r = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf, "Idempotency-Key": crypto.randomUUID() },
+      body: JSON.stringify(payload),
+    });
+    let answer = {};
+    try { answer = await r.json(); } catch (e) { answer = { detail: "HTTP " + r.status }; }
+    return [r, answer];
+  }
+
+  function wireStop() {
+    const form = $("stop-form");
+    if (!form) { return; }
+    const dialog = $("stop-dialog");
+    const opener = $("stop-open");
+    // Browsers without invoker commands: open and close the dialog here.
+    opener.addEventListener("click", () => { if (!dialog.open) { dialog.showModal(); } $("reason").focus(); });
+    $("stop-cancel").addEventListener("click", () => { if (dialog.open) { dialog.close(); } });
+    dialog.addEventListener("close", () => opener.focus());
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const button = $("stop-confirm");
+      button.disabled = true;
+      text(button, "Stopping…");
+      try {
+        const [r, answer] = await send("/v1/halt", {
+          reason: $("reason").value,
+          incident: $("incident").value || null,
+          personal_data_affected: $("personal-data").checked,
+          business_continuity: $("business").checked,
+        });
+        dialog.close();
+        if (r.ok) {
+          showResult("HALTED", "Stopped by " + answer.actor.name + ". " + describeTargets(answer), true);
+        } else if (answer.type === "/problems/not-halted") {
+          showResult("NOT HALTED", answer.detail + " " + describeTargets(answer), false);
+        } else {
+          showResult("NOT HALTED", answer.detail || ("HTTP " + r.status), false);
+        }
+        form.reset();
+        refresh();
+      } catch (e) {
+        dialog.close();
+        showResult("NOT HALTED", "The console could not reach serve. Halt in the vendor's dashboard or with the kill switch.", false);
+      } finally {
+        button.disabled = false;
+        text(button, "Confirm STOP");
+      }
+    });
+  }
+
+  function wireResume() {
+    const form = $("resume-form");
+    if (!form) { return; }
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const button = $("resume-submit");
+      button.disabled = true;
+      try {
+        const [r, answer] = await send("/v1/resume", { reason: $("resume-reason").value });
+        if (r.ok) {
+          showResult("Resumed", "Resumed by " + answer.actor.name + ". " + describeTargets(answer), true);
+          form.reset();
+        } else {
+          showResult("NOT resumed", (answer.detail || ("HTTP " + r.status)) + " " + describeTargets(answer), false);
+        }
+        refresh();
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
+  wireStop();
+  wireResume();
+  connect();
+})();

@@ -1,0 +1,491 @@
+"""What serve keeps: API tokens (hashed), idempotency keys, suspensions, and its session key.
+
+SQLite (``<state_dir>/serve.db``) for one replica; PostgreSQL
+(``BREAKGLASS_SERVE__DATABASE_URL``) shared by several. Every statement is
+written once with ``?`` marks and run on either database. Every failure is a
+:class:`breakglass.errors.ServeStoreError` naming the file or ``host/database``,
+never a password.
+
+Nothing on the halt path waits for this store to work: a halt whose
+idempotency key or suspension cannot be written still halts, and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from breakglass import _sqlite
+from breakglass.clock import SYSTEM_CLOCK, Clock, isoformat_ms, parse_iso
+from breakglass.errors import ConfigurationError, ServeStoreError, StoreError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from datetime import datetime
+    from pathlib import Path
+
+    from pydantic import SecretStr
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS serve_tokens (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, role TEXT NOT NULL,
+        secret_hash TEXT NOT NULL, created_at TEXT NOT NULL, created_by TEXT NOT NULL,
+        revoked_at TEXT, revoked_by TEXT)""",
+    """CREATE TABLE IF NOT EXISTS serve_idempotency (
+        actor TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL,
+        status INTEGER, body TEXT, created_at TEXT NOT NULL, PRIMARY KEY (actor, key))""",
+    """CREATE TABLE IF NOT EXISTS serve_suspensions (
+        id TEXT PRIMARY KEY, opened_at TEXT NOT NULL, opened_by TEXT NOT NULL,
+        reason TEXT NOT NULL, incident TEXT, personal_data_affected INTEGER NOT NULL,
+        business_continuity INTEGER NOT NULL, halts TEXT NOT NULL, targets TEXT NOT NULL,
+        closed_at TEXT, closed_by TEXT, close_reason TEXT, open_marker INTEGER UNIQUE)""",
+    """CREATE TABLE IF NOT EXISTS serve_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredToken:
+    """An API token as stored: its secret only as a hash."""
+
+    id: str
+    name: str
+    role: str
+    secret_hash: str
+    created_at: str
+    created_by: str
+    revoked_at: str | None = None
+    revoked_by: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        """JSON-ready data, without the hash."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "role": self.role,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "revoked_at": self.revoked_at,
+            "revoked_by": self.revoked_by,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What claiming an idempotency key found.
+
+    ``status`` and ``body`` are set when an earlier request with the key has
+    answered (replay them); ``fingerprint`` is that request's; ``fresh`` is
+    ``True`` when this request owns the key now.
+    """
+
+    fresh: bool
+    fingerprint: str
+    status: int | None = None
+    body: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Suspension:
+    """One halt episode: opened by the first halt, joined by later ones, closed by a resume."""
+
+    id: str
+    opened_at: datetime
+    opened_by: str
+    reason: str
+    incident: str | None
+    personal_data_affected: bool
+    business_continuity: bool
+    halts: list[dict[str, Any]]
+    targets: dict[str, dict[str, Any]]
+    closed_at: datetime | None = None
+    closed_by: str | None = None
+    close_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data."""
+        return {
+            "id": self.id,
+            "open": self.closed_at is None,
+            "opened_at": isoformat_ms(self.opened_at),
+            "opened_by": self.opened_by,
+            "reason": self.reason,
+            "incident": self.incident,
+            "personal_data_affected": self.personal_data_affected,
+            "business_continuity": self.business_continuity,
+            "halts": self.halts,
+            "targets": self.targets,
+            "closed_at": isoformat_ms(self.closed_at) if self.closed_at else None,
+            "closed_by": self.closed_by,
+            "close_reason": self.close_reason,
+        }
+
+
+class ServeStore(Protocol):
+    """**Protocol**: serve's shared state (SQLite or PostgreSQL)."""
+
+    @property
+    def location(self) -> str:
+        """The file or ``host/database`` (never a password)."""
+        ...
+
+    def ping(self) -> None:
+        """Raise :class:`ServeStoreError` unless the store answers."""
+        ...
+
+    def session_key(self) -> str:
+        """The key that signs console sessions: made once, shared by every replica."""
+        ...
+
+    def add_token(self, token: StoredToken) -> None:
+        """Store a new token; raise ``ServeStoreError`` when its name is taken."""
+        ...
+
+    def tokens(self) -> list[StoredToken]:
+        """Every token, revoked ones included, oldest first."""
+        ...
+
+    def revoke_token(self, name: str, *, by: str, at: datetime) -> bool:
+        """Revoke the token called ``name``; ``False`` when there is no such live token."""
+        ...
+
+    def claim_key(self, actor: str, key: str, fingerprint: str, at: datetime) -> Claim:
+        """Own ``key`` for ``actor``, or learn what the request that owns it did."""
+        ...
+
+    def complete_key(self, actor: str, key: str, status: int, body: str) -> None:
+        """Keep the answer given to the request that owns ``key``."""
+        ...
+
+    def release_key(self, actor: str, key: str) -> None:
+        """Give up a key whose request ended without an answer worth replaying."""
+        ...
+
+    def record_halt(self, suspension: Suspension) -> str:
+        """Open ``suspension``, or add its halt to the one already open; the open one's id."""
+        ...
+
+    def update_targets(self, suspension_id: str, targets: dict[str, dict[str, Any]]) -> None:
+        """Merge per-target results into a suspension."""
+        ...
+
+    def close_suspension(self, *, by: str, reason: str, at: datetime) -> str | None:
+        """Close the open suspension; its id, or ``None`` when none was open."""
+        ...
+
+    def open_suspension(self) -> Suspension | None:
+        """The open suspension, if any."""
+        ...
+
+    def suspensions(self, limit: int) -> list[Suspension]:
+        """The latest suspensions, newest first."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class _SqlStore:
+    """The statements, shared by both databases; subclasses provide :meth:`_tx`."""
+
+    _mark = "?"
+
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock
+        self._migrated = False
+        self._migrate_lock = threading.Lock()
+
+    @property
+    def location(self) -> str:
+        raise NotImplementedError
+
+    def _tx(self) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _run(self, cur: Any, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        return cur.execute(sql.replace("?", self._mark), params)
+
+    @contextmanager
+    def _work(self) -> Iterator[Any]:
+        if not self._migrated:
+            with self._migrate_lock:
+                if not self._migrated:
+                    with self._tx() as cur:
+                        for statement in _SCHEMA:
+                            self._run(cur, statement)
+                    self._migrated = True
+        with self._tx() as cur:
+            yield cur
+
+    def ping(self) -> None:
+        with self._work() as cur:
+            self._run(cur, "SELECT 1")
+
+    def session_key(self) -> str:
+        with self._work() as cur:
+            self._insert_ignore(cur, "serve_meta", ("session_key", secrets.token_urlsafe(48)))
+            row = self._run(cur, "SELECT value FROM serve_meta WHERE key = ?", ("session_key",))
+            return str(row.fetchone()[0])
+
+    def _insert_ignore(self, cur: Any, table: str, values: tuple[Any, ...]) -> int:
+        marks = ", ".join("?" * len(values))
+        sql = f"INSERT INTO {table} VALUES ({marks}) ON CONFLICT DO NOTHING"  # noqa: S608 -- fixed table names
+        done = self._run(cur, sql, values)
+        return int(done.rowcount)
+
+    def add_token(self, token: StoredToken) -> None:
+        with self._work() as cur:
+            row = (token.id, token.name, token.role, token.secret_hash, token.created_at)
+            if not self._insert_ignore(cur, "serve_tokens", (*row, token.created_by, None, None)):
+                raise ServeStoreError(f"a token called {token.name!r} exists already")
+
+    def tokens(self) -> list[StoredToken]:
+        with self._work() as cur:
+            rows = self._run(cur, "SELECT * FROM serve_tokens ORDER BY created_at, id").fetchall()
+        return [StoredToken(*row) for row in rows]
+
+    def revoke_token(self, name: str, *, by: str, at: datetime) -> bool:
+        with self._work() as cur:
+            done = self._run(
+                cur,
+                "UPDATE serve_tokens SET revoked_at = ?, revoked_by = ? "
+                "WHERE name = ? AND revoked_at IS NULL",
+                (isoformat_ms(at), by, name),
+            )
+            return bool(done.rowcount)
+
+    def claim_key(self, actor: str, key: str, fingerprint: str, at: datetime) -> Claim:
+        with self._work() as cur:
+            values = (actor, key, fingerprint, None, None, isoformat_ms(at))
+            if self._insert_ignore(cur, "serve_idempotency", values):
+                return Claim(fresh=True, fingerprint=fingerprint)
+            row = self._run(
+                cur,
+                "SELECT fingerprint, status, body FROM serve_idempotency WHERE actor = ? AND key = ?",
+                (actor, key),
+            ).fetchone()
+        if row is None:  # released between the two statements: try once more
+            return self.claim_key(actor, key, fingerprint, at)
+        return Claim(fresh=False, fingerprint=row[0], status=row[1], body=row[2])
+
+    def complete_key(self, actor: str, key: str, status: int, body: str) -> None:
+        with self._work() as cur:
+            self._run(
+                cur,
+                "UPDATE serve_idempotency SET status = ?, body = ? WHERE actor = ? AND key = ?",
+                (status, body, actor, key),
+            )
+
+    def release_key(self, actor: str, key: str) -> None:
+        with self._work() as cur:
+            self._run(
+                cur,
+                "DELETE FROM serve_idempotency WHERE actor = ? AND key = ? AND status IS NULL",
+                (actor, key),
+            )
+
+    def record_halt(self, suspension: Suspension) -> str:
+        s = suspension
+        with self._work() as cur:
+            # open_marker is 1 only while open and UNIQUE: two replicas cannot open two at once.
+            inserted = self._insert_ignore(
+                cur,
+                "serve_suspensions",
+                (
+                    s.id,
+                    isoformat_ms(s.opened_at),
+                    s.opened_by,
+                    s.reason,
+                    s.incident,
+                    int(s.personal_data_affected),
+                    int(s.business_continuity),
+                    json.dumps(s.halts),
+                    json.dumps(s.targets),
+                    None,
+                    None,
+                    None,
+                    1,
+                ),
+            )
+            if inserted:
+                return s.id
+            row = self._run(
+                cur, "SELECT id, halts FROM serve_suspensions WHERE open_marker = 1"
+            ).fetchone()
+            if row is None:
+                raise ServeStoreError("no open suspension, yet a new one could not be opened")
+            halts = [*json.loads(row[1]), *s.halts]
+            self._run(
+                cur,
+                "UPDATE serve_suspensions SET halts = ? WHERE id = ?",
+                (json.dumps(halts), row[0]),
+            )
+            return str(row[0])
+
+    def update_targets(self, suspension_id: str, targets: dict[str, dict[str, Any]]) -> None:
+        with self._work() as cur:
+            row = self._run(
+                cur, "SELECT targets FROM serve_suspensions WHERE id = ?", (suspension_id,)
+            ).fetchone()
+            if row is None:
+                return
+            merged = {**json.loads(row[0]), **targets}
+            self._run(
+                cur,
+                "UPDATE serve_suspensions SET targets = ? WHERE id = ?",
+                (json.dumps(merged), suspension_id),
+            )
+
+    def close_suspension(self, *, by: str, reason: str, at: datetime) -> str | None:
+        with self._work() as cur:
+            row = self._run(
+                cur, "SELECT id FROM serve_suspensions WHERE open_marker = 1"
+            ).fetchone()
+            if row is None:
+                return None
+            self._run(
+                cur,
+                "UPDATE serve_suspensions SET closed_at = ?, closed_by = ?, close_reason = ?, "
+                "open_marker = NULL WHERE id = ?",
+                (isoformat_ms(at), by, reason, row[0]),
+            )
+            return str(row[0])
+
+    _COLUMNS = (
+        "id, opened_at, opened_by, reason, incident, personal_data_affected, "
+        "business_continuity, halts, targets, closed_at, closed_by, close_reason"
+    )
+
+    def open_suspension(self) -> Suspension | None:
+        with self._work() as cur:
+            row = self._run(
+                cur,
+                f"SELECT {self._COLUMNS} FROM serve_suspensions WHERE open_marker = 1",  # noqa: S608 -- fixed columns
+            ).fetchone()
+        return None if row is None else _suspension(row)
+
+    def suspensions(self, limit: int) -> list[Suspension]:
+        with self._work() as cur:
+            rows = self._run(
+                cur,
+                f"SELECT {self._COLUMNS} FROM serve_suspensions ORDER BY opened_at DESC LIMIT ?",  # noqa: S608 -- fixed columns
+                (limit,),
+            ).fetchall()
+        return [_suspension(row) for row in rows]
+
+    def close(self) -> None:
+        """Nothing to release by default."""
+
+
+def _suspension(row: Any) -> Suspension:
+    return Suspension(
+        id=row[0],
+        opened_at=parse_iso(row[1]),
+        opened_by=row[2],
+        reason=row[3],
+        incident=row[4],
+        personal_data_affected=bool(row[5]),
+        business_continuity=bool(row[6]),
+        halts=json.loads(row[7]),
+        targets=json.loads(row[8]),
+        closed_at=parse_iso(row[9]) if row[9] else None,
+        closed_by=row[10],
+        close_reason=row[11],
+    )
+
+
+class SqliteServeStore(_SqlStore):
+    """The store in one SQLite file: one connection per unit of work, safe across processes."""
+
+    def __init__(self, path: Path, *, timeout: float = 2.0, clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__(clock)
+        self._path = path
+        self._timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"SqliteServeStore({str(self._path)!r})"
+
+    @property
+    def location(self) -> str:
+        """The file."""
+        return str(self._path)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        try:
+            with _sqlite.connect(self._path, timeout=self._timeout) as conn:
+                yield conn.cursor()
+        except StoreError as exc:
+            raise ServeStoreError(f"serve store {exc}") from None
+
+
+class PostgresServeStore(_SqlStore):
+    """The store in a PostgreSQL database shared by several replicas (a connection per unit of work)."""
+
+    _mark = "%s"
+
+    def __init__(
+        self, url: SecretStr, *, connect_timeout: float = 5.0, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        super().__init__(clock)
+        try:
+            from psycopg import Error as PsycopgError
+            from psycopg.conninfo import conninfo_to_dict
+        except ImportError:
+            raise ConfigurationError(
+                "BREAKGLASS_SERVE__DATABASE_URL is set, but psycopg is not installed: "
+                "install breakglass[postgres]"
+            ) from None
+        self._url = url
+        try:
+            info = conninfo_to_dict(url.get_secret_value())
+        except PsycopgError:
+            raise ConfigurationError(
+                "BREAKGLASS_SERVE__DATABASE_URL is not a PostgreSQL URL"
+            ) from None
+        self._where = (
+            f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+        )
+        self._timeout = connect_timeout
+
+    def __repr__(self) -> str:
+        return f"PostgresServeStore({self._where!r})"
+
+    @property
+    def location(self) -> str:
+        """``host:port/database``."""
+        return self._where
+
+    @contextmanager
+    def _tx(self) -> Iterator[Any]:
+        import psycopg
+
+        try:
+            with (
+                psycopg.connect(
+                    self._url.get_secret_value(), connect_timeout=max(1, round(self._timeout))
+                ) as conn,
+                conn.cursor() as cur,
+            ):
+                yield cur
+        except psycopg.Error as exc:
+            # psycopg's message can quote the connection string: keep only its class and first line.
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            first = first.replace(self._url.get_secret_value(), "***")
+            raise ServeStoreError(
+                f"serve store {self._where}: {type(exc).__name__}: {first[:200]}"
+            ) from None
+
+
+def open_serve_store(
+    path: Path, url: SecretStr | None, *, timeout: float = 5.0, clock: Clock = SYSTEM_CLOCK
+) -> ServeStore:
+    """PostgreSQL when ``url`` is set, else the SQLite file ``path``; nothing is opened yet."""
+    if url is not None:
+        return PostgresServeStore(url, connect_timeout=timeout, clock=clock)
+    return SqliteServeStore(path, timeout=min(timeout, 2.0), clock=clock)

@@ -1,0 +1,133 @@
+"""Running ``breakglass serve`` for tests: the real app on uvicorn, on a free loopback port."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import uvicorn
+
+from breakglass.local.store import LocalStore
+from breakglass.serve.auth import Role
+from breakglass.serve.runtime import Server, build
+from breakglass.serve.settings import ServeSettings
+from breakglass.settings import LocalSettings, Settings
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from starlette.types import ASGIApp
+
+FLAG = "system-active"
+
+
+class UvicornThread:
+    """uvicorn in a background thread on a socket already bound to 127.0.0.1 (a free port)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind(("127.0.0.1", 0))
+        self.port: int = self.socket.getsockname()[1]
+        config = uvicorn.Config(
+            app,
+            lifespan="off",
+            ws="none",
+            http="h11",
+            loop="asyncio",
+            log_level="warning",
+            timeout_graceful_shutdown=2,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> UvicornThread:
+        self.thread.start()
+        deadline = time.monotonic() + 10.0
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.socket.close()
+                raise RuntimeError("uvicorn did not start on 127.0.0.1 within 10 s")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10.0)
+        self.socket.close()
+
+
+@dataclass
+class Running:
+    """A started serve and a token per role."""
+
+    server: Server
+    http: UvicornThread
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.http.url
+
+    def client(self, role: str | None = None, **kwargs: Any) -> httpx.Client:
+        headers = kwargs.pop("headers", {})
+        if role is not None:
+            headers["Authorization"] = f"Bearer {self.tokens[role]}"
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30.0, **kwargs)
+
+    def wait_active(self, active: bool, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.server.bridge.engine.active == active:
+                return True
+            time.sleep(0.01)
+        return False
+
+
+def local_settings(root: Path, **overrides: Any) -> Settings:
+    """The local provider on ``root/local.db``, polled fast; the flag set on."""
+    store = LocalStore(root / "local.db")
+    store.write(FLAG, True, actor="setup", reason="tests start active")
+    overrides.setdefault("provider", "local")
+    overrides.setdefault("max_staleness", 5.0)
+    return Settings(
+        flag_key=FLAG,
+        state_dir=root / "state",
+        local=LocalSettings(path=root / "local.db", poll_interval=0.02),
+        **overrides,
+    )
+
+
+@contextmanager
+def running_serve(
+    root: Path,
+    settings: Settings | None = None,
+    serve: ServeSettings | None = None,
+    **build_options: Any,
+) -> Iterator[Running]:
+    """serve on the local provider (unless ``settings`` say otherwise), with a token per role."""
+    settings = settings or local_settings(root)
+    serve = serve or ServeSettings(path=root / "serve.db", token_refresh=0.2)
+    server = build(settings, serve, **build_options)
+    http = UvicornThread(server.app).start()
+    running = Running(server, http)
+    try:
+        for role in Role:
+            _, text = server.services.tokens.create(f"{role.label}-1", role, by="test setup")
+            running.tokens[role.label] = text
+        yield running
+    finally:
+        http.stop()
+        server.close()
