@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
 import time
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-import uvicorn
 
 from breakglass.clock import isoformat_ms
 from breakglass.engine import StateEngine
 from breakglass.guard import Guard
 from breakglass.middleware import GuardMiddleware
 from breakglass.testing import ScriptedSource
+from breakglass.testing.serve import UvicornThread
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -63,43 +61,9 @@ class HeldApp:
         await send({"type": "http.response.body", "body": body})
 
 
-class ServerThread:
-    """uvicorn in a background thread, on a socket already bound to 127.0.0.1 (a free port)."""
-
-    def __init__(self, app: GuardMiddleware) -> None:
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.socket.bind(("127.0.0.1", 0))
-        self.port: int = self.socket.getsockname()[1]
-        config = uvicorn.Config(
-            app,
-            lifespan="off",
-            ws="none",
-            http="h11",
-            loop="asyncio",
-            log_level="warning",
-            timeout_graceful_shutdown=5,
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
-        )
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 10.0
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                self.socket.close()
-                pytest.fail("uvicorn did not start on 127.0.0.1 within 10 s")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True  # uvicorn lets running requests finish, within 5 s
-        self.thread.join(timeout=10.0)
-        self.socket.close()
-        assert not self.thread.is_alive(), "uvicorn did not stop within 10 s"
+def ServerThread(app: GuardMiddleware) -> UvicornThread:  # noqa: N802 -- reads as the class it was
+    """uvicorn in a background thread on a free loopback port; running requests get 5 s at exit."""
+    return UvicornThread(app, graceful=5)
 
 
 @pytest.fixture

@@ -212,7 +212,7 @@ class OidcVerifier:
         settings: OidcSettings,
         *,
         cache_seconds: float = 300.0,
-        refetch_seconds: float = 10.0,
+        refetch_seconds: float = 1.0,
         timeout: float = 5.0,
     ) -> None:
         self.settings = settings

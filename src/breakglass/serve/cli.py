@@ -74,13 +74,21 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
             f"breakglass serve: console and API on {where} (providers: {server.bridge.name})",
             err=True,
         )
-        uvicorn.run(
+        hub = server.services.control.hub
+
+        class _Uvicorn(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                hub.close()  # event streams never end by themselves: end them so shutdown is quick
+                super().handle_exit(sig, frame)
+
+        config = uvicorn.Config(
             server.app,
             host=serve_settings.host,
             port=serve_settings.port,
             log_level="warning",
             timeout_graceful_shutdown=5,
         )
+        _Uvicorn(config).run()
     except BreakglassError as exc:
         _fail(exc)
     finally:

@@ -46,6 +46,7 @@ class EventHub:
         self._lock = threading.Lock()
         self._recent: deque[Event] = deque(maxlen=_KEEP)
         self._clients: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Event | None]]] = set()
+        self._closed = False
 
     @property
     def clients(self) -> int:
@@ -71,6 +72,8 @@ class EventHub:
         q: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=_QUEUE)
         with self._lock:
             backlog = [e for e in self._recent if last_id is not None and e.id > last_id]
+            if self._closed:
+                q.put_nowait(None)
             self._clients.add((loop, q))
         try:
             yield b"retry: 1000\n\n"
@@ -89,7 +92,9 @@ class EventHub:
             self._clients.discard((loop, q))
 
     def close(self) -> None:
-        """End every stream."""
+        """End every stream (and every one opened later)."""
+        with self._lock:
+            self._closed = True
         for loop, q in list(self._clients):
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_offer, q, None)

@@ -10,8 +10,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -132,3 +133,42 @@ def test_cli_halts_both_and_names_each(
     assert {t["target"]: t["ok"] for t in info["targets"]} == {"launchdarkly": True, "local": True}
     assert fake.flag_on(FLAG) is False
     assert fake.api_token not in done.stdout + done.stderr
+
+
+def test_serve_halts_both_at_once_and_reports_each(
+    fake: FakeLaunchDarkly, tmp_path: Path, ld_env: Callable[..., None]
+) -> None:
+    from breakglass.testing.serve import local_settings, running_serve
+
+    ld_env(fake)
+    settings = local_settings(tmp_path, provider="local", providers=["launchdarkly", "local"])
+    with running_serve(tmp_path, settings=settings) as serve:
+        assert serve.wait_active(True)
+        with serve.client("halter") as c:
+            response = c.post("/v1/halt", json={"reason": "two vendors"})
+            assert response.status_code == 200, response.text
+            assert serve.wait_active(False, 2.0)
+            deadline = time.monotonic() + 10
+            targets: dict[str, Any] = {}
+            while time.monotonic() < deadline:
+                targets = {t["name"]: t["last"] for t in c.get("/v1/status").json()["targets"]}
+                if all(targets.values()):
+                    break
+                time.sleep(0.05)
+        assert {name: last["ok"] for name, last in targets.items()} == {
+            "launchdarkly": True,
+            "local": True,
+        }
+        assert fake.flag_on(FLAG) is False
+        # LaunchDarkly refuses the resume: stop wins, the system stays halted, and says so.
+        fake.fail_next(403, count=5)
+        with serve.client("approver") as c:
+            refused = c.post("/v1/resume", json={"reason": "too early"})
+        assert refused.status_code == 502
+        body = refused.json()
+        assert body["type"] == "/problems/not-resumed"
+        assert {t["target"]: t["ok"] for t in body["targets"]} == {
+            "launchdarkly": False,
+            "local": True,
+        }
+        assert not serve.server.bridge.engine.active

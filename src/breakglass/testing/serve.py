@@ -1,4 +1,7 @@
-"""Running ``breakglass serve`` for tests: the real app on uvicorn, on a free loopback port."""
+"""Running ``breakglass serve`` in tests: the real app on uvicorn, on a free loopback port.
+
+Needs the ``serve`` extra.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ FLAG = "system-active"
 class UvicornThread:
     """uvicorn in a background thread on a socket already bound to 127.0.0.1 (a free port)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, graceful: float = 2.0) -> None:
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.socket.bind(("127.0.0.1", 0))
@@ -42,7 +45,7 @@ class UvicornThread:
             http="h11",
             loop="asyncio",
             log_level="warning",
-            timeout_graceful_shutdown=2,
+            timeout_graceful_shutdown=int(graceful),
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
@@ -51,9 +54,11 @@ class UvicornThread:
 
     @property
     def url(self) -> str:
+        """The server's base URL."""
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> UvicornThread:
+        """Start serving; returns once uvicorn listens."""
         self.thread.start()
         deadline = time.monotonic() + 10.0
         while not self.server.started:
@@ -64,9 +69,18 @@ class UvicornThread:
         return self
 
     def stop(self) -> None:
+        """Stop serving (running requests get ``graceful`` seconds)."""
         self.server.should_exit = True
         self.thread.join(timeout=10.0)
         self.socket.close()
+        if self.thread.is_alive():
+            raise RuntimeError("uvicorn did not stop within 10 s")
+
+    def __enter__(self) -> UvicornThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 @dataclass
@@ -79,15 +93,18 @@ class Running:
 
     @property
     def url(self) -> str:
+        """The server's base URL."""
         return self.http.url
 
     def client(self, role: str | None = None, **kwargs: Any) -> httpx.Client:
+        """An HTTP client on the server, with the token of ``role`` (none when ``None``)."""
         headers = kwargs.pop("headers", {})
         if role is not None:
             headers["Authorization"] = f"Bearer {self.tokens[role]}"
         return httpx.Client(base_url=self.url, headers=headers, timeout=30.0, **kwargs)
 
-    def wait_active(self, active: bool, timeout: float = 5.0) -> bool:
+    def wait_active(self, active: bool, timeout: float = 5.0) -> bool:  # noqa: FBT001 -- reads as the state awaited
+        """Wait until the engine reads ``active``; whether it did within ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.server.bridge.engine.active == active:
@@ -99,7 +116,7 @@ class Running:
 def local_settings(root: Path, **overrides: Any) -> Settings:
     """The local provider on ``root/local.db``, polled fast; the flag set on."""
     store = LocalStore(root / "local.db")
-    store.write(FLAG, True, actor="setup", reason="tests start active")
+    store.write(FLAG, value=True, actor="setup", reason="tests start active")
     overrides.setdefault("provider", "local")
     overrides.setdefault("max_staleness", 5.0)
     return Settings(
@@ -117,7 +134,7 @@ def running_serve(
     serve: ServeSettings | None = None,
     **build_options: Any,
 ) -> Iterator[Running]:
-    """serve on the local provider (unless ``settings`` say otherwise), with a token per role."""
+    """Serve on the local provider (unless ``settings`` say otherwise), with a token per role."""
     settings = settings or local_settings(root)
     serve = serve or ServeSettings(path=root / "serve.db", token_refresh=0.2)
     server = build(settings, serve, **build_options)
@@ -129,5 +146,6 @@ def running_serve(
             running.tokens[role.label] = text
         yield running
     finally:
+        server.services.control.hub.close()  # as `breakglass serve` does on SIGTERM
         http.stop()
         server.close()

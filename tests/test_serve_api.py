@@ -1,0 +1,469 @@
+"""``breakglass serve``'s API against the real app on uvicorn and the local provider.
+
+Faults tried: no token, a forged, malformed or revoked token, the wrong role,
+CSRF from another origin, a replayed request, a reused idempotency key, a
+target that cannot be written (NOT HALTED), the store gone, a flood of bad
+tokens, and an actor smuggled into the body.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from contextlib import closing
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from breakglass.local.store import LocalStore
+from breakglass.serve.listeners import SuspensionEvent
+from breakglass.serve.settings import ServeSettings
+from breakglass.testing.serve import FLAG, Running, local_settings, running_serve
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+pytestmark = pytest.mark.live
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Running]:
+    with running_serve(tmp_path) as running:
+        assert running.wait_active(True), "the local flag never read active"
+        yield running
+
+
+def _problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body: dict[str, Any] = response.json()
+    assert body["type"] == f"/problems/{slug}"
+    assert body["status"] == status
+    assert body["title"]
+    assert body["detail"]
+    return body
+
+
+def _audit(running: Running, event_type: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """The audit records of ``event_type``, once the recorder has written at least one."""
+    deadline = time.monotonic() + timeout
+    with running.client("viewer") as c:
+        while True:
+            records = c.get("/v1/audit", params={"limit": 1000}).json()["records"]
+            found = [r for r in records if r["vendor_event_type"] == event_type]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
+
+# ------------------------------------------------------------------ authentication
+
+
+def test_no_token_is_401_with_problem_details(serve: Running) -> None:
+    with serve.client() as c:
+        for method, path in (("GET", "/v1/status"), ("POST", "/v1/halt"), ("GET", "/v1/events")):
+            response = c.request(method, path, json={"reason": "x"} if method == "POST" else None)
+            _problem(response, 401, "unauthenticated")
+            assert response.headers["www-authenticate"].startswith("Bearer")
+    assert serve.server.bridge.engine.active  # nothing happened
+    assert _audit(serve, "auth-denied")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer bgt_000000000000_forged",
+        "Bearer bgt_",
+        "Bearer not-a-token",
+        "Basic YWRtaW46YWRtaW4=",
+        "Bearer",
+        "Bearer a.b.c",
+    ],
+)
+def test_forged_and_malformed_tokens_are_401(serve: Running, header: str) -> None:
+    with serve.client(headers={"Authorization": header}) as c:
+        _problem(c.post("/v1/halt", json={"reason": "x"}), 401, "unauthenticated")
+    assert serve.server.bridge.engine.active
+
+
+def test_a_real_token_id_with_a_wrong_secret_is_401(serve: Running) -> None:
+    real = serve.tokens["admin"]
+    forged = real[: real.rindex("_") + 1] + "A" * 43
+    with serve.client(headers={"Authorization": f"Bearer {forged}"}) as c:
+        _problem(c.get("/v1/status"), 401, "unauthenticated")
+
+
+def test_revoked_token_is_refused_within_the_refresh(serve: Running) -> None:
+    with serve.client("halter") as c:
+        assert c.get("/v1/status").status_code == 200
+        assert serve.server.services.tokens.revoke("halter-1", by="test")
+        time.sleep(0.3)  # token_refresh is 0.2 s in these tests
+        _problem(c.get("/v1/status"), 401, "unauthenticated")
+
+
+def test_viewer_cannot_halt_and_the_denial_is_audited(serve: Running) -> None:
+    with serve.client("viewer") as c:
+        body = _problem(c.post("/v1/halt", json={"reason": "curious"}), 403, "forbidden")
+    assert "halter" in body["detail"]
+    assert serve.server.bridge.engine.active
+    denied = _audit(serve, "auth-denied")
+    assert any(r["actor"]["name"] == "viewer-1" and r["raw"]["status"] == 403 for r in denied)
+
+
+def test_halter_cannot_resume(serve: Running) -> None:
+    with serve.client("halter") as c:
+        assert c.post("/v1/halt", json={"reason": "incident"}).status_code == 200
+        _problem(c.post("/v1/resume", json={"reason": "fixed"}), 403, "forbidden")
+    assert serve.wait_active(False)
+
+
+def test_failed_logins_are_rate_limited_but_a_valid_token_still_halts(tmp_path: Path) -> None:
+    serve_settings = ServeSettings(path=tmp_path / "serve.db", login_failures=5, login_window=60)
+    with running_serve(tmp_path, serve=serve_settings) as serve:
+        with serve.client(headers={"Authorization": "Bearer bgt_x_y"}) as bad:
+            codes = [bad.get("/v1/status").status_code for _ in range(8)]
+        assert codes[:5] == [401] * 5
+        assert codes[5:] == [429] * 3
+        with serve.client() as c:
+            again = c.get("/v1/status", headers={"Authorization": "Bearer bgt_x_y"})
+            _problem(again, 429, "too-many-failures")
+            assert int(again.headers["retry-after"]) >= 1
+        with serve.client("halter") as c:
+            assert c.post("/v1/halt", json={"reason": "still works"}).status_code == 200
+
+
+# ------------------------------------------------------------------ halting
+
+
+def test_halt_answers_once_acknowledged_and_records_the_identity(serve: Running) -> None:
+    with serve.client("halter") as c:
+        response = c.post(
+            "/v1/halt",
+            json={
+                "reason": "model emits unsafe output",
+                "incident": "INC-7",
+                "personal_data_affected": True,
+            },
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["outcome"] == "halted"
+        assert body["actor"]["name"] == "halter-1"
+        assert [t["target"] for t in body["targets"] if t["ok"]] == ["local"]
+        assert serve.wait_active(False, 2.0)
+        assert LocalStore(serve.server.bridge.settings.local_file).read(FLAG) is False
+        status = c.get("/v1/status").json()
+    assert status["active"] is False
+    assert status["cause"] == "off"
+    suspension = status["suspension"]
+    assert suspension["opened_by"] == "token:halter-1"
+    assert suspension["reason"] == "model emits unsafe output"
+    assert suspension["incident"] == "INC-7"
+    assert suspension["personal_data_affected"] is True
+    assert status["targets"][0]["last"]["ok"] is True
+    # The flag change's own audit record names the authenticated actor, not a body field.
+    changes = _audit(serve, "halt")
+    assert changes
+    assert changes[-1]["actor"]["id"] == "token:halter-1"
+    requests = _audit(serve, "halt-request")
+    assert requests[-1]["actor"] == {
+        "kind": "api_token",
+        "id": body["actor"]["subject"],
+        "email": None,
+        "name": "halter-1",
+    }
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({}, "reason"),
+        ({"reason": "   "}, "reason"),
+        ({"reason": "ok\x1b[2J"}, "reason"),
+        ({"reason": "x" * 2001}, "reason"),
+        ({"reason": "ok", "actor": "someone-else"}, "actor"),
+        ({"reason": "ok", "incident": "a\x00b"}, "incident"),
+    ],
+)
+def test_invalid_halt_bodies_are_422_and_change_nothing(
+    serve: Running, payload: dict[str, Any], field: str
+) -> None:
+    with serve.client("halter") as c:
+        body = _problem(c.post("/v1/halt", json=payload), 422, "invalid-request")
+    assert any(field in e["loc"] for e in body["errors"])
+    assert serve.server.bridge.engine.active
+
+
+def test_idempotent_replay_halts_once(serve: Running) -> None:
+    store = LocalStore(serve.server.bridge.settings.local_file)
+    before = len(store.changes(FLAG).changes)
+    with serve.client("halter") as c:
+        first = c.post("/v1/halt", json={"reason": "r"}, headers={"Idempotency-Key": "pager-123"})
+        time.sleep(0.2)  # the answer is kept in the background
+        again = c.post("/v1/halt", json={"reason": "r"}, headers={"Idempotency-Key": "pager-123"})
+        other = c.post(
+            "/v1/halt", json={"reason": "other"}, headers={"Idempotency-Key": "pager-123"}
+        )
+    assert first.status_code == again.status_code == 200
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    _problem(other, 422, "idempotency-key-reused")
+    assert len(store.changes(FLAG).changes) == before + 1
+
+
+def test_a_halt_no_target_acknowledged_is_not_halted_with_the_fallback(tmp_path: Path) -> None:
+    with running_serve(tmp_path) as serve:
+        assert serve.wait_active(True)
+        local = serve.server.bridge.settings.local_file
+        local.unlink()
+        local.mkdir()  # the flag store is now a directory: every write fails
+        with serve.client("halter") as c:
+            body = _problem(
+                c.post("/v1/halt", json={"reason": "r"}, headers={"Idempotency-Key": "k"}),
+                503,
+                "not-halted",
+            )
+            assert "NOT HALTED" in body["detail"]
+            assert "kill switch" in body["fallback"]
+            assert body["targets"][0]["ok"] is False
+            assert body["targets"][0]["error"]
+            # The key was released: a retry halts for real once the target works again.
+            local.rmdir()
+            LocalStore(local).write(FLAG, True, actor="setup", reason="repaired")
+            time.sleep(0.2)
+            retry = c.post("/v1/halt", json={"reason": "r"}, headers={"Idempotency-Key": "k"})
+            assert retry.status_code == 200, retry.text
+            assert "idempotent-replayed" not in retry.headers
+
+
+def test_the_store_gone_does_not_stop_a_halt(tmp_path: Path) -> None:
+    with running_serve(tmp_path) as serve:
+        assert serve.wait_active(True)
+        db = tmp_path / "serve.db"
+        db.unlink()
+        db.mkdir()  # serve.db cannot be opened any more
+        with serve.client("halter") as c:
+            _problem(c.get("/readyz"), 503, "store-unavailable")
+            response = c.post(
+                "/v1/halt", json={"reason": "store down"}, headers={"Idempotency-Key": "x1"}
+            )
+            assert response.status_code == 200, response.text
+            problems = " ".join(response.json()["problems"])
+            assert "idempotency key not checked" in problems
+            assert "suspension record" in problems
+            assert serve.wait_active(False, 2.0)
+            status = c.get("/v1/status").json()
+            assert status["active"] is False
+            assert "store_problem" in status
+        shutil.rmtree(db)
+        with serve.client("viewer") as c:
+            assert c.get("/readyz").status_code == 200
+
+
+# ------------------------------------------------------------------ resuming
+
+
+def test_approver_resumes_and_the_suspension_closes(serve: Running) -> None:
+    with serve.client("halter") as c:
+        assert c.post("/v1/halt", json={"reason": "drill"}).status_code == 200
+    assert serve.wait_active(False)
+    with serve.client("approver") as c:
+        response = c.post("/v1/resume", json={"reason": "checked and safe"})
+        assert response.status_code == 200, response.text
+        assert response.json()["outcome"] == "resumed"
+        assert serve.wait_active(True, 3.0)
+        history = c.get("/v1/suspensions").json()["suspensions"]
+    assert history[0]["closed_by"] == "token:approver-1"
+    assert history[0]["close_reason"] == "checked and safe"
+    assert history[0]["open"] is False
+
+
+# ------------------------------------------------------------------ events, listeners, telemetry
+
+
+def _collect_events(
+    url: str, token: str, into: list[tuple[str, dict[str, Any]]], stop: threading.Event
+) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.stream("GET", f"{url}/v1/events", headers=headers, timeout=30.0) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        kind = ""
+        for line in response.iter_lines():
+            if stop.is_set():
+                return
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                into.append((kind, json.loads(line[6:])))
+    into.append(("end", {}))  # serve ended the stream (it is shutting down)
+
+
+def test_events_stream_the_halt_and_each_target(serve: Running) -> None:
+    seen: list[tuple[str, dict[str, Any]]] = []
+    stop = threading.Event()
+    reader = threading.Thread(
+        target=_collect_events, args=(serve.url, serve.tokens["viewer"], seen, stop), daemon=True
+    )
+    reader.start()
+    deadline = time.monotonic() + 5
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert seen[0][0] == "snapshot"
+    assert seen[0][1]["active"] is True
+    with serve.client("halter") as c:
+        assert c.post("/v1/halt", json={"reason": "watch this"}).status_code == 200
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        kinds = [k for k, _ in seen]
+        if {"state", "target", "halt", "halt-complete"} <= set(kinds):
+            break
+        time.sleep(0.02)
+    stop.set()
+    serve.server.services.control.hub.close()  # serve ends every stream when it stops
+    reader.join(5)
+    assert not reader.is_alive()
+    assert seen[-1][0] == "end"
+    kinds = [k for k, _ in seen]
+    assert {"halt-requested", "target", "halt", "halt-complete", "state"} <= set(kinds), kinds
+    state = next(d for k, d in seen if k == "state" and d["active"] is False)
+    assert state["cause"] == "off"
+    target = next(d for k, d in seen if k == "target")
+    assert target["target"] == "local"
+    assert target["ok"] is True
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.events: list[SuspensionEvent] = []
+        self.answered: list[bool] = []
+
+    def on_event(self, event: SuspensionEvent) -> None:
+        self.events.append(event)
+
+
+def test_listeners_hear_of_the_halt_after_the_answer(tmp_path: Path) -> None:
+    listener = Recording()
+    with running_serve(tmp_path, listeners=[listener]) as serve:
+        assert serve.wait_active(True)
+        with serve.client("halter") as c:
+            response = c.post("/v1/halt", json={"reason": "notify", "business_continuity": True})
+        assert response.status_code == 200
+        deadline = time.monotonic() + 5
+        while len(listener.events) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    kinds = [e.kind for e in listener.events]
+    assert kinds == ["halt", "halt-complete"]
+    event = listener.events[0]
+    assert event.actor["name"] == "halter-1"
+    assert event.business_continuity is True
+    assert event.suspension_id == response.json()["suspension_id"]
+
+
+def test_metrics_health_and_openapi(serve: Running) -> None:
+    with serve.client("halter") as c:
+        c.post("/v1/halt", json={"reason": "count me"})
+        assert c.get("/healthz").json() == {"ok": True}
+        assert c.get("/readyz").status_code == 200
+        text = c.get("/metrics").text
+        spec = c.get("/openapi.json").json()
+        doc = c.get("/problems/not-halted")
+    assert 'breakglass_halts_total{outcome="halted"} 1.0' in text
+    assert (
+        'breakglass_target_results_total{change="halt",outcome="acknowledged",target="local"} 1.0'
+        in text
+    )
+    assert "breakglass_active 0.0" in text
+    assert {"/v1/halt", "/v1/resume", "/v1/status", "/v1/events", "/v1/audit"} <= set(spec["paths"])
+    assert "actor" not in spec["components"]["schemas"]["HaltRequest"]["properties"]
+    assert doc.status_code == 200
+    assert "kill switch" in doc.text
+
+
+def test_security_headers(serve: Running) -> None:
+    with serve.client("viewer") as c:
+        response = c.get("/v1/status")
+    csp = response.headers["content-security-policy"]
+    assert "default-src 'none'" in csp
+    assert "script-src 'self'" in csp
+    assert "unsafe" not in csp
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["cache-control"] == "no-store"
+
+
+# ------------------------------------------------------------------ console sessions and CSRF
+
+
+def _login(serve: Running, role: str) -> tuple[httpx.Client, str]:
+    c = httpx.Client(base_url=serve.url, timeout=30.0, follow_redirects=False)
+    form = c.get("/login")
+    nonce = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    done = c.post(
+        "/login", data={"token": serve.tokens[role], "csrf": nonce}, headers={"Origin": serve.url}
+    )
+    assert done.status_code == 303, done.text
+    cookie = done.headers["set-cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie
+    page = c.get("/")
+    assert page.status_code == 200
+    csrf = page.text.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+    return c, csrf
+
+
+def test_session_halts_need_the_csrf_token_and_the_same_origin(serve: Running) -> None:
+    c, csrf = _login(serve, "halter")
+    with closing(c):
+        _problem(c.post("/v1/halt", json={"reason": "no csrf"}), 403, "forbidden")
+        evil = c.post(
+            "/v1/halt",
+            json={"reason": "cross-site"},
+            headers={"X-CSRF-Token": csrf, "Origin": "https://evil.example"},
+        )
+        _problem(evil, 403, "forbidden")
+        assert serve.server.bridge.engine.active
+        ok = c.post(
+            "/v1/halt",
+            json={"reason": "from the console"},
+            headers={"X-CSRF-Token": csrf, "Origin": serve.url},
+        )
+        assert ok.status_code == 200, ok.text
+    assert serve.wait_active(False)
+    denied = _audit(serve, "auth-denied")
+    assert any("another origin" in r["comment"] for r in denied)
+
+
+def test_login_with_a_bad_token_or_a_forged_cookie_fails(serve: Running) -> None:
+    with httpx.Client(base_url=serve.url, timeout=30.0) as c:
+        form = c.get("/login")
+        nonce = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        bad = c.post("/login", data={"token": "bgt_nope_nope", "csrf": nonce})
+        assert bad.status_code == 401
+        assert "unknown, revoked or wrong" in bad.text
+        no_nonce = httpx.post(
+            f"{serve.url}/login", data={"token": serve.tokens["admin"], "csrf": "x"}
+        )
+        assert no_nonce.status_code == 403
+        c.cookies.set("breakglass_session", "eyJmb3JnZWQiOnRydWV9.forged.sig")
+        _problem(c.get("/v1/status"), 401, "unauthenticated")
+        assert c.get("/", follow_redirects=False).status_code == 303
+
+
+def test_a_revoked_token_ends_its_console_session(serve: Running) -> None:
+    c, _ = _login(serve, "viewer")
+    with closing(c):
+        assert c.get("/v1/status").status_code == 200
+        serve.server.services.tokens.revoke("viewer-1", by="test")
+        time.sleep(0.3)
+        _problem(c.get("/v1/status"), 401, "unauthenticated")
+
+
+def test_local_settings_fixture_is_fresh_per_test(tmp_path: Path) -> None:
+    # Guards the harness itself: every test starts active on its own store.
+    settings = local_settings(tmp_path)
+    assert LocalStore(settings.local_file).read(FLAG) is True
