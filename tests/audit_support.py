@@ -59,3 +59,21 @@ def make_record(
 def rows(*records: AuditRecord) -> list[StoredRecord]:
     """The records prepared for a store."""
     return [prepare(r) for r in records]
+
+
+class FlakyStore:
+    """A real store that fails every save while ``down`` is set (a store going away and back)."""
+
+    def __init__(self, real: Any, down: Any) -> None:
+        self.real = real
+        self.down = down
+
+    def save(self, *args: Any, **kwargs: Any) -> Any:
+        if self.down.is_set():
+            from breakglass.errors import AuditStoreError
+
+            raise AuditStoreError("down")
+        return self.real.save(*args, **kwargs)
+
+    def close(self) -> None:
+        """Nothing to release: the real store is the test's."""

@@ -22,6 +22,7 @@ from breakglass.seams import Acknowledgement
 from breakglass.settings import LocalSettings, Settings
 from breakglass.state import Cause, FlagState
 from breakglass.testing.conformance import wait_for
+from tests.audit_support import FlakyStore
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -160,16 +161,11 @@ def test_records_wait_in_memory_and_are_written_when_the_store_recovers(tmp_path
     down = threading.Event()
     down.set()
 
-    class Flaky:
-        def save(self, *args: Any, **kwargs: Any) -> Any:
-            if down.is_set():
-                raise AuditStoreError("down")
-            return real.save(*args, **kwargs)
-
-        def close(self) -> None:
-            pass
-
-    recorder = AuditRecorder(Flaky, backend="local", flag_key=KEY)  # type: ignore[arg-type]
+    recorder = AuditRecorder(
+        lambda: FlakyStore(real, down),  # type: ignore[arg-type,return-value]
+        backend="local",
+        flag_key=KEY,
+    )
     admin = recorder.wrap_admin(LocalAdmin(LocalStore(tmp_path / "vendor.db"), KEY))
     admin.set_active(True, actor="t", reason="while down")
     assert recorder.flush(0.3) is False

@@ -81,6 +81,24 @@ def _store(settings: Settings) -> AuditStore:
     return open_audit_store(settings)
 
 
+def _drain_spool(settings: Settings, store: AuditStore) -> None:
+    """Write what bridge processes spooled while the store was down (before pulling or exporting)."""
+    from breakglass.audit.settings import load_audit_settings
+    from breakglass.audit.spool import Spool
+
+    spool = Spool(load_audit_settings().spool(settings))
+    try:
+        drained = spool.drain(store)
+    except OSError as exc:
+        click.echo(
+            f"breakglass: warning: cannot read the spool {safe(spool.path)}: {exc.strerror}",
+            err=True,
+        )
+        return
+    if drained:
+        click.echo(f"{drained} spooled records of the bridge written to the store", err=True)
+
+
 @click.group()
 def audit() -> None:
     """The flag's change history: pull it from providers, export it as evidence, verify exports.
@@ -147,6 +165,7 @@ def pull(
         settings = ctx.settings()
         store = _store(settings)
         try:
+            _drain_spool(settings, store)
             for given in providers or (settings.provider,):
                 name = given.strip().lower()
                 if name == OWN_PROVIDER:
@@ -285,6 +304,7 @@ def export(  # noqa: PLR0913 -- one parameter per option
         audit_settings = load_audit_settings()
         store = open_audit_store(settings, audit_settings)
         try:
+            _drain_spool(settings, store)
             if fmt == "csv":
                 if new_only:
                     raise ConfigurationError("--new is for JSON Lines exports")

@@ -14,8 +14,11 @@ Recording is off the request path and cannot stop the bridge: the engine's
 listener (called only when the decision changes, never per request) and the
 admin wrapper only build a small record and queue it; one background thread
 writes the queue to the audit store. If the store fails, the failure is
-logged once, records wait in memory (up to a bound) and are retried with
-backoff; the flag, the guard and halts carry on regardless.
+logged once and the records go to a local spool file, synced to disk
+(:mod:`breakglass.audit.spool`), and are written to the store when it works
+again; a process that exits first (a CLI halt) says where its record waits.
+Only when the spool cannot be written either do records wait in memory (up
+to a bound). The flag, the guard and halts carry on regardless.
 """
 
 from __future__ import annotations
@@ -43,7 +46,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
 
+    from breakglass.audit.codec import StoredRecord
     from breakglass.audit.settings import AuditSettings
+    from breakglass.audit.spool import Spool
     from breakglass.audit.store import AuditStore
     from breakglass.engine import StateEngine
     from breakglass.seams import Acknowledgement, FlagAdmin
@@ -78,7 +83,7 @@ class AuditRecorder:
             it the oldest are dropped, counted and logged once.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 -- keyword options, each documented
         self,
         store_factory: Callable[[], AuditStore] | None,
         *,
@@ -88,8 +93,14 @@ class AuditRecorder:
         record_observed: bool = True,
         record_changes: bool = True,
         max_pending: int = 10_000,
+        spool: Spool | None = None,
     ) -> None:
         self._factory = store_factory
+        self.spool = spool
+        self._spooled = False
+        self._drained = False
+        self.spooled = 0
+        """Records this process put in the spool (written to the store later)."""
         self.backend = backend
         self.flag_key = flag_key
         self._clock = clock
@@ -139,11 +150,15 @@ class AuditRecorder:
         except BreakglassError as exc:
             logger.error("audit recording is off: %s", exc)  # noqa: TRY400 -- the message is the point
             return cls(None, backend=backend, flag_key=settings.flag_key, clock=clock)
+        from breakglass.audit.spool import Spool
+
         chosen = audit
 
         def factory() -> AuditStore:
             return open_audit_store(settings, chosen)
 
+        if audit.database_url is None and (audit.record_observed or audit.record_changes):
+            _warn_if_writable(audit.sqlite_path(settings))
         return cls(
             factory,
             backend=backend,
@@ -151,6 +166,7 @@ class AuditRecorder:
             clock=clock,
             record_observed=audit.record_observed,
             record_changes=audit.record_changes,
+            spool=Spool(audit.spool(settings)),
         )
 
     # ------------------------------------------------------------------ what is recorded
@@ -309,8 +325,10 @@ class AuditRecorder:
         while True:
             with self._cond:
                 while not self._pending and not self._closing:
-                    self._cond.wait()
-                if not self._pending:
+                    # Records wait in the spool: try the store again after the backoff.
+                    if not self._cond.wait(self._retry_s if self._spooled else None):
+                        break
+                if not self._pending and self._closing:
                     return
                 batch = [self._pending[i] for i in range(min(_BATCH, len(self._pending)))]
                 self._writing = len(batch)
@@ -320,45 +338,89 @@ class AuditRecorder:
                     for _ in batch:
                         if self._pending:
                             self._pending.popleft()
-                    self.written += len(batch)
                 self._writing = 0
                 self._cond.notify_all()
-                if not ok:
+                if not ok or self._spooled:
                     if self._closing:
                         return
-                    self._cond.wait(self._retry_s)
+                    if not ok:
+                        self._cond.wait(self._retry_s)
                     self._retry_s = min(_RETRY_MAX_S, self._retry_s * 2)
 
     def _write(self, batch: list[AuditRecord]) -> bool:
+        """Store ``batch`` (and what the spool holds); spool it when the store fails.
+
+        Returns:
+            Whether the batch is safe: stored, or synced to the spool.
+        """
+        rows = self._prepare(batch)
+        try:
+            if self._store is None:
+                assert self._factory is not None  # noqa: S101 -- only started with a factory
+                self._store = self._factory()
+            if rows:
+                self._store.save(rows)
+                self.written += len(rows)
+            # Also at this process's first write: records another process (a CLI halt) left.
+            if self.spool is not None and (self._spooled or not self._drained):
+                self._drained = True
+                drained = self.spool.drain(self._store)
+                if drained:
+                    logger.warning("%d spooled audit records written to the store", drained)
+                self._spooled = False
+        except (BreakglassError, OSError) as exc:
+            self._note_failure(exc)
+            return self._spool_rows(rows)
+        except Exception as exc:  # noqa: BLE001 -- an adapter bug must not lose evidence
+            self._note_failure(exc)
+            return self._spool_rows(rows)
+        if self._failing is not None:
+            logger.warning("audit store works again: %s", self._store)
+            self._failing = None
+        self._retry_s = _RETRY_FIRST_S
+        return True
+
+    def _prepare(self, batch: list[AuditRecord]) -> list[StoredRecord]:
         rows = []
         for record in batch:
             try:
                 rows.append(prepare(record))
             except AuditRecordError:
                 logger.exception("cannot keep the bridge's own audit record %s", record.id)
+        return rows
+
+    def _note_failure(self, exc: BaseException) -> None:
+        if self._failing is None:
+            where = (
+                f"spooling the bridge's own records to {self.spool.path}"
+                if self.spool
+                else "keeping the bridge's own records in memory"
+            )
+            logger.error(
+                "audit store unusable, %s and retrying (the flag is not affected): %s",
+                where,
+                exc if isinstance(exc, BreakglassError | OSError) else type(exc).__name__,
+            )
+        self._failing = str(exc)
+
+    def _spool_rows(self, rows: list[StoredRecord]) -> bool:
+        if self.spool is None:
+            return False
+        if not rows:
+            self._spooled = True
+            return True
         try:
-            if self._store is None:
-                assert self._factory is not None  # noqa: S101 -- only started with a factory
-                self._store = self._factory()
-            self._store.save(rows)
-        except BreakglassError as exc:
-            if self._failing is None:
-                logger.error(  # noqa: TRY400 -- one line, the message says it all
-                    "audit store unusable, keeping the bridge's own records in memory and "
-                    "retrying (the flag is not affected): %s",
-                    exc,
-                )
-            self._failing = str(exc)
+            self.spool.append(rows)
+        except OSError as exc:
+            logger.error(  # noqa: TRY400 -- one line, the message says it all
+                "cannot spool the bridge's own audit records to %s either (%s); keeping them "
+                "in memory",
+                self.spool.path,
+                exc.strerror,
+            )
             return False
-        except Exception:
-            if self._failing is None:
-                logger.exception("audit store failed (the flag is not affected)")
-            self._failing = "unexpected error"
-            return False
-        if self._failing is not None:
-            logger.warning("audit store works again: %s", self._store)
-            self._failing = None
-        self._retry_s = _RETRY_FIRST_S
+        self._spooled = True
+        self.spooled += len(rows)
         return True
 
     def flush(self, timeout: float) -> bool:
@@ -388,14 +450,41 @@ class AuditRecorder:
             self._cond.notify_all()
         self._thread.join(timeout=max(0.1, timeout / 4))
         if not flushed and left:
-            self.dropped += left
-            logger.error("%d of the bridge's own audit records could not be written", left)
+            with self._cond:
+                rest = list(self._pending)
+            if self._spool_rows(self._prepare(rest)):
+                left = 0
+            else:
+                self.dropped += left
+                logger.error("%d of the bridge's own audit records could not be written", left)
+        if self.spooled and self._spooled and self.spool is not None:
+            # Said on every exit that leaves records behind: a CLI halt must say where its record is.
+            logger.error(
+                "audit store unusable (%s): %d of the bridge's own audit records wait in %s; "
+                "they are written to the store when it works again (next bridge start, "
+                "`breakglass audit export` or `breakglass audit pull`)",
+                self._failing,
+                self.spooled,
+                self.spool.path,
+            )
         atexit.unregister(self._at_exit)
         if self._store is not None:
             try:
                 self._store.close()
             except BreakglassError:
                 logger.debug("closing the audit store failed", exc_info=True)
+
+
+def _warn_if_writable(path: Path) -> None:
+    """Warn once when this process could rewrite the audit store it records into."""
+    target = path if path.exists() else path.parent
+    if target.exists() and os.access(target, os.W_OK):
+        logger.warning(
+            "the audit store %s is writable by this process: the overseen service could "
+            "rewrite its own audit trail; keep it where only the audit user can write "
+            "(docs/compliance.md, 'Where the store lives')",
+            path,
+        )
 
 
 class RecordingAdmin:

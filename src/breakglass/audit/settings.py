@@ -41,6 +41,9 @@ class AuditSettings(BaseSettings):
     record_changes: bool = True
     """Record every halt and resume made through this process, with actor and reason."""
 
+    spool_path: Path | None = None
+    """Where the bridge keeps its own records while the store is down; ``<state_dir>/audit-spool.jsonl``."""
+
     signing_key: Path | None = None
     """An Ed25519 private key (PEM, from ``breakglass audit keygen``): sign every JSON Lines export.
 
@@ -50,6 +53,10 @@ class AuditSettings(BaseSettings):
 
     connect_timeout: float = Field(default=5.0, gt=0, le=60)
     """Seconds to wait for the PostgreSQL server (and for a SQLite lock held by another process)."""
+
+    def spool(self, settings: Settings) -> Path:
+        """The spool file for ``settings``."""
+        return self.spool_path or settings.state_dir / "audit-spool.jsonl"
 
     def sqlite_path(self, settings: Settings) -> Path:
         """The SQLite file for ``settings`` (its state directory unless ``path`` is set)."""
