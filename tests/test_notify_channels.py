@@ -17,14 +17,8 @@ from tests.notify_receivers import GENIE_KEY, ROUTING_KEY, WEBHOOK_SECRET, Plann
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+pytest_plugins = ["tests.notify_fixtures"]
 pytestmark = pytest.mark.live
-
-
-@pytest.fixture
-def receivers() -> Iterator[Receivers]:
-    r = Receivers()
-    yield r
-    r.close()
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from breakglass.audit.store import AuditStore
     from breakglass.notify.config import NotifyPolicy
 
-pytest_plugins = ["tests.audit_fixtures"]
+pytest_plugins = ["tests.audit_fixtures", "tests.notify_fixtures"]
 pytestmark = pytest.mark.live
 
 FAST = {"first_delay": "100ms", "max_delay": "300ms", "timeout": "3s", "max_attempts": 5}
@@ -42,13 +42,6 @@ def reset_notify(url: str) -> None:
             "DROP TABLE IF EXISTS notify_outbox, notify_attempts, notify_deadlines, notify_acks,"
             " notify_events, notify_schema_version"
         )
-
-
-@pytest.fixture
-def receivers() -> Iterator[Receivers]:
-    r = Receivers()
-    yield r
-    r.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -20,6 +20,7 @@ from breakglass.audit.cli import audit
 from breakglass.bridge import Bridge
 from breakglass.clock import SYSTEM_CLOCK, isoformat_ms
 from breakglass.errors import BreakglassError
+from breakglass.notify.cli import notify
 from breakglass.plugins import available_providers
 from breakglass.probe.cli import probe
 from breakglass.relay.cli import relay
@@ -315,3 +316,4 @@ main.add_command(probe)
 main.add_command(audit)
 main.add_command(relay)
 main.add_command(serve)
+main.add_command(notify)

@@ -27,8 +27,8 @@ from pydantic import Field, ValidationError
 from breakglass.errors import ConfigurationError
 from breakglass.notify.config import NotifyPolicy
 from breakglass.policy_types import PolicyModel
+from breakglass.settings import POLICY_FILE_ENV
 
-POLICY_FILE_ENV = "BREAKGLASS_POLICY_FILE"
 DEFAULT_POLICY_FILE = "breakglass-policy.toml"
 
 

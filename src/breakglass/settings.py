@@ -49,7 +49,10 @@ MAX_STALENESS_LIMIT = 86_400.0
 CORE_SECTIONS = ("audit", "serve")
 """Sections the core reads with :func:`load_section`; installed adapters add their own name."""
 
-NOT_SETTINGS = frozenset({CONFIG_FILE_ENV})
+POLICY_FILE_ENV = "BREAKGLASS_POLICY_FILE"
+"""The procedure's policy file (:mod:`breakglass.policy`), read apart from the settings."""
+
+NOT_SETTINGS = frozenset({CONFIG_FILE_ENV, POLICY_FILE_ENV})
 """``BREAKGLASS_*`` variables that are not settings but are read by breakglass."""
 
 TEST_VARIABLE_PREFIX = "BREAKGLASS_TEST_"

@@ -270,6 +270,28 @@ class Outbox:
             rows = tx.run(f"SELECT {_COLUMNS} FROM notify_outbox WHERE id IN ({marks})", ids)  # noqa: S608
         return sorted((_notification(r) for r in rows), key=lambda n: ids.index(n.id))
 
+    def reclaim(self, host: str, alive: Callable[[int], bool], *, now: float) -> int:
+        """Release the leases of this host's dead workers (kill -9), so their rows go again now.
+
+        A worker id is ``host:pid:token``; a lease whose pid on ``host`` is no
+        longer ``alive`` cannot be sending anything. Other hosts' leases just expire.
+        """
+        with self._tx() as tx:
+            holders = tx.run(
+                "SELECT DISTINCT leased_by FROM notify_outbox WHERE state = 'pending'"
+                " AND lease_until > ? AND leased_by LIKE ?",
+                (now, f"{host}:%"),
+            )
+            dead = [w for (w,) in holders if not alive(_pid(w))]
+            freed = 0
+            for worker in dead:
+                freed += tx.count(
+                    "UPDATE notify_outbox SET lease_until = NULL, leased_by = NULL"
+                    " WHERE state = 'pending' AND leased_by = ?",
+                    (worker,),
+                )
+        return freed
+
     def finish(self, attempt: Attempt, *, state: str, next_attempt_at: float | None) -> bool:
         """Record one attempt and the row's new state (``pending`` with ``next_attempt_at`` to retry).
 
@@ -437,6 +459,14 @@ def _values(n: NewNotification, now: float) -> tuple[Any, ...]:
         n.id, n.suspension_id, n.event, n.group, n.channel_id, n.channel_type,
         n.deployer, n.context, now, now,
     )  # fmt: skip
+
+
+def _pid(worker: str) -> int:
+    parts = worker.split(":")
+    try:
+        return int(parts[1])
+    except (IndexError, ValueError):
+        return -1
 
 
 def _notification(row: Sequence[Any]) -> Notification:

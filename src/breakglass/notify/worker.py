@@ -42,6 +42,20 @@ logger = logging.getLogger("breakglass.notify")
 ESCALATION_PREFIX = "escalation/"
 ATTEMPT_EVENT_TYPE = "notification-attempt"
 _LEASE_MARGIN_S = 30.0
+_RECLAIM_EVERY_S = 5.0
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this host still runs (a dead sender's leases can go at once)."""
+    if pid <= 0:
+        return True  # unknown: let the lease expire
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def channel_for(policy: NotifyPolicy, row: Notification) -> Channel | None:
@@ -122,6 +136,8 @@ class OutboxWorker:
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._store_failing = False
+        self._host = socket.gethostname()
+        self._next_reclaim = 0.0
 
     def __repr__(self) -> str:
         return f"OutboxWorker({self.worker_id!r})"
@@ -192,6 +208,13 @@ class OutboxWorker:
         now = self._clock.now().timestamp()
         rows: list[Notification] = []
         try:
+            if time.monotonic() >= self._next_reclaim:
+                self._next_reclaim = time.monotonic() + _RECLAIM_EVERY_S
+                freed = self.outbox.reclaim(self._host, _alive, now=now)
+                if freed:
+                    logger.warning(
+                        "%d notification(s) of a stopped sender on this host go again", freed
+                    )
             if self._escalate is not None:
                 escalated = self.outbox.escalate_due(now=now, limit=20, build=self._escalate)
                 for suspension_id, group in escalated:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from breakglass.clock import SYSTEM_CLOCK
-from breakglass.errors import BreakglassError
+from breakglass.errors import BreakglassError, ConfigurationError
 from breakglass.notify.channels.base import Delivery, Outcome
 from breakglass.retry import RETRY_STATUSES
 
@@ -90,7 +90,12 @@ class HttpSession:
     """A pooled HTTP client shared by the sending threads (httpx is thread-safe)."""
 
     def __init__(self, *, verify: Any = True) -> None:
-        import httpx
+        try:
+            import httpx
+        except ImportError:
+            raise ConfigurationError(
+                "the notification channels need httpx: pip install 'breakglass[notify]'"
+            ) from None
 
         self._httpx = httpx
         self._client = httpx.Client(

@@ -1,0 +1,236 @@
+"""``breakglass notify``: check the policy, send a test through the real chain, deliver, show status.
+
+* ``notify check`` — validate the policy file and list who is told of what;
+* ``notify test --group G`` — a clearly marked test through every channel of
+  ``G`` (the drill uses it); exit 0 only when every channel has it;
+* ``notify run`` — deliver the outbox (and escalate) until stopped, for a
+  deployment without serve, or next to it;
+* ``notify status SUSPENSION`` — per group: sent, delivered, acknowledged.
+
+Exit codes: 0 done, 1 an error or a channel that did not get it.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, Protocol
+
+import click
+
+from breakglass.errors import BreakglassError
+from breakglass.notify.render import within_text
+from breakglass.safe_text import safe
+
+if TYPE_CHECKING:
+    from breakglass.notify.config import NotifyPolicy
+    from breakglass.notify.notifier import GroupStatus, Notifier
+    from breakglass.settings import Settings
+
+
+class _HasSettings(Protocol):
+    def settings(self) -> Settings: ...
+
+
+def _fail(exc: BreakglassError | str) -> NoReturn:
+    click.echo(f"breakglass: error: {exc}", err=True)
+    sys.exit(1)
+
+
+def _actor() -> str:
+    from breakglass.cli import default_actor
+
+    return default_actor()
+
+
+def _policy(path: str | None) -> NotifyPolicy:
+    from breakglass.policy import load_policy
+
+    try:
+        return load_policy(Path(path) if path else None).notify
+    except BreakglassError as exc:
+        _fail(exc)
+
+
+def _notifier(ctx: click.Context, policy: NotifyPolicy) -> Notifier:
+    from breakglass.audit.recorder import AuditRecorder
+    from breakglass.notify.notifier import open_notifier
+
+    obj: _HasSettings = ctx.obj
+    try:
+        settings = obj.settings()
+        recorder = AuditRecorder.for_bridge(settings, "notify")
+        return open_notifier(settings, policy, recorder=recorder)
+    except BreakglassError as exc:
+        _fail(exc)
+
+
+_POLICY = click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(dir_okay=False),
+    help="The policy file (default $BREAKGLASS_POLICY_FILE, else breakglass-policy.toml).",
+)
+
+
+@click.group()
+def notify() -> None:
+    """The notification chain: who is told of a halt, how, and within which time."""
+
+
+@notify.command()
+@_POLICY
+def check(policy_path: str | None) -> None:
+    """Validate the policy file and list the groups, their conditions and channels."""
+    policy = _policy(policy_path)
+    if not policy.groups:
+        click.echo("policy is valid; [notify] names no group: nobody is told of a halt")
+        return
+    for name, group in policy.groups.items():
+        timeframe = "immediate" if group.immediate else f"within {within_text(group.deadline)}"
+        when = group.when.model_dump(exclude_defaults=True) or "always"
+        channels = (
+            [f"{d}/{c.id}" for d, dep in policy.deployers.items() for c in dep.channels]
+            if group.kind.value == "deployers"
+            else [str(c.id) for c in group.channels]
+        )
+        click.echo(
+            f"{name} ({group.kind.value}): {timeframe}, ack within {within_text(group.deadline)}, "
+            f"when {when}; channels: {', '.join(channels)}"
+        )
+    click.echo("policy is valid")
+
+
+def _wait(notifier: Notifier, suspension_id: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = notifier.outbox.notifications(suspension_id)
+        if rows and all(r.state != "pending" for r in rows):
+            return
+        time.sleep(0.1)
+
+
+@notify.command()
+@_POLICY
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    required=True,
+    help="A group of the policy (repeat for several).",
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for delivery.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def test(
+    ctx: click.Context,
+    policy_path: str | None,
+    groups: tuple[str, ...],
+    wait_s: float,
+    as_json: bool,  # noqa: FBT001 -- a click flag
+) -> None:
+    """Send a clearly marked test alert through every channel of each group."""
+    policy = _policy(policy_path)
+    unknown = [g for g in groups if g not in policy.groups]
+    if unknown:
+        _fail(
+            f"no group named {', '.join(unknown)} in the policy (known: {', '.join(policy.groups) or 'none'})"
+        )
+    notifier = _notifier(ctx, policy)
+    try:
+        notifier.start()
+        ids = [notifier.test(group, actor=_actor()) for group in groups]
+        for suspension_id in ids:
+            _wait(notifier, suspension_id, wait_s)
+        results = [s for suspension_id in ids for s in notifier.status(suspension_id)]
+    except BreakglassError as exc:
+        _fail(exc)
+    finally:
+        notifier.close()
+    _report(results, as_json=as_json)
+    if any(c.state not in ("delivered", "accepted") for g in results for c in g.channels):
+        sys.exit(1)
+
+
+def _report(results: list[GroupStatus], *, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([g.as_dict() for g in results], indent=2))
+        return
+    for group in results:
+        for c in group.channels:
+            word = {
+                "delivered": "DELIVERED",
+                "accepted": "ACCEPTED",
+                "failed": "NOT DELIVERED",
+            }.get(c.state, "PENDING")
+            click.echo(
+                f"{group.group}/{c.channel} ({c.type}): {word} after {c.attempts} attempt(s)"
+                f" — {safe(c.detail or '')}"
+            )
+
+
+@notify.command()
+@_POLICY
+@click.pass_context
+def run(ctx: click.Context, policy_path: str | None) -> None:
+    """Deliver the outbox and escalate overdue groups until stopped (SIGTERM or Ctrl-C)."""
+    policy = _policy(policy_path)
+    notifier = _notifier(ctx, policy)
+    stop = threading.Event()
+
+    def _stop(*_: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    notifier.start()
+    click.echo(f"delivering notifications from {notifier.outbox.store.location}", err=True)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        notifier.close()
+
+
+@notify.command()
+@_POLICY
+@click.argument("suspension_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def status(ctx: click.Context, policy_path: str | None, suspension_id: str, as_json: bool) -> None:  # noqa: FBT001 -- a click flag
+    """Per group: when it was sent, delivered and acknowledged, and each notification's state."""
+    policy = _policy(policy_path)
+    notifier = _notifier(ctx, policy)
+    try:
+        results = notifier.status(suspension_id)
+    except BreakglassError as exc:
+        _fail(exc)
+    finally:
+        notifier.close()
+    if as_json:
+        click.echo(json.dumps([g.as_dict() for g in results], indent=2))
+        return
+    if not results:
+        click.echo(f"no notifications for {safe(suspension_id)}")
+        return
+    for g in results:
+        ack = (
+            f"acknowledged {g.acknowledged_at} by {safe(g.acknowledged_by or '')} ({g.acknowledged_via})"
+            if g.acknowledged_at
+            else f"not acknowledged (due {g.due_at}, {g.deadline})"
+        )
+        click.echo(
+            f"{g.group}: sent {g.sent_at}, delivered {g.delivered_at}, {ack}; {g.undelivered} not delivered"
+        )
+    _report(results, as_json=False)

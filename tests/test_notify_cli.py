@@ -1,0 +1,99 @@
+"""``breakglass notify check`` and ``notify test`` through the real command and the real chain."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import pytest
+from click.testing import CliRunner
+
+from breakglass.cli import main
+from tests.notify_receivers import ROUTING_KEY, Planned, Receivers
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytest_plugins = ["tests.notify_fixtures"]
+pytestmark = pytest.mark.live
+
+
+@pytest.fixture
+def policy(tmp_path: Path, receivers: Receivers, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "policy.toml"
+    path.write_text(
+        f"""
+[notify]
+system = "Credit scoring"
+delivery = {{ first_delay = "100ms", max_delay = "200ms", timeout = "3s", max_attempts = 3 }}
+
+[notify.groups.on-call]
+kind = "on-call"
+timeframe = "immediate"
+channels = [
+  {{ type = "pagerduty", routing_key = "{ROUTING_KEY}", url = "{receivers.url}/v2/enqueue" }},
+  {{ type = "slack", webhook_url = "{receivers.url}/slack/T/B/oncall" }},
+]
+
+[notify.groups.management]
+kind = "senior-management"
+within = "4h"
+when = {{ business_continuity = true }}
+channels = [{{ type = "teams", webhook_url = "{receivers.url}/teams/x?sig=S" }}]
+"""
+    )
+    monkeypatch.setenv("BREAKGLASS_POLICY_FILE", str(path))
+    monkeypatch.setenv("BREAKGLASS_STATE_DIR", str(tmp_path / "state"))
+    return path
+
+
+def test_check_lists_the_groups(policy: Path) -> None:
+    result = CliRunner().invoke(main, ["notify", "check"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "on-call (on-call): immediate, ack within 15m, when always; channels: pagerduty, slack"
+        in result.output
+    )
+    assert "management (senior-management): within 4h" in result.output
+    assert "{'business_continuity': True}" in result.output
+
+
+def test_check_names_the_bad_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[notify.groups.x]\nkind = "on-call"\ntimeframe = "immediate"\nchanels = []\n')
+    result = CliRunner().invoke(main, ["notify", "check", "--policy", str(bad)])
+    assert result.exit_code == 1
+    assert "notify.groups.x.chanels: unknown key" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_notify_test_sends_a_marked_test_through_the_real_chain(
+    policy: Path, receivers: Receivers
+) -> None:
+    result = CliRunner().invoke(main, ["notify", "test", "--group", "on-call", "--json"])
+    assert result.exit_code == 0, result.output
+    (group,) = json.loads(result.output)
+    assert group["group"] == "on-call"
+    assert sorted(c["state"] for c in group["channels"]) == ["accepted", "delivered"]
+    trigger = receivers.at("/v2/enqueue")[0].json()
+    assert trigger["payload"]["summary"].startswith("[TEST] ")
+    assert trigger["payload"]["severity"] == "info"
+    assert receivers.at("/slack/")[0].json()["blocks"][0]["text"]["text"].startswith("[TEST] ")
+    assert not receivers.at("/teams/")
+
+
+def test_notify_test_fails_when_a_channel_does_not_get_it(
+    policy: Path, receivers: Receivers
+) -> None:
+    receivers.plan("/slack/T/B/oncall", Planned(410, "channel_is_archived"))
+    result = CliRunner().invoke(main, ["notify", "test", "--group", "on-call"])
+    assert result.exit_code == 1
+    assert "on-call/slack (slack): NOT DELIVERED after 1 attempt(s)" in result.output
+    assert "channel_is_archived" in result.output
+    assert "on-call/pagerduty (pagerduty): ACCEPTED" in result.output
+
+
+def test_notify_test_unknown_group(policy: Path) -> None:
+    result = CliRunner().invoke(main, ["notify", "test", "--group", "nobody"])
+    assert result.exit_code == 1
+    assert "no group named nobody" in result.output
