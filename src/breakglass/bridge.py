@@ -12,6 +12,8 @@ from breakglass.guard import Guard
 from breakglass.persistence import StateStore
 from breakglass.plugins import load_plugin
 from breakglass.provider import DEFAULT_DOMAIN, SystemActiveProvider, register
+from breakglass.reports.reporter import Reporter
+from breakglass.reports.settings import load_report_settings
 from breakglass.seams import Backend
 from breakglass.settings import Settings, load_settings
 from breakglass.targets import Target, TargetResult, change_all
@@ -66,6 +68,11 @@ class Bridge:
         # The bridge's own evidence (observed flips, halts, resumes); off the request path.
         self.recorder = AuditRecorder.for_bridge(settings, self.name, clock=clock)
         self.recorder.attach(self.engine)
+        self.report_settings = load_report_settings(settings)
+        self.role: str | None = "bridge" if durable else "worker"
+        """How this reader reports to serve (``bridge``, ``worker``, ``relay``); ``None``: it does not.
+        Reports go only where ``report.url`` is set."""
+        self.reporter: Reporter | None = None
 
     @classmethod
     def from_settings(
@@ -82,11 +89,18 @@ class Bridge:
     def start(self) -> Self:
         """Start reading (returns at once; the flag reads halted until confirmed)."""
         self.engine.start()
+        if self.role is not None and self.report_settings.url is not None and self.reporter is None:
+            self.reporter = Reporter(
+                self.engine, self.report_settings, role=self.role, provider=self.name
+            )
+            self.reporter.start()
         return self
 
     def close(self) -> None:
         """Stop reading and release threads and sockets (the admin's and audit's too, if they hold any)."""
         self.engine.close()
+        if self.reporter is not None:
+            self.reporter.close()  # after the engine: its last report says "closed"
         self.recorder.close()
         for backend in self.backends:
             for part in (backend.admin, backend.audit):

@@ -119,7 +119,9 @@ def main(
 
 
 def _open(ctx: _Context) -> Bridge:
-    return Bridge.from_settings(ctx.settings())
+    bridge = Bridge.from_settings(ctx.settings())
+    bridge.role = None  # a command that reads once is not a reader serve should count
+    return bridge
 
 
 @main.command()

@@ -34,6 +34,7 @@ class Relay:
 
     def __init__(self, bridge: Bridge, writer: ChannelWriter, *, heartbeat: float) -> None:
         self.bridge = bridge
+        bridge.role = "relay"
         self.writer = writer
         self.heartbeat = heartbeat
         self._clock = bridge.engine.clock

@@ -24,6 +24,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from breakglass.audit_record import Action, Actor, ActorKind, AuditRecord
 from breakglass.clock import SYSTEM_CLOCK, Clock, parse_iso
 from breakglass.errors import AuthError, BreakglassError, ServeStoreError
+from breakglass.reports.fleet import FleetView
+from breakglass.reports.report import ReportError
 from breakglass.serve.auth import FailureLimiter, Identity, OidcVerifier, Role, TokenBook
 from breakglass.serve.control import (
     FALLBACK,
@@ -46,6 +48,7 @@ PROVIDER = "breakglass-serve"
 
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _STORE_WAIT = 1.0
+_REPORT_MAX = 4096
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -64,6 +67,7 @@ class Services:
     recorder: AuditRecorder
     public_origin: str | None = None
     clock: Clock = SYSTEM_CLOCK
+    fleet: FleetView = field(default_factory=FleetView)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -329,8 +333,32 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
     async def status(request: Request, identity: Caller) -> dict[str, Any]:
         services: Services = request.app.state.services
         info = await asyncio.to_thread(services.control.status)
+        info["fleet"] = services.fleet.summary()
         info["identity"] = identity.to_dict()
         return info
+
+    @app.post(
+        "/v1/reports",
+        tags=["v1"],
+        summary="A reader reports its state (relay, bridge, worker); heartbeats and flips",
+        status_code=202,
+    )
+    async def reports(request: Request, _caller: Caller) -> Response:
+        services: Services = request.app.state.services
+        raw = await request.body()
+        if len(raw) > _REPORT_MAX:
+            return problem("invalid-request", 413, "a report is at most 4 KiB")
+        try:
+            report = services.fleet.receive(json.loads(raw))
+        except (ValueError, RecursionError) as exc:
+            detail = str(exc) if isinstance(exc, ReportError) else "the body is not JSON"
+            return problem("invalid-request", 422, detail, instance=request.url.path)
+        return JSONResponse({"accepted": report.reader_id}, status_code=202)
+
+    @app.get("/v1/fleet", tags=["v1"], summary="Every reader's last report; who is silent")
+    async def fleet(request: Request, _caller: Caller) -> dict[str, Any]:
+        services: Services = request.app.state.services
+        return {**services.fleet.summary(), "reader_list": services.fleet.readers()}
 
     @app.post(
         "/v1/halt",
@@ -344,9 +372,12 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
         identity: Caller,
         background: BackgroundTasks,
         idempotency_key: Annotated[str | None, Header()] = None,
+        wait: Annotated[str | None, Query(pattern="^fleet$")] = None,
+        wait_timeout: Annotated[float, Query(alias="timeout", ge=0, le=60)] = 5.0,
     ) -> Response:
         services: Services = request.app.state.services
         identity.require(Role.HALTER, "halting")
+        asked_at = services.clock.now()
         try:
             key = _idempotency_key(idempotency_key)
         except ValueError as exc:
@@ -416,6 +447,11 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
                 # A halt that did not happen must be retried for real, not replayed.
                 background.add_task(_release_key, services, identity.subject, key)
         background.add_task(services.control.after_halt, outcome)
+        if wait == "fleet" and outcome.done:
+            # After the halt took effect upstream: waiting can only delay this answer, never the halt.
+            seen = await asyncio.to_thread(services.fleet.wait_halted, asked_at, wait_timeout)
+            answer = {**json.loads(bytes(response.body)), "fleet": seen}
+            return JSONResponse(answer, status_code=response.status_code)
         return response
 
     @app.post(

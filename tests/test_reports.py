@@ -1,0 +1,157 @@
+"""Reader reports: the report's checks, serve's fleet view, and a reporter that never blocks a halt."""
+
+from __future__ import annotations
+
+import socket
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from breakglass.engine import StateEngine
+from breakglass.errors import ConfigurationError
+from breakglass.reports.fleet import FleetView
+from breakglass.reports.report import ReaderReport, ReportError
+from breakglass.reports.reporter import Reporter
+from breakglass.reports.settings import ReportSettings, load_report_settings
+from breakglass.settings import Settings
+from breakglass.testing import ManualClock, ScriptedSource
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def report(clock: ManualClock, **fields: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "host": "gpu-1",
+        "pid": 100,
+        "instance": "abc",
+        "service": "inference",
+        "role": "worker",
+        "provider": "relay",
+        "flag": "system-active",
+        "active": True,
+        "cause": "active",
+        "confirmed_at": None,
+        "flipped_at": None,
+        "sent_at": "2026-01-01T00:00:00.000Z",
+        "seq": 1,
+        "interval": 1.0,
+    }
+    data.update(fields)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("host", "", "host must be a text"),
+        ("host", "x" * 201, "host must be a text"),
+        ("service", "a\x1b[2Jb", "control characters"),
+        ("role", "king", "role must be one of"),
+        ("active", "true", "active must be true or false"),
+        ("active", 1, "active must be true or false"),
+        ("pid", -1, "pid must be a non-negative integer"),
+        ("pid", True, "pid must be a non-negative integer"),
+        ("seq", 1.5, "seq must be a non-negative integer"),
+        ("interval", 0, "interval"),
+        ("interval", float("inf"), "interval"),
+        ("interval", True, "interval"),
+        ("sent_at", None, "sent_at is required"),
+        ("flipped_at", "yesterday", "flipped_at must be an RFC 3339 time"),
+    ],
+)
+def test_malformed_reports_are_refused_by_field(
+    clock: ManualClock, field: str, value: object, message: str
+) -> None:
+    with pytest.raises(ReportError, match=message):
+        ReaderReport.from_dict(report(clock, **{field: value}))
+
+
+def test_a_report_round_trips(clock: ManualClock) -> None:
+    parsed = ReaderReport.from_dict(report(clock, flipped_at="2026-01-01T00:00:01.500Z"))
+    assert ReaderReport.from_dict(parsed.to_dict()) == parsed
+    assert parsed.reader_id == "gpu-1/100/abc"
+    with pytest.raises(ReportError):
+        ReaderReport.from_dict(["not", "an", "object"])
+
+
+def test_silent_readers_are_never_counted_halted(clock: ManualClock) -> None:
+    view = FleetView(clock)
+    assert view.summary()["line"] == "no reader reports"
+    for pid in range(50):
+        view.receive(report(clock, pid=pid))
+    assert view.summary()["line"] == "active on 50 of 50 readers"
+    clock.advance(2.0)
+    for pid in range(48):
+        view.receive(report(clock, pid=pid, active=False, cause="off", seq=2))
+    summary = view.summary()
+    assert summary["line"] == "halted on 48 of 50 readers; 2 still active"
+    clock.advance(10.0)
+    for pid in range(48):
+        view.receive(report(clock, pid=pid, active=False, cause="off", seq=3))
+    summary = view.summary()
+    assert (summary["halted"], summary["silent"], summary["active"]) == (48, 2, 0)
+    assert summary["line"] == "halted on 48 of 50 readers; 2 silent for 12 s"
+
+
+def test_stopped_readers_leave_the_count_and_old_reports_never_win(clock: ManualClock) -> None:
+    view = FleetView(clock)
+    view.receive(report(clock, pid=1, seq=5, active=False, cause="off"))
+    view.receive(report(clock, pid=1, seq=4))  # late: ignored
+    view.receive(report(clock, pid=2, active=False, cause="closed"))
+    summary = view.summary()
+    assert (summary["halted"], summary["active"], summary["stopped"]) == (1, 0, 1)
+    assert summary["line"] == "halted on 1 of 1 readers"
+
+
+def test_wait_halted_answers_with_the_last_refusal(clock: ManualClock) -> None:
+    view = FleetView(clock)
+    asked = clock.now()
+    for pid, delay in enumerate((0.010, 0.040, 0.025)):
+        flipped = (asked + timedelta(seconds=delay)).isoformat()
+        view.receive(report(clock, pid=pid, active=False, cause="off", flipped_at=flipped))
+    seen = view.wait_halted(asked, timeout=0.0)
+    assert seen["done"] is True
+    assert seen["last_refused_after_s"] == pytest.approx(0.040)
+    assert seen["line"] == "halted on 3 of 3 readers"
+
+
+def test_wait_halted_names_who_still_runs(clock: ManualClock) -> None:
+    view = FleetView(clock)
+    view.receive(report(clock, pid=1))
+    view.receive(report(clock, pid=2, active=False, cause="off"))
+    seen = view.wait_halted(clock.now(), timeout=0.0)
+    assert seen["done"] is False
+    assert seen["still_active"] == ["gpu-1/1/abc"]
+    assert seen["line"] == "halted on 1 of 2 readers; 1 still active"
+
+
+def test_report_url_must_be_http(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BREAKGLASS_REPORT__URL", "ftp://serve")
+    with pytest.raises(ConfigurationError, match="BREAKGLASS_REPORT__URL"):
+        load_report_settings(Settings(state_dir=tmp_path))
+
+
+def test_a_hanging_serve_never_delays_a_halt(clock: ManualClock) -> None:
+    """serve accepts the connection and never answers; the halt still happens at once."""
+    with socket.socket() as hanging:
+        hanging.bind(("127.0.0.1", 0))
+        hanging.listen(8)  # connections complete in the backlog; nothing is ever read
+        port = hanging.getsockname()[1]
+        src = ScriptedSource("local", clock)
+        engine = StateEngine("system-active", [src], max_staleness=30.0, clock=clock)
+        engine.start()
+        settings = ReportSettings(url=f"http://127.0.0.1:{port}", timeout=30.0, interval=60.0)
+        reporter = Reporter(engine, settings, role="bridge", provider="local")
+        try:
+            src.confirm(True)
+            reporter.start()  # its first report is now stuck waiting for an answer
+            src.confirm(False)  # the halt: the listener only notes the flip
+            assert engine.active is False
+            assert engine.state.cause.value == "off"
+            assert reporter.sent == 0
+        finally:
+            engine.close()
+            hanging.close()  # the stuck report fails now, and close() returns
+            reporter.close()
