@@ -4,6 +4,7 @@ UV_VERSION := 0.13.9
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
+CHROMIUM := /usr/bin/chromium
 export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: demo test lint typecheck unit install bench clean
@@ -20,7 +21,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-unit: install
+unit: install $(CHROMIUM)
 	$(VENV)/bin/pytest
 
 bench: install
@@ -36,6 +37,11 @@ $(UV):
 $(VENV)/.installed: $(UV) uv.lock pyproject.toml $(wildcard providers/*/pyproject.toml)
 	$(UV) sync --locked --all-packages --python $(PYTHON)
 	touch $@
+
+# The console's browser tests drive Debian's chromium: Playwright cannot fetch a browser of its own here.
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "make: the Debian package 'chromium' is missing (and there is no apt-get): install chromium" >&2; exit 1; }
+	apt-get update -qq && apt-get install -y -qq chromium || { echo "make: could not install the Debian package 'chromium': run apt-get install -y chromium" >&2; exit 1; }
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache

@@ -603,7 +603,8 @@ def create_app(services: Services) -> FastAPI:
         response: Response = await call_next(request)
         response.headers.setdefault("Content-Security-Policy", _CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        # Not no-referrer: with it, browsers send `Origin: null` on form posts and the origin check fails.
+        response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Cache-Control", "no-store")
         return response

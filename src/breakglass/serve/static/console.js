@@ -15,9 +15,10 @@
 
   function text(el, value) { if (el) { el.textContent = value; } }
 
-  function cell(row, value, header) {
+  function cell(row, value, header, label) {
     const el = document.createElement(header ? "th" : "td");
     if (header) { el.scope = "row"; }
+    if (label) { el.dataset.label = label; }
     el.textContent = value;
     row.appendChild(el);
   }
@@ -45,12 +46,12 @@
       const row = document.createElement("tr");
       row.dataset.target = t.name;
       cell(row, t.name, true);
-      cell(row, p && p.value === true ? "on" : p && p.value === false ? "off" : "unknown");
+      cell(row, p && p.value === true ? "on" : p && p.value === false ? "off" : "unknown", false, "Reads");
       const last = t.last;
       cell(row, last ? (last.active ? "resume" : "halt") + (last.ok ? " acknowledged" : " FAILED: " + last.error)
-        : t.configured ? "none yet" : "no admin credentials");
-      cell(row, last ? last.finished_at : "");
-      cell(row, last ? Math.round(last.latency_ms) + " ms" : "");
+        : t.configured ? "none yet" : "no admin credentials", false, "Last change");
+      cell(row, last ? last.finished_at : "", false, "When");
+      cell(row, last ? Math.round(last.latency_ms) + " ms" : "", false, "Took");
       body.appendChild(row);
     }
   }
@@ -92,9 +93,24 @@
   }
   window.setInterval(tick, 500);
 
+  function renderHistory(items) {
+    const body = $("history").tBodies[0];
+    body.replaceChildren();
+    for (const s of items) {
+      const row = document.createElement("tr");
+      const values = [["Stopped", s.opened_at], ["By", s.opened_by], ["Why", s.reason],
+        ["Resumed", s.closed_at || "still halted"], ["By", s.closed_by || ""]];
+      for (const [label, value] of values) { cell(row, value, false, label); }
+      body.appendChild(row);
+    }
+  }
+
   async function refresh() {
-    const r = await fetch("/v1/status", { credentials: "same-origin", headers: { Accept: "application/json" } });
+    const options = { credentials: "same-origin", headers: { Accept: "application/json" } };
+    const r = await fetch("/v1/status", options);
     if (r.ok) { renderAll(await r.json()); }
+    const h = await fetch("/v1/suspensions?limit=20", options);
+    if (h.ok) { renderHistory((await h.json()).suspensions); }
   }
 
   function connect() {

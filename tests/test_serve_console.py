@@ -1,0 +1,308 @@
+"""The operator console in a real browser: Debian's chromium driven by Playwright, axe-core injected.
+
+Log in, press STOP with the keyboard, watch every target halt and the flag turn
+off, see a viewer refused, resume as an approver, see NOT HALTED when no target
+answers; at 200 % zoom and on a phone. No serious or critical accessibility
+violation in any state. Screenshots of each state are saved under
+``build/test-output/console/`` so a person can look at them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+
+from breakglass.local.store import LocalStore
+from breakglass.testing.serve import FLAG, Running, running_serve
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytestmark = pytest.mark.live
+
+CHROMIUM = Path("/usr/bin/chromium")
+AXE_DIR = Path(__file__).parent / "browser"
+SHOTS = Path(__file__).resolve().parents[1] / "build" / "test-output" / "console"
+
+
+def _axe_source() -> str:
+    script = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
+    if not script.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.fail("npm not found: install Node.js >= 20 (axe-core comes from npm)")
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=AXE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.fail(f"npm ci failed in {AXE_DIR}: {done.stderr.strip()[-500:]}")
+    return script.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            "the Debian package 'chromium' is missing (/usr/bin/chromium): "
+            "run `apt-get install -y chromium` (make test does it when it can)"
+        )
+    args = ["--no-sandbox"] if os.geteuid() == 0 else []
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=args)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def axe() -> str:
+    return _axe_source()
+
+
+@pytest.fixture
+def shots(request: pytest.FixtureRequest) -> Path:
+    where = SHOTS / str(request.node.name)
+    shutil.rmtree(where, ignore_errors=True)
+    where.mkdir(parents=True)
+    return where
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Running]:
+    with running_serve(tmp_path) as running:
+        assert running.wait_active(True)
+        yield running
+
+
+class Console:
+    """One browser context logged in to the console; fails the test on any page error or CSP violation."""
+
+    def __init__(self, context: BrowserContext, serve: Running, axe: str, shots: Path) -> None:
+        self.context = context
+        self.serve = serve
+        self.axe = axe
+        self.shots = shots
+        self.page: Page = context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.on(
+            "console",
+            lambda msg: self.errors.append(msg.text) if msg.type == "error" else None,
+        )
+
+    def login(self, role: str | None, token: str | None = None) -> None:
+        self.page.goto(f"{self.serve.url}/")
+        expect(self.page).to_have_url(f"{self.serve.url}/login")
+        self.page.get_by_label("API token").fill(token or self.serve.tokens[str(role)])
+        self.page.get_by_role("button", name="Log in").click()
+
+    def shot(self, name: str) -> Path:
+        path = self.shots / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def check_axe(self, what: str) -> None:
+        # Runtime.evaluate is not subject to the page's CSP, which stays strict for the console itself.
+        self.page.evaluate(self.axe + "\n;0")
+        result: dict[str, Any] = self.page.evaluate(
+            "async () => await axe.run(document, {resultTypes: ['violations']})"
+        )
+        bad = [
+            f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+            for v in result["violations"]
+            if v["impact"] in ("serious", "critical")
+        ]
+        assert not bad, f"{what}: " + "; ".join(bad)
+
+    def no_horizontal_scroll(self, what: str) -> None:
+        overflow = self.page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        if overflow > 1:
+            wide = self.page.evaluate(
+                """() => [...document.querySelectorAll('body *')]
+                    .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+                    .slice(0, 5).map(e => e.tagName + '#' + e.id + '.' + e.className)"""
+            )
+            self.shot(f"overflow-{what.replace(' ', '-').replace(',', '')}")
+            pytest.fail(f"{what}: the page scrolls sideways by {overflow}px ({wide})")
+
+    def assert_clean(self) -> None:
+        # Refusals the tests provoke on purpose (401, 403, 503) are answers, not page errors.
+        provoked = ("status of 401", "status of 403", "status of 503")
+        errors = [e for e in self.errors if not any(p in e for p in provoked)]
+        assert not errors, errors
+
+
+@contextmanager
+def console(
+    browser: Browser, serve: Running, axe: str, shots: Path, **options: Any
+) -> Iterator[Console]:
+    context = browser.new_context(**options)
+    try:
+        c = Console(context, serve, axe, shots)
+        yield c
+        c.assert_clean()
+    finally:
+        context.close()
+
+
+def _focus_by_tab(c: Console, target: Any) -> None:
+    for _ in range(6):
+        if target.evaluate("el => el === document.activeElement"):
+            break
+        c.page.keyboard.press("Tab")
+    expect(target).to_be_focused()
+
+
+def _stop_with_the_keyboard(c: Console) -> None:
+    """The skip link, the STOP button, the dialog: keyboard only."""
+    page = c.page
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to the emergency stop")).to_be_focused()
+    page.keyboard.press("Enter")
+    stop = page.get_by_role("button", name="STOP", exact=True)
+    _focus_by_tab(c, stop)
+    outline = stop.evaluate(
+        "el => getComputedStyle(el).outlineStyle + ' ' + getComputedStyle(el).outlineWidth"
+    )
+    assert outline.startswith("solid"), outline
+    assert not outline.endswith(" 0px"), outline
+    c.shot("04-stop-focused")
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="Stop the system now?")
+    expect(dialog).to_be_visible()
+    expect(page.get_by_label("Reason (required)")).to_be_focused()
+    page.keyboard.type("Model output unsafe in ticket 4711")
+    c.check_axe("stop dialog")
+    c.shot("05-stop-dialog")
+    page.keyboard.press("Tab")  # incident
+    page.keyboard.type("INC-4711")
+    confirm = page.get_by_role("button", name="Confirm STOP")
+    _focus_by_tab(c, confirm)
+    page.keyboard.press("Enter")
+
+
+def test_halt_with_the_keyboard_then_resume_as_approver(
+    browser: Browser, serve: Running, axe: str, shots: Path
+) -> None:
+    with console(browser, serve, axe, shots, viewport={"width": 1280, "height": 900}) as c:
+        page = c.page
+        page.goto(f"{serve.url}/login")
+        c.check_axe("login page")
+        c.shot("01-login")
+        c.login(None, token="bgt_000000000000_wrong")  # noqa: S106 -- a wrong token on purpose
+        expect(page.get_by_role("alert")).to_contain_text("unknown, revoked or wrong")
+        c.shot("02-login-refused")
+
+        c.login("halter")
+        expect(page.locator("#decision")).to_have_text("ACTIVE")
+        expect(page.locator("#live")).to_have_text("(live)")
+        expect(
+            page.get_by_text("A halt made in good faith is always the right call")
+        ).to_be_visible()
+        c.check_axe("console, active")
+        c.shot("03-active")
+
+        _stop_with_the_keyboard(c)
+        expect(page.locator("#result-live-title")).to_have_text("HALTED")
+        expect(page.locator("#decision")).to_have_text("HALTED")
+        expect(page.locator("#targets tr[data-target='local']")).to_contain_text(
+            "halt acknowledged"
+        )
+        expect(page.locator("#suspension-body")).to_contain_text("token:halter-1")
+        expect(page.locator("#suspension-body")).to_contain_text(
+            "Model output unsafe in ticket 4711"
+        )
+        assert serve.wait_active(False, 2.0)
+        assert LocalStore(serve.server.bridge.settings.local_file).read(FLAG) is False
+        c.check_axe("console, halted")
+        c.shot("06-halted")
+
+        # 200 % zoom: the same page in half the CSS pixels.
+        page.set_viewport_size({"width": 640, "height": 900})
+        c.no_horizontal_scroll("200 % zoom")
+        expect(page.get_by_role("button", name="STOP", exact=True)).to_be_visible()
+        c.shot("07-halted-200pct")
+
+    with console(browser, serve, axe, shots) as c:
+        c.login("approver")
+        expect(c.page.locator("#decision")).to_have_text("HALTED")
+        c.page.get_by_label("Why it is safe to run again (required)").fill(
+            "root cause fixed, checked"
+        )
+        c.page.get_by_role("button", name="Resume the system").click()
+        expect(c.page.locator("#result-live-title")).to_have_text("Resumed")
+        expect(c.page.locator("#decision")).to_have_text("ACTIVE")
+        assert serve.wait_active(True, 3.0)
+        expect(c.page.locator("#history")).to_contain_text("token:approver-1")
+        c.check_axe("console, resumed")
+        c.shot("08-resumed")
+
+
+def test_a_viewer_sees_no_stop_button_and_is_refused(
+    browser: Browser, serve: Running, axe: str, shots: Path
+) -> None:
+    with console(browser, serve, axe, shots) as c:
+        c.login("viewer")
+        expect(c.page.locator("#cannot-halt")).to_contain_text("cannot halt")
+        expect(c.page.get_by_role("button", name="STOP", exact=True)).to_have_count(0)
+        status = c.page.evaluate(
+            """async () => {
+                const csrf = document.querySelector('meta[name="csrf-token"]').content;
+                const r = await fetch('/v1/halt', {method: 'POST', credentials: 'same-origin',
+                    headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf},
+                    body: JSON.stringify({reason: 'viewer tries'})});
+                return [r.status, (await r.json()).type];
+            }"""
+        )
+        assert status == [403, "/problems/forbidden"]
+        assert serve.server.bridge.engine.active
+        c.check_axe("console, viewer")
+        c.shot("01-viewer")
+
+
+def test_on_a_phone_and_when_nothing_acknowledges(
+    browser: Browser, serve: Running, axe: str, shots: Path
+) -> None:
+    phone = {
+        "viewport": {"width": 390, "height": 844},
+        "device_scale_factor": 2,
+        "is_mobile": True,
+        "has_touch": True,
+    }
+    with console(browser, serve, axe, shots, **phone) as c:
+        c.login("halter")
+        expect(c.page.locator("#decision")).to_have_text("ACTIVE")
+        c.no_horizontal_scroll("phone")
+        stop = c.page.get_by_role("button", name="STOP", exact=True)
+        box = stop.bounding_box()
+        assert box is not None
+        assert box["height"] >= 44
+        assert box["width"] >= 300
+        c.check_axe("console on a phone")
+        c.shot("01-phone-active")
+
+        local = serve.server.bridge.settings.local_file
+        local.unlink()
+        local.mkdir()  # the only target cannot be written: the halt must say NOT HALTED
+        stop.tap()
+        c.page.get_by_label("Reason (required)").fill("phone halt")
+        c.page.get_by_role("button", name="Confirm STOP").tap()
+        expect(c.page.locator("#result-live-title")).to_have_text("NOT HALTED")
+        expect(c.page.locator("#result-live-text")).to_contain_text("kill switch")
+        expect(c.page.get_by_role("alert")).to_contain_text("NOT HALTED")
+        c.no_horizontal_scroll("phone, not halted")
+        c.check_axe("console on a phone, not halted")
+        c.shot("02-phone-not-halted")
