@@ -22,6 +22,7 @@ from breakglass.engine import StateEngine
 from breakglass.local.store import LocalStore
 from breakglass.ofrep import MAX_BODY, OfrepEndpoint
 from breakglass.testing import ManualClock, ScriptedSource
+from breakglass.testing.npm import npm_ci
 from breakglass.testing.relay import RelayProcess
 
 if TYPE_CHECKING:
@@ -116,19 +117,8 @@ def test_bulk_etag_follows_the_decision_not_its_age(
 
 def _node_details(url: str, key: str = KEY) -> dict[str, Any]:
     node = shutil.which("node")
-    npm = shutil.which("npm")
     assert node is not None, "node not found: install Node.js >= 20 for the OFREP client test"
-    assert npm is not None, "npm not found: install Node.js >= 20 for the OFREP client test"
-    if not (NODE_DIR / "node_modules" / "@openfeature" / "ofrep-provider").exists():
-        result = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=NODE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert result.returncode == 0, f"npm ci failed: {result.stderr[-800:]}"
+    npm_ci(NODE_DIR, NODE_DIR / "node_modules" / "@openfeature" / "ofrep-provider")
     result = subprocess.run(
         [node, str(NODE_DIR / "evaluate.mjs"), url, key, "true"],
         capture_output=True,

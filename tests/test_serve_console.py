@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from breakglass.local.store import LocalStore
+from breakglass.testing.npm import npm_ci
 from breakglass.testing.serve import FLAG, Running, running_serve
 
 if TYPE_CHECKING:
@@ -34,20 +34,10 @@ SHOTS = Path(__file__).resolve().parents[1] / "build" / "test-output" / "console
 
 def _axe_source() -> str:
     script = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
-    if not script.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail("npm not found: install Node.js >= 20 (axe-core comes from npm)")
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=AXE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if done.returncode != 0:
-            pytest.fail(f"npm ci failed in {AXE_DIR}: {done.stderr.strip()[-500:]}")
+    try:
+        npm_ci(AXE_DIR, script)
+    except RuntimeError as exc:
+        pytest.fail(f"axe-core comes from npm: {exc}")
     return script.read_text(encoding="utf-8")
 
 
