@@ -83,6 +83,7 @@ async def _render_console(
         "identity": identity,
         "csrf": session.csrf,
         "status": status,
+        "fleet": services.fleet.summary(),
         "history": history,
         "can_halt": identity.role >= Role.HALTER,
         "can_resume": identity.role >= Role.APPROVER,

@@ -79,10 +79,15 @@
     box.appendChild(dl);
   }
 
+  function renderFleet(s) {
+    if (s.fleet) { text($("fleet-line"), s.fleet.line); }
+  }
+
   function renderAll(s) {
     renderState(s);
     renderTargets(s);
     renderSuspension(s);
+    renderFleet(s);
   }
 
   function tick() {
@@ -112,6 +117,9 @@
     const h = await fetch("/v1/suspensions?limit=20", options);
     if (h.ok) { renderHistory((await h.json()).suspensions); }
   }
+
+  // Silence is the absence of news: no event announces it, so the readers' line is polled.
+  window.setInterval(() => { refresh().catch(() => {}); }, 2000);
 
   function connect() {
     const source = new EventSource("/v1/events");
