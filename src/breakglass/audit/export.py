@@ -28,7 +28,7 @@ from breakglass.clock import SYSTEM_CLOCK, Clock, isoformat_ms
 from breakglass.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
     from typing import BinaryIO, TextIO
 
     from breakglass.audit.signing import Signer
@@ -130,38 +130,81 @@ def manifest_data(  # noqa: PLR0913 -- each is a manifest field
 
 
 class _Lines:
-    """Export lines, written a thousand at a time, with the running count and time span."""
+    """Export lines, written a thousand at a time, with the running count and time span.
+
+    Callers append to :attr:`batch` and :attr:`times` and call :meth:`full`
+    (no method call per line: this is the export's inner loop).
+    """
 
     def __init__(self, out: BinaryIO, on_record: Callable[[int], None] | None) -> None:
         self.out = out
         self.on_record = on_record
         self.batch: list[bytes] = []
+        self.times: list[bytes] = []
         self.count = 0
         self.earliest: bytes | None = None
         self.latest: bytes | None = None
 
-    def add(self, line: bytes, occurred: bytes) -> None:
-        self.batch.append(line)
-        self.count += 1
-        if self.earliest is None or occurred < self.earliest:
-            self.earliest = occurred
-        if self.latest is None or occurred > self.latest:
-            self.latest = occurred
-        if len(self.batch) == _BATCH:
-            self.flush()
-            if self.on_record is not None:
-                self.on_record(self.count)
+    def full(self) -> None:
+        self.flush()
+        if self.on_record is not None:
+            self.on_record(self.count)
 
     def flush(self) -> None:
-        if self.batch:
-            self.batch.append(b"")  # one write per batch, every line ending in a newline
-            self.out.write(b"\n".join(self.batch))
-            self.batch.clear()
+        if not self.batch:
+            return
+        self.count += len(self.batch)
+        low, high = min(self.times), max(self.times)
+        if self.earliest is None or low < self.earliest:
+            self.earliest = low
+        if self.latest is None or high > self.latest:
+            self.latest = high
+        self.batch.append(b"")  # one write per batch, every line ending in a newline
+        self.out.write(b"\n".join(self.batch))
+        self.batch.clear()
+        self.times.clear()
 
     def span(self) -> tuple[str | None, str | None]:
         return tuple(  # type: ignore[return-value]
             None if t is None else str(json.loads(t)) for t in (self.earliest, self.latest)
         )
+
+
+def _add_chain(lines: _Lines, walk: ChainWalk, *, after: int | None) -> None:
+    """Walk (and so check) the whole chain; add the records after ``after`` (none when ``None``)."""
+    batch, times = lines.batch, lines.times
+    for seq, line, _, occurred in walk:
+        if after is not None and seq > after:
+            batch.append(line)
+            times.append(occurred)
+            if len(batch) == _BATCH:
+                lines.full()
+
+
+def _add_query(lines: _Lines, canonicals: Iterable[bytes], prev: bytes) -> bytes:
+    """Chain and add the records of a filtered query; return the last hash."""
+    batch, times = lines.batch, lines.times
+    for text in canonicals:
+        line, prev, occurred = chain_record(text, prev)
+        batch.append(line)
+        times.append(occurred)
+        if len(batch) == _BATCH:
+            lines.full()
+    return prev
+
+
+def signature_line_for(signer: Signer, export_hash: str) -> str:
+    """The line after the manifest: the export hash signed with ``signer``."""
+    return canonical_json(
+        {
+            "schema": SIGNATURE_SCHEMA,
+            "kind": "signature",
+            "algorithm": ALGORITHM,
+            "export_hash": export_hash,
+            "key_id": signer.key_id,
+            "signature": signer.sign(export_hash),
+        }
+    )
 
 
 def _after_last_store_export(exports: list[ExportEntry]) -> int:
@@ -221,21 +264,15 @@ def export_jsonl(  # noqa: PLR0913 -- each knob is a documented CLI option
     walk = ChainWalk(store.iter_chain(with_columns=filtered), wanted=heads_named(exports))
     walk.wanted.add(after)
     lines = _Lines(out, on_record)
-    first_seq: int | None = None
-    for seq, line, _, occurred in walk:
-        if seq > after and not filtered:
-            if first_seq is None:
-                first_seq = seq
-            lines.add(line, occurred)
+    _add_chain(lines, walk, after=after if not filtered else None)
+    first_seq = after + 1 if lines.count or lines.batch else None
     check_export_log(exports, walk)
     head_seq, head_hash = walk.head
     genesis = GENESIS if after == 0 else walk.seen[after].decode()
     prev = genesis.encode()
     if filtered:
-        for text in store.iter_canonical(query):
-            line, prev, occurred = chain_record(text, prev)
-            lines.add(line, occurred)
-    elif lines.count:
+        prev = _add_query(lines, store.iter_canonical(query), prev)
+    elif first_seq is not None:
         prev = head_hash
     lines.flush()
     first, last = lines.span()
@@ -257,16 +294,7 @@ def export_jsonl(  # noqa: PLR0913 -- each knob is a documented CLI option
     export_hash = digest.decode()
     signature_line = None
     if signer is not None:
-        signature_line = canonical_json(
-            {
-                "schema": SIGNATURE_SCHEMA,
-                "kind": "signature",
-                "algorithm": ALGORITHM,
-                "export_hash": export_hash,
-                "key_id": signer.key_id,
-                "signature": signer.sign(export_hash),
-            }
-        )
+        signature_line = signature_line_for(signer, export_hash)
         out.write(signature_line.encode() + b"\n")
     out.flush()
     if record:

@@ -60,47 +60,44 @@ class ChainWalk:
 
     def __iter__(self) -> Iterator[tuple[int, bytes, bytes, bytes]]:
         """Check and yield each record in turn; raise :class:`AuditChainError` where it breaks."""
+        seq, prev = self.head
+        wanted, seen = self.wanted, self.seen
+        walked = 0
         try:
-            yield from self._walk()
+            for row in self.rows:
+                place, stored_prev, stored_hash, canonical = row[:4]
+                if place != seq + 1:
+                    raise _broken_order(seq, place, row)
+                if stored_prev != prev:
+                    raise AuditChainError(
+                        f"the audit store's chain is broken at record {place} "
+                        f"({_id(canonical)}): it does not follow record {seq}: records were "
+                        "deleted, inserted or reordered"
+                    )
+                try:
+                    line, digest, occurred = chain_record(canonical, prev)
+                except ChainError:
+                    line, digest, occurred = b"", b"", b""
+                if digest != stored_hash:
+                    raise AuditChainError(
+                        f"the audit store's chain is broken at record {place} "
+                        f"({_id(canonical)}): its content does not match the hash stored with "
+                        "it: it was changed after it was stored"
+                    )
+                if len(row) > 4:  # the query columns were asked for
+                    _check_columns(place, canonical, row[4:])
+                seq, prev = place, digest
+                if seq in wanted:
+                    seen[seq] = digest
+                walked += 1
+                yield seq, line, digest, occurred
         finally:
+            self.records += walked
+            self.head = (seq, prev)
             # Ends the store's read now, not whenever the generator is collected.
             close = getattr(self.rows, "close", None)
             if close is not None:
                 close()
-
-    def _walk(self) -> Iterator[tuple[int, bytes, bytes, bytes]]:
-        seq, prev = self.head
-        wanted, seen = self.wanted, self.seen
-        for row in self.rows:
-            place, stored_prev, stored_hash, canonical = row[:4]
-            if place != seq + 1:
-                raise _broken_order(seq, place, row)
-            if stored_prev != prev:
-                raise AuditChainError(
-                    f"the audit store's chain is broken at record {place} ({_id(canonical)}): "
-                    f"it does not follow record {seq}: records were deleted, inserted or reordered"
-                )
-            try:
-                line, digest, occurred = chain_record(canonical, prev)
-            except ChainError:
-                raise AuditChainError(
-                    f"the audit store's chain is broken at record {place} ({_id(canonical)}): "
-                    "it is not a canonical record any more: it was changed after it was stored"
-                ) from None
-            if digest != stored_hash:
-                raise AuditChainError(
-                    f"the audit store's chain is broken at record {place} ({_id(canonical)}): "
-                    "its content does not match the hash stored with it: it was changed "
-                    "after it was stored"
-                )
-            if len(row) > 4:  # the query columns were asked for
-                _check_columns(place, canonical, row[4:])
-            seq, prev = place, digest
-            if seq in wanted:
-                seen[seq] = digest
-            self.records += 1
-            self.head = (seq, prev)
-            yield seq, line, digest, occurred
 
 
 def _id(canonical: bytes) -> str:

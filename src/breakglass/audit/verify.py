@@ -60,15 +60,29 @@ class LineTooLongError(ChainError):
     """A line longer than the limit (raised by :func:`read_lines`)."""
 
 
-def read_lines(handle: BinaryIO, limit: int = MAX_LINE_BYTES) -> Iterator[bytes]:
-    """The lines of a binary stream, each at most ``limit`` bytes before its newline."""
+def read_lines(
+    handle: BinaryIO, limit: int = MAX_LINE_BYTES, chunk: int = 1 << 20
+) -> Iterator[bytes]:
+    """The lines of a binary stream (with their newlines), each at most ``limit`` bytes.
+
+    Read a block at a time (faster than a ``readline`` per line); at most
+    ``limit + chunk`` bytes are held at once, whatever the file holds.
+    """
+    rest = b""
     while True:
-        line = handle.readline(limit + 1)
-        if not line:
+        block = handle.read(chunk)
+        if not block:
+            if rest:
+                yield rest
             return
-        if len(line) > limit and not line.endswith(b"\n"):
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            if len(line) > limit:
+                raise LineTooLongError(f"longer than {limit} bytes: not an export line")
+            yield line + b"\n"
+        if len(rest) > limit:
             raise LineTooLongError(f"longer than {limit} bytes: not an export line")
-        yield line
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,49 +232,47 @@ def verify_lines(  # noqa: C901, PLR0915 -- one pass, one check after another
     manifest: dict[str, Any] | None = None
     signature: dict[str, Any] | None = None
     number = 0
-    iterator = iter(lines)
-    while True:
-        try:
-            raw = next(iterator, None)
-        except LineTooLongError as exc:
-            return _broken(count, number + 1, str(exc))
-        if raw is None:
-            break
-        number += 1
-        if signature is not None:
-            return _broken(count, number, "a line after the signature")
-        if not raw.endswith(b"\n"):
-            return _broken(count, number, "the line has no newline: the file was cut off")
-        line = raw[:-1]
-        try:
-            if manifest is not None:
-                data = parse_json_line(line)
-                problem = _signature_problem(data, str(manifest["hash"]), public_key)
-                if problem is not None:
-                    return _broken(count, number, problem)
-                signature = data
-                continue
-            if line.startswith(RECORD_PREFIX):
-                if strict:
-                    _check_strictly(line)
-                prev, found_prev, occurred = check_record_line(line, prev)
-                if first_prev is None:
-                    first_prev = found_prev
-                count += 1
-                if earliest is None or occurred < earliest:
-                    earliest = occurred
-                if latest is None or occurred > latest:
-                    latest = occurred
-                continue
-            data = check_object_line(line)
-        except ChainError as exc:
-            return _broken(count, number, str(exc))
-        problem = _manifest_problem(
-            data, count, prev if prev is not None else str(data.get("genesis")).encode(), first_prev
-        ) or _times_problem(data, earliest, latest)
-        if problem is not None:
-            return _broken(count, number, problem)
-        manifest = data
+    try:
+        for number, raw in enumerate(lines, 1):
+            if signature is not None:
+                return _broken(count, number, "a line after the signature")
+            if not raw.endswith(b"\n"):
+                return _broken(count, number, "the line has no newline: the file was cut off")
+            line = raw[:-1]
+            try:
+                if line.startswith(RECORD_PREFIX) and manifest is None:
+                    if strict:
+                        _check_strictly(line)
+                    prev, found_prev, occurred = check_record_line(line, prev)
+                    if first_prev is None:
+                        first_prev = found_prev
+                    count += 1
+                    if earliest is None or occurred < earliest:
+                        earliest = occurred
+                    if latest is None or occurred > latest:
+                        latest = occurred
+                    continue
+                if manifest is not None:
+                    data = parse_json_line(line)
+                    problem = _signature_problem(data, str(manifest["hash"]), public_key)
+                    if problem is not None:
+                        return _broken(count, number, problem)
+                    signature = data
+                    continue
+                data = check_object_line(line)
+            except ChainError as exc:
+                return _broken(count, number, str(exc))
+            problem = _manifest_problem(
+                data,
+                count,
+                prev if prev is not None else str(data.get("genesis")).encode(),
+                first_prev,
+            ) or _times_problem(data, earliest, latest)
+            if problem is not None:
+                return _broken(count, number, problem)
+            manifest = data
+    except LineTooLongError as exc:
+        return _broken(count, number + 1, str(exc))
     if manifest is None:
         return _broken(
             count, number + 1, "no manifest at the end: the export was cut off or is not one"
