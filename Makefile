@@ -7,7 +7,7 @@ VENV := .venv
 CHROMIUM := /usr/bin/chromium
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test lint typecheck unit install bench clean
+.PHONY: demo test lint typecheck unit install bench clean kubectl
 
 demo: install
 	$(VENV)/bin/breakglass demo
@@ -21,7 +21,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-unit: install $(CHROMIUM)
+unit: install $(CHROMIUM) kubectl
 	$(VENV)/bin/pytest
 
 bench: install
@@ -42,6 +42,21 @@ $(VENV)/.installed: $(UV) uv.lock pyproject.toml $(wildcard providers/*/pyprojec
 $(CHROMIUM):
 	@command -v apt-get >/dev/null || { echo "make: the Debian package 'chromium' is missing (and there is no apt-get): install chromium" >&2; exit 1; }
 	apt-get update -qq && apt-get install -y -qq chromium || { echo "make: could not install the Debian package 'chromium': run apt-get install -y chromium" >&2; exit 1; }
+
+# Debian's kubectl (package kubernetes-client) checks the kill switch's local API server as a
+# second client. It is unpacked under .tools/ rather than installed: on some machines
+# /usr/bin/kubectl belongs to another package and dpkg would refuse the overwrite.
+KUBECTL := $(TOOLS)/kubernetes-client/usr/bin/kubectl
+kubectl: $(KUBECTL)
+
+$(KUBECTL):
+	@mkdir -p $(TOOLS)/debs
+	@cd $(TOOLS)/debs && (apt-get download kubernetes-client >/dev/null 2>&1 || \
+	  (apt-get update >/dev/null 2>&1 && apt-get download kubernetes-client >/dev/null 2>&1)) || \
+	  { echo "make: cannot fetch Debian's kubernetes-client package (kubectl) with apt-get download;" \
+	         "install it (apt-get install kubernetes-client) and set BREAKGLASS_KUBECTL=/usr/bin/kubectl" >&2; exit 1; }
+	dpkg-deb -x $$(ls -t $(TOOLS)/debs/kubernetes-client_*.deb | head -1) $(TOOLS)/kubernetes-client
+	@$(KUBECTL) version --client >/dev/null 2>&1 || { echo "make: $(KUBECTL) does not run" >&2; exit 1; }
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache

@@ -24,20 +24,31 @@ CD self-heal putting ``spec.replicas`` back unless ``ignoreDifferences`` covers 
 
 from __future__ import annotations
 
+import base64
 import copy
+import ipaddress
 import json
 import re
 import secrets
+import ssl
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 # (group, version, plural) -> (kind, short names, has scale subresource)
 RESOURCES: dict[tuple[str, str, str], tuple[str, list[str], bool]] = {
+    ("", "v1", "namespaces"): ("Namespace", ["ns"], False),
     ("", "v1", "pods"): ("Pod", ["po"], False),
     ("apps", "v1", "deployments"): ("Deployment", ["deploy"], True),
     ("apps", "v1", "statefulsets"): ("StatefulSet", ["sts"], True),
@@ -172,6 +183,27 @@ class _Pod:
     created: str = field(default_factory=_now)
 
 
+def self_signed() -> tuple[bytes, bytes]:
+    """A certificate for 127.0.0.1 and its key (PEM): kubectl sends a bearer token only over TLS."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver-test")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now.replace(year=now.year - 1))
+        .not_valid_after(now.replace(year=now.year + 1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
 class ApiError(Exception):
     def __init__(self, code: int, reason: str, message: str) -> None:
         super().__init__(message)
@@ -210,6 +242,14 @@ class KubeApiServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        self.cert_pem, key_pem = self_signed()
+        with tempfile.TemporaryDirectory() as tmp:
+            cert_file, key_file = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
+            cert_file.write_bytes(self.cert_pem)
+            key_file.write_bytes(key_pem)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert_file, key_file)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         threading.Thread(target=self.httpd.serve_forever, name="kube-api", daemon=True).start()
         threading.Thread(target=self._controllers, name="kube-controllers", daemon=True).start()
         return self
@@ -224,7 +264,7 @@ class KubeApiServer:
     def url(self) -> str:
         assert self.httpd is not None
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"https://{host}:{port}"
 
     def token(
         self, user: str = "admin", rules: list[tuple[str, dict[str, Any]]] | None = None
@@ -238,7 +278,10 @@ class KubeApiServer:
         return {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "local", "cluster": {"server": self.url}}],
+            "clusters": [{"name": "local", "cluster": {
+                "server": self.url,
+                "certificate-authority-data": base64.b64encode(self.cert_pem).decode("ascii"),
+            }}],
             "users": [{"name": "u", "user": {"token": token}}],
             "contexts": [{"name": "local", "context": {"cluster": "local", "user": "u"}}],
             "current-context": "local",
@@ -528,7 +571,7 @@ class KubeApiServer:
                 "kind": "APIVersions",
                 "versions": ["v1"],
                 "serverAddressByClientCIDRs": [
-                    {"clientCIDR": "0.0.0.0/0", "serverAddress": self.url.removeprefix("http://")}
+                    {"clientCIDR": "0.0.0.0/0", "serverAddress": self.url.removeprefix("https://")}
                 ],
             }
         groups: dict[str, list[str]] = {}
@@ -574,7 +617,7 @@ class KubeApiServer:
                 {
                     "name": plural,
                     "singularName": kind.lower(),
-                    "namespaced": True,
+                    "namespaced": plural != "namespaces",
                     "kind": kind,
                     "verbs": ["create", "delete", "get", "list", "patch", "update"],
                     "shortNames": short,
@@ -614,6 +657,8 @@ class KubeApiServer:
     ) -> tuple[int, dict[str, Any]]:
         kind = RESOURCES[(group, version, plural)][0]
         api_version = f"{group}/{version}" if group else version
+        if plural == "namespaces":
+            return self._namespaces(method, name)
         if name is None:
             if method == "POST":
                 obj = json.loads(body)
@@ -690,6 +735,21 @@ class KubeApiServer:
         self.objects[key] = updated
         self._reconcile()
         return 200, copy.deepcopy(updated)
+
+    def _namespaces(self, method: str, name: str | None) -> tuple[int, dict[str, Any]]:
+        if method != "GET":
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        known = sorted({"default", "argocd"} | {ns for (_, _, ns, _) in self.objects})
+
+        def namespace(ns: str) -> dict[str, Any]:
+            return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "creationTimestamp": _now()},
+                    "status": {"phase": "Active"}}
+
+        if name is None:
+            return 200, {"apiVersion": "v1", "kind": "NamespaceList", "metadata": {}, "items": [namespace(n) for n in known]}
+        if name not in known:
+            raise ApiError(404, "NotFound", f'namespaces "{name}" not found')
+        return 200, namespace(name)
 
     def _patched(self, obj: dict[str, Any], headers: Any, body: bytes) -> dict[str, Any]:
         content_type = headers.get("Content-Type", "").split(";")[0].strip()
