@@ -102,11 +102,11 @@ def test_kubectl_meets_conflicts_404_and_rbac_as_from_a_cluster(tmp_path: Path, 
 
     # kubectl scale retries a 409 itself, as it does against a real API server.
     kube.inject_conflicts("PATCH", "/deployments/model-server/scale", 1)
-    kubectl(kubeconfig, "scale", "deploy/model-server", "-n", "inference", "--replicas=1")
+    kubectl(kubeconfig, "scale", "deploy/model-server", "-n", "inference", "--replicas=4")
     scale_writes = [code for method, path, _, code in kube.log
                     if method == "PATCH" and path.endswith("/deployments/model-server/scale")]
     assert scale_writes == [409, 200]
-    assert kube.get("apps", "deployments", "inference", "model-server")["spec"]["replicas"] == 1
+    assert kube.get("apps", "deployments", "inference", "model-server")["spec"]["replicas"] == 4
 
     missing = kubectl(kubeconfig, "get", "deploy", "nope", "-n", "inference", check=False)
     assert 'deployments.apps "nope" not found' in missing.stderr
