@@ -84,7 +84,7 @@ def load_public_key(text: str) -> Ed25519PublicKey:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise ConfigError("resume.control_plane_keys: a key is neither PEM nor base64") from None
-    if len(raw) != 32:  # noqa: PLR2004 -- the size of an Ed25519 public key
+    if len(raw) != 32:
         raise ConfigError("resume.control_plane_keys: an Ed25519 public key is 32 bytes")
     return Ed25519PublicKey.from_public_bytes(raw)
 
@@ -140,7 +140,7 @@ def _claims(token: str, keys: list[Ed25519PublicKey]) -> tuple[dict[str, Any], s
     if len(token) > _MAX_TOKEN:
         raise ResumeRefused("resume refused: the authorisation is too long", ["a valid signature"])
     parts = token.strip().split(".")
-    if len(parts) != 3 or parts[0] != PREFIX:  # noqa: PLR2004 -- prefix, payload, signature
+    if len(parts) != 3 or parts[0] != PREFIX:
         raise ResumeRefused(
             "resume refused: the authorisation is not a bgresume1 token", ["a valid signature"]
         )

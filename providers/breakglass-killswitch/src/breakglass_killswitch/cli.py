@@ -315,7 +315,7 @@ def sign_resume_cmd(
     key_path: Path,
     switch_name: str,
     episode: str,
-    approvers: tuple[str, ...],  # noqa: PLR0913
+    approvers: tuple[str, ...],
     reason: str,
     issuer: str,
     ttl: int,

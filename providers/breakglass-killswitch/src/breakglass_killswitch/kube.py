@@ -51,9 +51,9 @@ def map_error(what: str, exc: ApiException) -> TargetError:
     text = f"{what}: {status} {_status_message(exc)}"
     if status in (401, 403):
         return TargetForbidden(text)
-    if status == 404:  # noqa: PLR2004 -- HTTP status
+    if status == 404:
         return NotFoundError(text)
-    if status == 409:  # noqa: PLR2004 -- HTTP status
+    if status == 409:
         return ConflictError(text)
     return TargetError(text)
 
@@ -76,14 +76,14 @@ class Kube:
         configuration = client.Configuration()
         try:
             if settings.kubeconfig is not None:
-                kube_config.load_kube_config(
+                kube_config.load_kube_config(  # type: ignore[no-untyped-call]
                     config_file=str(settings.kubeconfig),
                     context=settings.context,
                     client_configuration=configuration,
                     persist_config=False,
                 )
             else:
-                kube_config.load_incluster_config(client_configuration=configuration)
+                kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except (ConfigException, OSError, ValueError, TypeError) as exc:
             where = settings.kubeconfig or "the pod's ServiceAccount (in-cluster)"
             raise ConfigError(f"kubernetes: cannot load credentials from {where}: {exc}") from None
@@ -107,11 +107,11 @@ class Kube:
             raise TargetError(
                 f"{what}: cannot reach the Kubernetes API server at {self.host} ({type(exc).__name__})"
             ) from None
-        return self.api.sanitize_for_serialization(result)
+        return self.api.sanitize_for_serialization(result)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         """Release the connection pool."""
-        self.api.close()
+        self.api.close()  # type: ignore[no-untyped-call]
 
     # -------------------------------------------------------------- shorthands
 

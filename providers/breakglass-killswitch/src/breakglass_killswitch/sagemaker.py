@@ -165,7 +165,7 @@ class SageMakerEndpoint:
                     f"delete endpoint ({self.key}): {_code(exc)} {exc.response.get('Error', {}).get('Message', '')}"
                 ) from None
 
-    def halt(self, recorded: dict[str, Any], episode: str) -> list[str]:
+    def halt(self, recorded: dict[str, Any], episode: str) -> list[str]:  # noqa: ARG002 -- the seam's signature
         """Deregister the scaling targets (their policies go with them), then delete the endpoint."""
         notes: list[str] = []
         for target in recorded.get("scalable_targets") or []:
@@ -182,19 +182,19 @@ class SageMakerEndpoint:
         self._delete()
         return notes
 
-    def check_halted(self, recorded: dict[str, Any], *, reassert: bool) -> Check:
+    def check_halted(self, recorded: dict[str, Any], *, reassert: bool) -> Check:  # noqa: ARG002
         """Gone (or out of service)."""
         endpoint = self._describe()
         if endpoint is None:
-            return Check(True, "endpoint deleted (config and model kept)", 0)
+            return Check(done=True, detail="endpoint deleted (config and model kept)", serving=0)
         status = endpoint.get("EndpointStatus", "?")
         if status in _GONE_OR_STOPPED:
-            return Check(True, f"endpoint {status}", 0)
+            return Check(done=True, detail=f"endpoint {status}", serving=0)
         notes: list[str] = []
         if reassert and status != "Deleting":
             notes.append(f"{self.key}: endpoint is {status}; deleting again")
             self._delete()
-        return Check(False, f"endpoint {status}", None, notes)
+        return Check(done=False, detail=f"endpoint {status}", notes=notes)
 
     def resume(self, recorded: dict[str, Any]) -> list[str]:
         """Create the endpoint from the recorded config and tags, then restore scaling."""
@@ -228,13 +228,14 @@ class SageMakerEndpoint:
         """InService with the recorded config."""
         endpoint = self._describe()
         if endpoint is None:
-            return Check(False, "endpoint absent")
+            return Check(done=False, detail="endpoint absent")
         status, config = endpoint.get("EndpointStatus"), endpoint.get("EndpointConfigName")
         if config != recorded["endpoint_config"]:
             return Check(
-                False, f"endpoint config {config!r} (recorded {recorded['endpoint_config']!r})"
+                done=False,
+                detail=f"endpoint config {config!r} (recorded {recorded['endpoint_config']!r})",
             )
-        return Check(status == "InService", f"endpoint {status} with config {config}")
+        return Check(done=status == "InService", detail=f"endpoint {status} with config {config}")
 
     def describe(self) -> dict[str, Any]:
         """Status and config."""
@@ -281,16 +282,16 @@ class SageMakerEndpoint:
                 ServiceNamespace=_NAMESPACE,
                 ResourceIds=ids,
             )
-            for target in found.get("ScalableTargets", []):
-                findings.append(
-                    Finding(
-                        self.key,
-                        "handled",
-                        "sagemaker-autoscaling",
-                        (
-                            f"{target['ResourceId']} has Application Auto Scaling ({target.get('MinCapacity')}-"
-                            f"{target.get('MaxCapacity')}): deregistered during the halt, restored on resume"
-                        ),
-                    )
+            findings.extend(
+                Finding(
+                    self.key,
+                    "handled",
+                    "sagemaker-autoscaling",
+                    (
+                        f"{target['ResourceId']} has Application Auto Scaling ({target.get('MinCapacity')}-"
+                        f"{target.get('MaxCapacity')}): deregistered during the halt, restored on resume"
+                    ),
                 )
+                for target in found.get("ScalableTargets", [])
+            )
         return findings

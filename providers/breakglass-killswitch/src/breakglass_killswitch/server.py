@@ -53,7 +53,7 @@ class Problem(Exception):  # noqa: N818 -- an HTTP answer, raised to leave a han
             {"WWW-Authenticate": 'Bearer realm="breakglass-killswitch"'}
             if self.status == 401
             else None
-        )  # noqa: PLR2004
+        )
         return Response(
             json.dumps(body),
             status_code=self.status,
@@ -102,91 +102,104 @@ def _reason(data: dict[str, Any]) -> str:
         raise Problem(
             422, "Unprocessable Content", f"the reason is limited to {MAX_REASON} characters"
         )
-    if any(ord(c) < 32 and c not in "\n\t" for c in reason):  # noqa: PLR2004 -- control characters
+    if any(ord(c) < 32 and c not in "\n\t" for c in reason):
         raise Problem(422, "Unprocessable Content", "the reason contains control characters")
     return reason.strip()
 
 
-def build_app(switch: Switch) -> Starlette:
-    """The ASGI app over one switch."""
+class _Api:
+    """The route handlers over one switch."""
 
-    async def health(request: Request) -> Response:
-        return JSONResponse({"ok": True, "switch": switch.config.name})
+    def __init__(self, switch: Switch) -> None:
+        self.switch = switch
 
-    async def status(request: Request) -> Response:
-        _caller(request, switch, "viewer")
-        return JSONResponse(await run_in_threadpool(switch.status))
+    async def health(self, _: Request) -> Response:
+        return JSONResponse({"ok": True, "switch": self.switch.config.name})
 
-    async def halt(request: Request) -> Response:
-        row = _caller(request, switch, "halter")
+    async def status(self, request: Request) -> Response:
+        _caller(request, self.switch, "viewer")
+        return JSONResponse(await run_in_threadpool(self.switch.status))
+
+    async def halt(self, request: Request) -> Response:
+        row = _caller(request, self.switch, "halter")
         reason = _reason(await _body(request))
-        report = await run_in_threadpool(switch.halt, Actor("api_token", row.name), reason)
+        report = await run_in_threadpool(self.switch.halt, Actor("api_token", row.name), reason)
         return JSONResponse(report.as_dict(), status_code=200 if report.ok else 502)
 
-    async def approve(request: Request) -> Response:
-        row = _caller(request, switch, "approver")
+    async def approve(self, request: Request) -> Response:
+        row = _caller(request, self.switch, "approver")
         reason = _reason(await _body(request))
         try:
-            result = await run_in_threadpool(switch.approve, Actor("api_token", row.name), reason)
+            result = await run_in_threadpool(
+                self.switch.approve, Actor("api_token", row.name), reason
+            )
         except NothingHaltedError as exc:
             raise Problem(409, "Conflict", str(exc)) from None
         return JSONResponse(result)
 
-    async def resume(request: Request) -> Response:
-        row = _caller(request, switch, "halter")
+    async def resume(self, request: Request) -> Response:
+        row = _caller(request, self.switch, "halter")
         data = await _body(request)
         reason = _reason(data)
         token = data.get("authorisation")
         if token is not None and not isinstance(token, str):
             raise Problem(422, "Unprocessable Content", "authorisation must be a string")
+        actor = Actor("api_token", row.name)
         try:
-            report = await run_in_threadpool(
-                switch.resume, Actor("api_token", row.name), reason, token
-            )
+            report = await run_in_threadpool(self.switch.resume, actor, reason, token)
         except NothingHaltedError as exc:
             raise Problem(409, "Conflict", str(exc)) from None
         except ResumeRefused as exc:
             raise Problem(403, "Resume refused", str(exc), missing=exc.missing) from None
         return JSONResponse(report.as_dict(), status_code=200 if report.ok else 502)
 
-    async def preflight(request: Request) -> Response:
-        _caller(request, switch, "viewer")
-        findings = await run_in_threadpool(switch.preflight)
+    async def preflight(self, request: Request) -> Response:
+        _caller(request, self.switch, "viewer")
+        findings = await run_in_threadpool(self.switch.preflight)
         risky = [f for f in findings if f.severity in ("risk", "error")]
         return JSONResponse({"ok": not risky, "findings": [f.as_dict() for f in findings]})
 
-    async def audit(request: Request) -> Response:
-        _caller(request, switch, "viewer")
+    async def audit(self, request: Request) -> Response:
+        _caller(request, self.switch, "viewer")
         try:
             after = int(request.query_params.get("after", "0") or "0")
             limit = min(FEED_PAGE, max(1, int(request.query_params.get("limit", str(FEED_PAGE)))))
         except ValueError:
             raise Problem(400, "Bad Request", "after and limit are integers") from None
-        rows = await run_in_threadpool(switch.store.audit_after, after, limit + 1)
+        rows = await run_in_threadpool(self.switch.store.audit_after, after, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
         cursor = str(rows[-1][0]) if rows else str(after)
-        return JSONResponse(
-            {"schema": FEED_SCHEMA, "records": [r for _, r in rows], "cursor": cursor, "more": more}
-        )
+        body = {
+            "schema": FEED_SCHEMA,
+            "records": [r for _, r in rows],
+            "cursor": cursor,
+            "more": more,
+        }
+        return JSONResponse(body)
 
-    async def problem(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, Problem):
-            return exc.response()
-        if isinstance(exc, KillswitchError):
-            return Problem(500, "Internal Server Error", str(exc)).response()
-        logger.exception("unexpected error on %s", request.url.path)
-        return Problem(
-            500, "Internal Server Error", "unexpected error; see the switch's log"
-        ).response()
 
+async def _problem(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, Problem):
+        return exc.response()
+    if isinstance(exc, KillswitchError):
+        return Problem(500, "Internal Server Error", str(exc)).response()
+    logger.error("unexpected %s on %s", type(exc).__name__, request.url.path, exc_info=exc)
+    return Problem(
+        500, "Internal Server Error", "unexpected error; see the switch's log"
+    ).response()
+
+
+def build_app(switch: Switch) -> Starlette:
+    """The ASGI app over one switch."""
+    api = _Api(switch)
     routes = [
-        Route("/v1/health", health),
-        Route("/v1/status", status),
-        Route("/v1/halt", halt, methods=["POST"]),
-        Route("/v1/resume", resume, methods=["POST"]),
-        Route("/v1/approvals", approve, methods=["POST"]),
-        Route("/v1/preflight", preflight),
-        Route("/v1/audit", audit),
+        Route("/v1/health", api.health),
+        Route("/v1/status", api.status),
+        Route("/v1/halt", api.halt, methods=["POST"]),
+        Route("/v1/resume", api.resume, methods=["POST"]),
+        Route("/v1/approvals", api.approve, methods=["POST"]),
+        Route("/v1/preflight", api.preflight),
+        Route("/v1/audit", api.audit),
     ]
-    return Starlette(routes=routes, exception_handlers={Exception: problem})
+    return Starlette(routes=routes, exception_handlers={Exception: _problem})

@@ -196,19 +196,23 @@ class Switch:
         if spec.names:
             return list(spec.names)
         kube = self.kube()
-        lister = {
-            "deployment": (kube.apps.list_namespaced_deployment, ()),
-            "statefulset": (kube.apps.list_namespaced_stateful_set, ()),
-            "inferenceservice": (
-                kube.custom.list_namespaced_custom_object,
-                ("serving.kserve.io", "v1beta1", spec.namespace, "inferenceservices"),
-            ),
-        }[spec.kind]
-        method, args = lister
         what = f"list {spec.kind}s in {spec.namespace} ({spec.selector})"
-        if args:
-            answer = kube.call(what, method, *args, label_selector=spec.selector)
+        if spec.kind == "inferenceservice":
+            answer = kube.call(
+                what,
+                kube.custom.list_namespaced_custom_object,
+                "serving.kserve.io",
+                "v1beta1",
+                spec.namespace,
+                "inferenceservices",
+                label_selector=spec.selector,
+            )
         else:
+            method = (
+                kube.apps.list_namespaced_deployment
+                if spec.kind == "deployment"
+                else kube.apps.list_namespaced_stateful_set
+            )
             answer = kube.call(what, method, spec.namespace, label_selector=spec.selector)
         return sorted(i["metadata"]["name"] for i in answer.get("items") or [])
 
@@ -298,7 +302,7 @@ class Switch:
         try:
             captured = target.capture()
         except KillswitchError as exc:
-            return self._halt_uncaptured(target, exc, deadline, started)
+            return self._halt_uncaptured(target, exc, started)
         try:
             recorded = self.store.record(episode, target.key, captured)
         except StoreError as exc:
@@ -314,9 +318,7 @@ class Switch:
             )
         return self._wait(target, recorded, deadline, started, notes, halting=True)
 
-    def _halt_uncaptured(
-        self, target: Target, exc: KillswitchError, deadline: float, started: float
-    ) -> Outcome:
+    def _halt_uncaptured(self, target: Target, exc: KillswitchError, started: float) -> Outcome:
         # Nothing to record (gone, unreadable): still say whether it serves.
         try:
             check = target.check_halted({}, reassert=False)
@@ -342,7 +344,7 @@ class Switch:
         *,
         halting: bool,
     ) -> Outcome:
-        last = Check(False, "not checked")
+        last = Check(done=False, detail="not checked")
         last_error: str | None = None
         while True:
             try:

@@ -23,6 +23,8 @@ from breakglass_killswitch.kube import NotFoundError, retry_conflicts, selector_
 from breakglass_killswitch.targets import Check, Finding
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from breakglass_killswitch.kube import Kube
 
 ANN_REPLICAS = "killswitch.breakglass.dev/replicas"
@@ -62,6 +64,10 @@ class WorkloadTarget:
         self.name = name
         self.argocd = argocd
         self.key = f"{kind}/{namespace}/{name}"
+        self._read: Callable[..., Any]
+        self._patch: Callable[..., Any]
+        self._read_scale: Callable[..., Any]
+        self._replace_scale: Callable[..., Any]
         if kind == "deployment":
             self._read = kube.apps.read_namespaced_deployment
             self._patch = kube.apps.patch_namespaced_deployment
@@ -249,11 +255,11 @@ class WorkloadTarget:
         objects = {_meta(so).get("name"): _annotations(so) for so in self._scaled_objects()}
         for so in recorded.get("keda") or []:
             ann = objects.get(so["name"], {})
-            for key in (KEDA_PAUSED_REPLICAS, KEDA_PAUSED):
-                if ann.get(key) != so.get(key):
-                    wrong.append(
-                        f"scaledobject {so['name']} {key}={ann.get(key)!r} (recorded {so.get(key)!r})"
-                    )
+            wrong.extend(
+                f"scaledobject {so['name']} {key}={ann.get(key)!r} (recorded {so.get(key)!r})"
+                for key in (KEDA_PAUSED_REPLICAS, KEDA_PAUSED)
+                if ann.get(key) != so.get(key)
+            )
         ready = (obj.get("status") or {}).get("readyReplicas") or 0
         detail = (
             "; ".join(wrong) if wrong else f"spec.replicas {replicas} as recorded, {ready} ready"
@@ -509,7 +515,7 @@ class InferenceServiceTarget:
             "stop": _annotations(self.read()).get(KSERVE_STOP),
         }
 
-    def halt(self, recorded: dict[str, Any], episode: str) -> list[str]:
+    def halt(self, recorded: dict[str, Any], episode: str) -> list[str]:  # noqa: ARG002 -- the seam's signature
         """Set the stop annotation."""
         patch_custom(
             self.kube,
@@ -520,7 +526,7 @@ class InferenceServiceTarget:
         )
         return []
 
-    def check_halted(self, recorded: dict[str, Any], *, reassert: bool) -> Check:
+    def check_halted(self, recorded: dict[str, Any], *, reassert: bool) -> Check:  # noqa: ARG002
         """Stop annotation set, no serving pod of the InferenceService."""
         notes: list[str] = []
         value = _annotations(self.read()).get(KSERVE_STOP)
@@ -553,8 +559,10 @@ class InferenceServiceTarget:
         """The annotation as recorded."""
         value = _annotations(self.read()).get(KSERVE_STOP)
         if value != recorded.get("stop"):
-            return Check(False, f"{KSERVE_STOP}={value!r} (recorded {recorded.get('stop')!r})")
-        return Check(True, f"{KSERVE_STOP}={value!r} as recorded")
+            return Check(
+                done=False, detail=f"{KSERVE_STOP}={value!r} (recorded {recorded.get('stop')!r})"
+            )
+        return Check(done=True, detail=f"{KSERVE_STOP}={value!r} as recorded")
 
     def describe(self) -> dict[str, Any]:
         """The stop annotation and serving pods."""

@@ -37,8 +37,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from cryptography import x509
@@ -125,8 +125,8 @@ def json_patch(doc: Any, ops: list[dict[str, Any]]) -> Any:
 
 
 def _selector_matches(selector: str, labels: dict[str, str]) -> bool:
-    for term in re.findall(r"[^,(]+(?:\([^)]*\))?", selector):
-        term = term.strip()
+    for raw in re.findall(r"[^,(]+(?:\([^)]*\))?", selector):
+        term = raw.strip()
         if not term:
             continue
         if m := re.match(r"^([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)$", term):
@@ -196,11 +196,16 @@ def self_signed() -> tuple[bytes, bytes]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now.replace(year=now.year - 1))
         .not_valid_after(now.replace(year=now.year + 1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
@@ -264,7 +269,7 @@ class KubeApiServer:
     def url(self) -> str:
         assert self.httpd is not None
         host, port = self.httpd.server_address[:2]
-        return f"https://{host}:{port}"
+        return f"https://{host!s}:{port}"
 
     def token(
         self, user: str = "admin", rules: list[tuple[str, dict[str, Any]]] | None = None
@@ -278,10 +283,17 @@ class KubeApiServer:
         return {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "local", "cluster": {
-                "server": self.url,
-                "certificate-authority-data": base64.b64encode(self.cert_pem).decode("ascii"),
-            }}],
+            "clusters": [
+                {
+                    "name": "local",
+                    "cluster": {
+                        "server": self.url,
+                        "certificate-authority-data": base64.b64encode(self.cert_pem).decode(
+                            "ascii"
+                        ),
+                    },
+                }
+            ],
             "users": [{"name": "u", "user": {"token": token}}],
             "contexts": [{"name": "local", "context": {"cluster": "local", "user": "u"}}],
             "current-context": "local",
@@ -594,9 +606,9 @@ class KubeApiServer:
                 ],
             }
         parts = path.split("/")
-        if len(parts) == 4 and parts[2] in groups and parts[3] in groups[parts[2]]:  # noqa: PLR2004
+        if len(parts) == 4 and parts[2] in groups and parts[3] in groups[parts[2]]:
             return self._resource_list(parts[2], parts[3])
-        if len(parts) == 3 and parts[2] in groups:  # noqa: PLR2004
+        if len(parts) == 3 and parts[2] in groups:
             g, vs = parts[2], groups[parts[2]]
             return {
                 "kind": "APIGroup",
@@ -660,46 +672,9 @@ class KubeApiServer:
         if plural == "namespaces":
             return self._namespaces(method, name)
         if name is None:
-            if method == "POST":
-                obj = json.loads(body)
-                obj.setdefault("metadata", {})["namespace"] = ns
-                if (group, plural, ns, obj["metadata"].get("name")) in self.objects:
-                    raise ApiError(
-                        409,
-                        "AlreadyExists",
-                        f'{plural} "{obj["metadata"].get("name")}" already exists',
-                    )
-                return 201, self.put(obj)
-            if method != "GET":
-                raise ApiError(
-                    405,
-                    "MethodNotAllowed",
-                    "the server does not allow this method on the requested resource",
-                )
-            selector = (query.get("labelSelector") or [""])[0]
-            if plural == "pods":
-                items = [
-                    p
-                    for p in self._pod_objects(ns or "")
-                    if _selector_matches(selector, p["metadata"]["labels"])
-                ]
-            else:
-                items = [
-                    copy.deepcopy(o)
-                    for (g, p, n, _), o in sorted(self.objects.items())
-                    if g == group
-                    and p == plural
-                    and (ns is None or n == ns)
-                    and _selector_matches(selector, o["metadata"].get("labels") or {})
-                ]
-            if "as=Table" in headers.get("Accept", ""):
-                return 200, self._table(plural, items)
-            return 200, {
-                "apiVersion": api_version,
-                "kind": f"{kind}List",
-                "metadata": {"resourceVersion": str(self._rv)},
-                "items": items,
-            }
+            return self._collection(
+                method, group, plural, ns, kind, api_version, query, headers, body
+            )
         key = (group, plural, ns or "", name)
         if plural == "pods" or key not in self.objects:
             resource = f"{plural}.{group}" if group else plural
@@ -736,43 +711,112 @@ class KubeApiServer:
         self._reconcile()
         return 200, copy.deepcopy(updated)
 
+    def _collection(
+        self,
+        method: str,
+        group: str,
+        plural: str,
+        ns: str | None,
+        kind: str,
+        api_version: str,
+        query: dict[str, list[str]],
+        headers: Any,
+        body: bytes,
+    ) -> tuple[int, dict[str, Any]]:
+        if method == "POST":
+            obj = json.loads(body)
+            obj.setdefault("metadata", {})["namespace"] = ns
+            if (group, plural, ns, obj["metadata"].get("name")) in self.objects:
+                raise ApiError(
+                    409,
+                    "AlreadyExists",
+                    f'{plural} "{obj["metadata"].get("name")}" already exists',
+                )
+            return 201, self.put(obj)
+        if method != "GET":
+            raise ApiError(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            )
+        selector = (query.get("labelSelector") or [""])[0]
+        if plural == "pods":
+            items = [
+                p
+                for p in self._pod_objects(ns or "")
+                if _selector_matches(selector, p["metadata"]["labels"])
+            ]
+        else:
+            items = [
+                copy.deepcopy(o)
+                for (g, p, n, _), o in sorted(self.objects.items())
+                if g == group
+                and p == plural
+                and (ns is None or n == ns)
+                and _selector_matches(selector, o["metadata"].get("labels") or {})
+            ]
+        if "as=Table" in headers.get("Accept", ""):
+            return 200, self._table(plural, items)
+        return 200, {
+            "apiVersion": api_version,
+            "kind": f"{kind}List",
+            "metadata": {"resourceVersion": str(self._rv)},
+            "items": items,
+        }
+
     def _namespaces(self, method: str, name: str | None) -> tuple[int, dict[str, Any]]:
         if method != "GET":
-            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+            raise ApiError(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            )
         known = sorted({"default", "argocd"} | {ns for (_, _, ns, _) in self.objects})
 
         def namespace(ns: str) -> dict[str, Any]:
-            return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "creationTimestamp": _now()},
-                    "status": {"phase": "Active"}}
+            return {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": ns, "creationTimestamp": _now()},
+                "status": {"phase": "Active"},
+            }
 
         if name is None:
-            return 200, {"apiVersion": "v1", "kind": "NamespaceList", "metadata": {}, "items": [namespace(n) for n in known]}
+            return 200, {
+                "apiVersion": "v1",
+                "kind": "NamespaceList",
+                "metadata": {},
+                "items": [namespace(n) for n in known],
+            }
         if name not in known:
             raise ApiError(404, "NotFound", f'namespaces "{name}" not found')
         return 200, namespace(name)
 
     def _patched(self, obj: dict[str, Any], headers: Any, body: bytes) -> dict[str, Any]:
         content_type = headers.get("Content-Type", "").split(";")[0].strip()
+        merge = ("application/merge-patch+json", "application/strategic-merge-patch+json")
+        if content_type != "application/json-patch+json" and content_type not in merge:
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include: "
+                f"application/json-patch+json, application/merge-patch+json ({content_type})",
+            )
         try:
             patch = json.loads(body)
-            if content_type == "application/json-patch+json":
-                if not isinstance(patch, list):
-                    raise ValueError("a JSON patch is a list of operations")
-                return json_patch(obj, patch)
-            if content_type in (
-                "application/merge-patch+json",
-                "application/strategic-merge-patch+json",
-            ):
-                if not isinstance(patch, dict):
-                    raise ValueError("a merge patch is an object")
-                return merge_patch(obj, patch)
+        except ValueError as exc:
+            raise ApiError(400, "BadRequest", f"the patch is not JSON: {exc}") from None
+        if content_type in merge and not isinstance(patch, dict):
+            raise ApiError(422, "Invalid", "a merge patch is a JSON object")
+        if content_type not in merge and not isinstance(patch, list):
+            raise ApiError(422, "Invalid", "a JSON patch is a list of operations")
+        try:
+            result: dict[str, Any] = (
+                merge_patch(obj, patch) if content_type in merge else json_patch(obj, patch)
+            )
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise ApiError(422, "Invalid", f"the patch could not be applied: {exc}") from None
-        raise ApiError(
-            415,
-            "UnsupportedMediaType",
-            f"the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml ({content_type})",
-        )
+        return result
 
     def _precondition(
         self,
@@ -933,7 +977,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        headers = {k: v for k, v in self.headers.items()} | {"X-Path": parts.path}
+        headers = dict(self.headers.items()) | {"X-Path": parts.path}
         try:
             code, payload = self.api.handle(
                 self.command, parts.path, parse_qs(parts.query), _Headers(headers), body
@@ -971,7 +1015,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    do_GET = do_PATCH = do_PUT = do_POST = do_DELETE = _do
+    do_GET = do_PATCH = do_PUT = do_POST = do_DELETE = _do  # noqa: N815 -- http.server's names
 
 
 class _Headers:

@@ -15,5 +15,12 @@ def cli(config: Path, *args: str, stdin: str | None = None) -> subprocess.Comple
     env = dict(os.environ)
     env.setdefault("AWS_ACCESS_KEY_ID", "testing")
     env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    return subprocess.run([CLI, "--config", str(config), *args], capture_output=True, text=True, input=stdin,
-                          env=env, timeout=120, check=False)
+    return subprocess.run(
+        [CLI, "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        env=env,
+        timeout=120,
+        check=False,
+    )

@@ -38,7 +38,7 @@ def _switch(
     return Switch(config, Store(config.state_dir))
 
 
-def test_halt_verifies_zero_and_resume_restores_exactly(
+def test_halt_verifies_zero_and_resume_restores_exactly(  # noqa: PLR0915 -- one story, start to end
     tmp_path: Path, kube: KubeApiServer, moto_server: str, endpoint: str
 ) -> None:
     key = Ed25519PrivateKey.generate()
@@ -88,7 +88,8 @@ def test_halt_verifies_zero_and_resume_restores_exactly(
         for t in aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
     )
     for outcome in report.outcomes:
-        assert outcome.seconds is not None and outcome.seconds < 20
+        assert outcome.seconds is not None
+        assert outcome.seconds < 20
 
     # Without an authorisation nothing comes back, and the refusal is recorded.
     with pytest.raises(ResumeRefused, match="0 of 2 approvals"):

@@ -26,16 +26,21 @@ REPLICAS = '{range .items[*]}{.metadata.name}={.spec.replicas}{"\\n"}{end}'
 
 
 def _replicas(kubeconfig: Path) -> dict[str, int]:
-    out = kubectl(kubeconfig, "get", "deploy", "-n", "inference", "-o", f"jsonpath={REPLICAS}").stdout
+    out = kubectl(
+        kubeconfig, "get", "deploy", "-n", "inference", "-o", f"jsonpath={REPLICAS}"
+    ).stdout
     return {k: int(v) for k, v in (line.split("=") for line in out.split())}
 
 
-def test_halt_and_resume_seen_through_kubectl(tmp_path: Path, kube: KubeApiServer) -> None:
+def test_halt_and_resume_seen_through_kubectl(tmp_path: Path, kube: KubeApiServer) -> None:  # noqa: PLR0915
     key = tmp_path / "control-plane.pem"
     config = write_config(tmp_path, kube, kube.token(), targets=STANDARD_TARGETS)
     public = cli(config, "keygen", "--out", str(key))
     assert public.returncode == 0, public.stderr
-    text = config.read_text().replace('[kubernetes]', f'[resume]\ncontrol_plane_keys = ["{public.stdout.strip()}"]\n\n[kubernetes]')
+    text = config.read_text().replace(
+        "[kubernetes]",
+        f'[resume]\ncontrol_plane_keys = ["{public.stdout.strip()}"]\n\n[kubernetes]',
+    )
     config.write_text(text)
     kubeconfig = tmp_path / "kubeconfig"
 
@@ -51,17 +56,40 @@ def test_halt_and_resume_seen_through_kubectl(tmp_path: Path, kube: KubeApiServe
 
     assert _replicas(kubeconfig) == {"keda-worker": 0, "model-server": 0, "ranker": 0}
     assert kubectl(kubeconfig, "get", "pods", "-n", "inference", "-o", "name").stdout.strip() == ""
-    stop = kubectl(kubeconfig, "get", "isvc", "sklearn-iris", "-n", "inference", "-o",
-                   r"jsonpath={.metadata.annotations.serving\.kserve\.io/stop}").stdout
+    stop = kubectl(
+        kubeconfig,
+        "get",
+        "isvc",
+        "sklearn-iris",
+        "-n",
+        "inference",
+        "-o",
+        r"jsonpath={.metadata.annotations.serving\.kserve\.io/stop}",
+    ).stdout
     assert stop == "true"
-    paused = kubectl(kubeconfig, "get", "scaledobject", "keda-worker", "-n", "inference", "-o",
-                     r"jsonpath={.metadata.annotations.autoscaling\.keda\.sh/paused-replicas}").stdout
+    paused = kubectl(
+        kubeconfig,
+        "get",
+        "scaledobject",
+        "keda-worker",
+        "-n",
+        "inference",
+        "-o",
+        r"jsonpath={.metadata.annotations.autoscaling\.keda\.sh/paused-replicas}",
+    ).stdout
     assert paused == "0"
-    recorded = json.loads(kubectl(kubeconfig, "get", "deploy", "model-server", "-n", "inference", "-o", "json").stdout)
+    recorded = json.loads(
+        kubectl(kubeconfig, "get", "deploy", "model-server", "-n", "inference", "-o", "json").stdout
+    )
     assert recorded["metadata"]["annotations"]["killswitch.breakglass.dev/replicas"] == "3"
 
     # Someone scales it back up with kubectl: status says so, loudly; halting again wins.
-    assert "scaled" in kubectl(kubeconfig, "scale", "deploy/model-server", "-n", "inference", "--replicas=3").stdout
+    assert (
+        "scaled"
+        in kubectl(
+            kubeconfig, "scale", "deploy/model-server", "-n", "inference", "--replicas=3"
+        ).stdout
+    )
     status = json.loads(cli(config, "status", "--json").stdout)
     assert status["state"] == "NOT HALTED"
     again = cli(config, "halt", "--reason", "someone scaled it up")
@@ -75,36 +103,80 @@ def test_halt_and_resume_seen_through_kubectl(tmp_path: Path, kube: KubeApiServe
     assert _replicas(kubeconfig) == {"keda-worker": 0, "model-server": 0, "ranker": 0}
 
     episode = json.loads(cli(config, "status", "--json").stdout)["episode"]["id"]
-    token = cli(config, "sign-resume", "--key", str(key), "--switch", "test-switch", "--episode", episode,
-                "--approver", "alice", "--approver", "bob", "--reason", "root cause fixed")
+    token = cli(
+        config,
+        "sign-resume",
+        "--key",
+        str(key),
+        "--switch",
+        "test-switch",
+        "--episode",
+        episode,
+        "--approver",
+        "alice",
+        "--approver",
+        "bob",
+        "--reason",
+        "root cause fixed",
+    )
     assert token.returncode == 0, token.stderr
-    resumed = cli(config, "resume", "--reason", "root cause fixed", "--authorisation", "-", stdin=token.stdout)
+    resumed = cli(
+        config, "resume", "--reason", "root cause fixed", "--authorisation", "-", stdin=token.stdout
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert resumed.stdout.startswith("RESUMED")
 
     assert _replicas(kubeconfig) == {"keda-worker": 2, "model-server": 3, "ranker": 2}
-    restored = json.loads(kubectl(kubeconfig, "get", "deploy", "model-server", "-n", "inference", "-o", "json").stdout)
-    assert "killswitch.breakglass.dev/replicas" not in (restored["metadata"].get("annotations") or {})
-    assert kubectl(kubeconfig, "get", "isvc", "sklearn-iris", "-n", "inference", "-o",
-                   r"jsonpath={.metadata.annotations.serving\.kserve\.io/stop}").stdout == ""
+    restored = json.loads(
+        kubectl(kubeconfig, "get", "deploy", "model-server", "-n", "inference", "-o", "json").stdout
+    )
+    assert "killswitch.breakglass.dev/replicas" not in (
+        restored["metadata"].get("annotations") or {}
+    )
+    assert (
+        kubectl(
+            kubeconfig,
+            "get",
+            "isvc",
+            "sklearn-iris",
+            "-n",
+            "inference",
+            "-o",
+            r"jsonpath={.metadata.annotations.serving\.kserve\.io/stop}",
+        ).stdout
+        == ""
+    )
 
 
-def test_kubectl_meets_conflicts_404_and_rbac_as_from_a_cluster(tmp_path: Path, kube: KubeApiServer) -> None:
+def test_kubectl_meets_conflicts_404_and_rbac_as_from_a_cluster(
+    tmp_path: Path, kube: KubeApiServer
+) -> None:
     admin = tmp_path / "admin"
     admin.mkdir()
     (admin / "kubeconfig").write_text(json.dumps(kube.kubeconfig(kube.token())))
     kubeconfig = admin / "kubeconfig"
 
-    stale = kubectl(kubeconfig, "scale", "deploy/model-server", "-n", "inference", "--replicas=1",
-                    "--resource-version=1", check=False)
+    stale = kubectl(
+        kubeconfig,
+        "scale",
+        "deploy/model-server",
+        "-n",
+        "inference",
+        "--replicas=1",
+        "--resource-version=1",
+        check=False,
+    )
     assert stale.returncode != 0
     assert "resource version" in stale.stderr.lower()
 
     # kubectl scale retries a 409 itself, as it does against a real API server.
     kube.inject_conflicts("PATCH", "/deployments/model-server/scale", 1)
     kubectl(kubeconfig, "scale", "deploy/model-server", "-n", "inference", "--replicas=4")
-    scale_writes = [code for method, path, _, code in kube.log
-                    if method == "PATCH" and path.endswith("/deployments/model-server/scale")]
+    scale_writes = [
+        code
+        for method, path, _, code in kube.log
+        if method == "PATCH" and path.endswith("/deployments/model-server/scale")
+    ]
     assert scale_writes == [409, 200]
     assert kube.get("apps", "deployments", "inference", "model-server")["spec"]["replicas"] == 4
 
@@ -113,9 +185,26 @@ def test_kubectl_meets_conflicts_404_and_rbac_as_from_a_cluster(tmp_path: Path, 
 
     viewer = tmp_path / "viewer"
     viewer.mkdir()
-    rules = [("inference", {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list"]})]
-    (viewer / "kubeconfig").write_text(json.dumps(kube.kubeconfig(kube.token("system:serviceaccount:ops:viewer", rules))))
-    assert "model-server" in kubectl(viewer / "kubeconfig", "get", "deploy", "-n", "inference").stdout
-    denied = kubectl(viewer / "kubeconfig", "scale", "deploy/model-server", "-n", "inference", "--replicas=0", check=False)
+    rules = [
+        (
+            "inference",
+            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list"]},
+        )
+    ]
+    (viewer / "kubeconfig").write_text(
+        json.dumps(kube.kubeconfig(kube.token("system:serviceaccount:ops:viewer", rules)))
+    )
+    assert (
+        "model-server" in kubectl(viewer / "kubeconfig", "get", "deploy", "-n", "inference").stdout
+    )
+    denied = kubectl(
+        viewer / "kubeconfig",
+        "scale",
+        "deploy/model-server",
+        "-n",
+        "inference",
+        "--replicas=0",
+        check=False,
+    )
     assert denied.returncode != 0
     assert 'cannot patch resource "deployments/scale" in API group "apps"' in denied.stderr

@@ -19,9 +19,13 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.live
 
 
-def test_preflight_reports_argocd_self_heal_and_the_halt_it_undoes(tmp_path: Path, kube: KubeApiServer) -> None:
+def test_preflight_reports_argocd_self_heal_and_the_halt_it_undoes(
+    tmp_path: Path, kube: KubeApiServer
+) -> None:
     kube.put(argocd_app("ranker-gitops", {f"Deployment/{NS}/ranker": 2}))
-    config = write_config(tmp_path, kube, kube.token(), targets=STANDARD_TARGETS, extra="halt_bound = 6")
+    config = write_config(
+        tmp_path, kube, kube.token(), targets=STANDARD_TARGETS, extra="halt_bound = 6"
+    )
     config.write_text(config.read_text().replace("halt_bound = 20\n", ""))
 
     checked = cli(config, "preflight", "--json")
@@ -56,7 +60,9 @@ def test_preflight_reports_argocd_self_heal_and_the_halt_it_undoes(tmp_path: Pat
 
     # Once Argo CD ignores /spec/replicas, the same halt holds.
     app = kube.get("argoproj.io", "applications", "argocd", "ranker-gitops")
-    app["spec"]["ignoreDifferences"] = [{"group": "apps", "kind": "Deployment", "jsonPointers": ["/spec/replicas"]}]
+    app["spec"]["ignoreDifferences"] = [
+        {"group": "apps", "kind": "Deployment", "jsonPointers": ["/spec/replicas"]}
+    ]
     kube.put(app)
     assert cli(config, "preflight").returncode == 0
     assert cli(config, "halt", "--reason", "incident").returncode == 0
@@ -65,7 +71,9 @@ def test_preflight_reports_argocd_self_heal_and_the_halt_it_undoes(tmp_path: Pat
 def test_preflight_says_what_the_switch_cannot_read(tmp_path: Path, kube: KubeApiServer) -> None:
     targets = STANDARD_TARGETS.replace('"keda-worker"]', '"keda-worker", "ghost"]')
     rules = [(NS, {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]})]
-    config = write_config(tmp_path, kube, kube.token("system:serviceaccount:ks:narrow", rules), targets=targets)
+    config = write_config(
+        tmp_path, kube, kube.token("system:serviceaccount:ks:narrow", rules), targets=targets
+    )
 
     checked = cli(config, "preflight", "--json")
 
