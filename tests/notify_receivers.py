@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -322,3 +323,13 @@ def _is_json(body: bytes) -> bool:
     except ValueError:
         return False
     return True
+
+
+def wait_until(check: Callable[[], object], timeout: float = 20.0) -> bool:
+    """Poll ``check`` until it is true or ``timeout`` seconds passed; return its last truth."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return bool(check())

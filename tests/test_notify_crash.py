@@ -23,7 +23,7 @@ from breakglass.audit.sqlite import SqliteAuditStore
 from breakglass.notify.notifier import Notifier
 from breakglass.notify.outbox import Outbox
 from breakglass.policy import load_policy
-from tests.notify_receivers import ROUTING_KEY, WEBHOOK_SECRET, Planned, Receivers
+from tests.notify_receivers import ROUTING_KEY, WEBHOOK_SECRET, Planned, Receivers, wait_until
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -63,15 +63,6 @@ def _run(tmp_path: Path, policy: Path, log: str) -> subprocess.Popen[bytes]:
         )
 
 
-def _wait(check: object, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return bool(check())  # type: ignore[operator]
-
-
 def test_kill_9_mid_delivery_then_restart(receivers: Receivers, tmp_path: Path) -> None:
     policy_file = tmp_path / "policy.toml"
     policy_file.write_text(POLICY.format(key=ROUTING_KEY, url=receivers.url, secret=WEBHOOK_SECRET))
@@ -85,7 +76,9 @@ def test_kill_9_mid_delivery_then_restart(receivers: Receivers, tmp_path: Path) 
 
     sender = _run(tmp_path, policy_file, "first.log")
     try:
-        got = _wait(lambda: all(receivers.at(p) for p in ("/v2/enqueue", "/slack/", "/hook/")), 30)
+        got = wait_until(
+            lambda: all(receivers.at(p) for p in ("/v2/enqueue", "/slack/", "/hook/")), 30
+        )
         assert got, (tmp_path / "first.log").read_text()
         sender.send_signal(signal.SIGKILL)
         assert sender.wait(10) == -signal.SIGKILL
@@ -100,7 +93,7 @@ def test_kill_9_mid_delivery_then_restart(receivers: Receivers, tmp_path: Path) 
 
     restarted = _run(tmp_path, policy_file, "second.log")
     try:
-        delivered = _wait(
+        delivered = wait_until(
             lambda: all(
                 n.state in ("accepted", "delivered")
                 for n in notifier.outbox.notifications("s-kill")

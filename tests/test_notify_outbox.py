@@ -18,7 +18,7 @@ from breakglass.notify.notifier import Notifier
 from breakglass.notify.outbox import NewNotification, Outbox
 from breakglass.policy import parse_policy
 from tests.audit_support import reset_postgres
-from tests.notify_receivers import ROUTING_KEY, WEBHOOK_SECRET, Planned, Receivers
+from tests.notify_receivers import ROUTING_KEY, WEBHOOK_SECRET, Planned, Receivers, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -108,15 +108,6 @@ def policy_for(receivers: Receivers, **notify: Any) -> NotifyPolicy:
         **notify,
     }
     return parse_policy({"notify": data}).notify
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
 
 
 def halt(notifier: Notifier, sid: str = "s-1", **flags: Any) -> list[str]:

@@ -117,9 +117,10 @@ class Notifier:
         clock: Wall clock (halt times, deadlines).
         parallelism: Notifications sent at once.
         poll_interval: Seconds between looks at the outbox for rows stored elsewhere.
+        flag_key: The flag a halt turns off (named in every message).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 -- each is the caller's to give
         self,
         policy: NotifyPolicy,
         outbox: Outbox,
@@ -129,9 +130,11 @@ class Notifier:
         clock: Clock = SYSTEM_CLOCK,
         parallelism: int = 16,
         poll_interval: float = 0.5,
+        flag_key: str = "system-active",
     ) -> None:
         from breakglass.notify.channels.http import HttpSession
 
+        self.flag_key = flag_key
         self.policy = policy
         self.outbox = outbox
         self._clock = clock

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from starlette.responses import RedirectResponse, Response
 
 from breakglass.errors import AuthError
+from breakglass.notify.serve_routes import notification_panel
 from breakglass.serve.app import (
     Services,
     _verify_bearer,
@@ -78,6 +79,7 @@ async def _render_console(
     services = _services(request)
     status = await asyncio.to_thread(services.control.status)
     history = await asyncio.to_thread(services.control.history, 20)
+    notifications = await asyncio.to_thread(notification_panel, services, status)
     identity = session.identity
     context: dict[str, Any] = {
         "identity": identity,
@@ -90,6 +92,7 @@ async def _render_console(
         "result": result.to_dict() if result else None,
         "error": error,
         "fallback": FALLBACK,
+        "notifications": notifications,
     }
     return templates.TemplateResponse(request, "console.html", context)
 

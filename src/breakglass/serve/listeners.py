@@ -17,6 +17,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol
 
 from breakglass.clock import isoformat_ms
+from breakglass.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -91,6 +92,8 @@ def load_listeners(settings: Settings) -> list[SuspensionListener]:
         try:
             factory: Callable[[Settings], SuspensionListener] = ep.load()
             made.append(factory(settings))
+        except ConfigurationError:
+            raise  # a policy with a mistake stops serve, naming the key, rather than alert nobody
         except Exception:
             logger.exception("suspension listener %s failed to load; the others still run", ep.name)
     return made
