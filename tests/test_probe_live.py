@@ -331,3 +331,18 @@ def test_a_reader_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
         with pytest.raises(ProbeError, match=r"reader 0 .* failed: ProviderNotFoundError"):
             fleet.wait_ready(30, lambda: None)
     assert fleet.readers[0].process.returncode == 1
+
+
+@pytest.mark.live
+def test_via_relay_readers_read_one_relay(tmp_path: Path) -> None:
+    """``--via relay``: one relay reads the local store, the readers read the relay; the flag is restored."""
+    report = tmp_path / "out.json"
+    done = _probe(
+        tmp_path, "--via", "relay", "--rounds", "10", "--readers", "3", "--json", str(report)
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "PASS"
+    data = json.loads(report.read_text())
+    assert data["provider"] == "local via relay"
+    assert _admin(tmp_path).get_active() is False
+    assert _readers_alive(tmp_path) == []

@@ -129,6 +129,11 @@ _positive = click.FloatRange(min=0, min_open=True)
     show_default="breakglass-probe (user@host)",
     help="Who the changes are recorded as in the audit trail.",
 )
+@click.option(
+    "--via",
+    type=click.Choice(["relay"]),
+    help="Readers read through one `breakglass relay` that reads the provider.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or step messages.")
 @click.pass_context
 def probe(  # noqa: PLR0913 -- one parameter per option
@@ -149,6 +154,7 @@ def probe(  # noqa: PLR0913 -- one parameter per option
     ready_timeout: float,
     seed: int | None,
     actor: str,
+    via: str | None,
     quiet: bool,
 ) -> None:
     """Measure how long a toggle takes to halt (and resume) every reader.
@@ -183,6 +189,7 @@ def probe(  # noqa: PLR0913 -- one parameter per option
             seed=seed,
             actor=actor,
             bounds=Bounds(max_p95_ms=max_p95, max_p99_ms=max_p99),
+            via=via,
         )
     except BreakglassError as exc:
         _fail(str(exc))

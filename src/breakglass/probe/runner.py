@@ -36,6 +36,7 @@ from breakglass.plugins import load_plugin
 from breakglass.probe.fleet import Fleet
 from breakglass.probe.result import Bounds, ProbeResult, Round, UnexpectedFlip
 from breakglass.probe.wire import Kind
+from breakglass.relay.process import RelayProcess
 from breakglass.settings import DEFAULT_FLAG_KEY, DEFAULT_PROBE_FLAG_KEY
 from breakglass.state import Cause
 
@@ -70,6 +71,8 @@ class ProbeOptions:
         seed: Seeds the random pauses (``None``: a random seed, reported).
         actor: Who the changes are recorded as.
         bounds: The limits the run is held to.
+        via: ``"relay"``: one ``breakglass relay`` reads the provider and the
+            readers read the relay (``BREAKGLASS_PROVIDER=relay``).
     """
 
     rounds: int = 50
@@ -82,6 +85,7 @@ class ProbeOptions:
     seed: int | None = None
     actor: str = "breakglass-probe"
     bounds: Bounds = field(default_factory=Bounds)
+    via: str | None = None
 
     def __post_init__(self) -> None:
         # The same normalisation as Settings.flag_key, so " system-active" cannot slip past the refusal.
@@ -97,6 +101,8 @@ class ProbeOptions:
                 raise ProbeError(f"{name} must be positive, not {getattr(self, name)}")
         if self.spacing is not None and self.spacing < 0:
             raise ProbeError(f"spacing must not be negative, not {self.spacing}")
+        if self.via not in (None, "relay"):
+            raise ProbeError(f"--via must be 'relay', not {self.via!r}")
 
 
 class ProbeRestoreError(ProbeError):
@@ -183,6 +189,35 @@ def reader_overrides(settings: Settings) -> dict[str, Any]:
     }
 
 
+def relay_environment(settings: Settings, work: Path) -> dict[str, str | None]:
+    """The variables of the probe's own relay: the provider's settings, a channel in ``work``.
+
+    ``None`` unsets a variable the probe's own environment may hold for another purpose.
+    """
+    return {
+        "BREAKGLASS_PROVIDER": settings.provider,
+        "BREAKGLASS_PROVIDERS": None,
+        "BREAKGLASS_FLAG_KEY": settings.flag_key,
+        "BREAKGLASS_MAX_STALENESS": str(settings.max_staleness),
+        "BREAKGLASS_STATE_DIR": str(work / "relay"),
+        "BREAKGLASS_LOCAL__PATH": str(settings.local_file),
+        "BREAKGLASS_LOCAL__POLL_INTERVAL": str(settings.local.poll_interval),
+        "BREAKGLASS_RELAY__PATH": str(work / "relay.channel"),
+        "BREAKGLASS_RELAY__UPSTREAM": None,
+        "BREAKGLASS_RELAY__OFREP": None,
+    }
+
+
+def relay_reader_overrides(settings: Settings, work: Path) -> dict[str, Any]:
+    """The settings handed to each reader behind the probe's relay."""
+    return {
+        "provider": "relay",
+        "flag_key": settings.flag_key,
+        "max_staleness": settings.max_staleness,
+        "sections": {"relay": {"path": str(work / "relay.channel")}},
+    }
+
+
 def load_average() -> float | None:
     """The host's 1-minute load average, or ``None`` where there is none (Windows)."""
     try:
@@ -247,7 +282,7 @@ class _Run:
                 else max(0.1, bridge.backend.poll_bound)
             )
             result = ProbeResult(
-                provider=bridge.backend.name,
+                provider=bridge.backend.name + (" via relay" if options.via else ""),
                 flag_key=self.settings.flag_key,
                 readers=options.readers,
                 rounds_requested=options.rounds,
@@ -266,7 +301,7 @@ class _Run:
             self.say(
                 f"probing {result.provider} flag {result.flag_key!r} ({now}); "
                 f"should the probe be killed, restore it with: breakglass --provider "
-                f"{result.provider} --flag-key {result.flag_key} {by_hand} --reason 'after probe'"
+                f"{bridge.backend.name} --flag-key {result.flag_key} {by_hand} --reason 'after probe'"
             )
             with self._signals(), tempfile.TemporaryDirectory(prefix="breakglass-probe-") as work:
                 self._measure(admin, result, Path(work), random.Random(seed))  # noqa: S311 -- pacing, not security
@@ -275,7 +310,7 @@ class _Run:
         if not result.restored:
             raise ProbeRestoreError(
                 f"could not restore {result.flag_key!r} to {self._restore_value(result)}: "
-                f"{result.aborted}; set it by hand (breakglass --provider {result.provider} "
+                f"{result.aborted}; set it by hand (breakglass --provider {self.settings.provider} "
                 f"--flag-key {result.flag_key} {'resume' if self._restore_value(result) else 'halt'} "
                 "--reason 'restore after probe')",
                 result,
@@ -293,15 +328,12 @@ class _Run:
             2 * (options.ready_timeout + options.rounds * (options.timeout + result.spacing_s + 30))
             + 600
         )
-        fleet = Fleet(
-            options.readers,
-            reader_overrides(self.settings),
-            work,
-            ready_timeout=options.ready_timeout,
-            lifetime=lifetime,
-        )
+        fleet, relay = self._readers(work, lifetime)
         try:
             self.check()
+            if relay is not None:
+                self.say("starting breakglass relay")
+                relay.start()
             self.say(f"starting {options.readers} reader process(es)")
             begun = time.monotonic()
             fleet.start()
@@ -327,10 +359,28 @@ class _Run:
                 self._restore(admin, result)
             finally:
                 fleet.close()
+                if relay is not None:
+                    relay.stop()
                 result.finished_at = SYSTEM_CLOCK.now()
                 result.load = (result.load[0], load_average())
                 if self.signal_name is not None and result.interrupted is None:
                     result.interrupted = self.signal_name
+
+    def _readers(self, work: Path, lifetime: float) -> tuple[Fleet, RelayProcess | None]:
+        """The reader fleet, and the relay it reads through (``--via relay``) or ``None``."""
+        relay = None
+        overrides = reader_overrides(self.settings)
+        if self.options.via == "relay":
+            relay = RelayProcess(relay_environment(self.settings, work), work / "relay.log")
+            overrides = relay_reader_overrides(self.settings, work)
+        fleet = Fleet(
+            self.options.readers,
+            overrides,
+            work,
+            ready_timeout=self.options.ready_timeout,
+            lifetime=lifetime,
+        )
+        return fleet, relay
 
     def _settle(self, fleet: Fleet, result: ProbeResult) -> None:
         """Wait until every reader reads the flag as the vendor holds it."""
