@@ -26,10 +26,13 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
+import threading
 import time
 import timeit
 from dataclasses import asdict, dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from openfeature import api
@@ -38,6 +41,9 @@ from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvid
 from breakglass.engine import StateEngine
 from breakglass.guard import Guard
 from breakglass.provider import SystemActiveProvider, register
+from breakglass.relay.channel import ChannelReader, ChannelWriter, Snapshot
+from breakglass.relay.source import RelaySource
+from breakglass.state import Cause
 from breakglass.testing import ScriptedSource
 
 FLAG = "system-active"
@@ -72,6 +78,11 @@ class Row:
 
 HEADLINE = (
     Case("guard", "(a) breakglass `guard.active`", "guard.active"),
+    Case(
+        "guard-relay",
+        "(a') breakglass `guard.active`, `relay` provider (channel read every 5 ms meanwhile)",
+        "relay_guard.active",
+    ),
     Case(
         "openfeature-breakglass",
         "(b) OpenFeature client -> breakglass `SystemActiveProvider`",
@@ -204,6 +215,56 @@ class _NoSlots:
         return self._monotonic() < self._engine.deadline
 
 
+class _RelayWorker:
+    """A worker behind a relay, in this process: a writer thread heartbeats the channel every
+    50 ms and the worker's reading loop reads it every 5 ms, both while the check is timed."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="bench-relay-")
+        path = Path(self._dir.name) / "relay.channel"
+        self.writer = ChannelWriter(path)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+        source = RelaySource(
+            ChannelReader(path), flag_key=FLAG, max_staleness=3600.0, poll_interval=0.005
+        )
+        self.engine = StateEngine(FLAG, [source], max_staleness=3600.0)
+        self.engine.start()
+        self.guard = Guard(self.engine)
+        deadline = time.monotonic() + 10.0
+        while not self.guard.active and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(0.05):
+            self.writer.write(
+                Snapshot(
+                    instance=self.writer.instance,
+                    seq=0,
+                    pid=os.getpid(),
+                    active=True,
+                    cause=Cause.ACTIVE,
+                    remaining=3600.0,
+                    written_wall=time.time(),
+                    confirmed_wall=time.time(),
+                    max_staleness=3600.0,
+                    interval=0.05,
+                    flag_key=FLAG,
+                    source="bench",
+                    detail="",
+                )
+            )
+
+    def close(self) -> None:
+        self.guard.close()
+        self.engine.close()
+        self._stop.set()
+        self._thread.join()
+        self.writer.close()
+        self._dir.cleanup()
+
+
 def _setup() -> tuple[dict[str, Any], StateEngine, Guard]:
     # The start-up and shutdown state changes are logged; they are not what is measured.
     logging.getLogger("breakglass").setLevel(logging.ERROR)
@@ -222,6 +283,8 @@ def _setup() -> tuple[dict[str, Any], StateEngine, Guard]:
     env: dict[str, Any] = {
         "FLAG": FLAG,
         "guard": guard,
+        "relay_worker": (relay := _RelayWorker()),
+        "relay_guard": relay.guard,
         "engine": engine,
         "monotonic": time.monotonic,
         "bg_client": api.get_client(BREAKGLASS_DOMAIN),
@@ -320,6 +383,7 @@ def main(argv: list[str] | None = None) -> None:
         api.shutdown()
         guard.close()
         engine.close()
+        env["relay_worker"].close()
     context = {
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),

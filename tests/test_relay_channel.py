@@ -13,6 +13,7 @@ from breakglass.engine import StateEngine
 from breakglass.errors import ConfigurationError
 from breakglass.guard import Guard
 from breakglass.observation import NoValue
+from breakglass.plugins import available_providers
 from breakglass.relay.channel import SIZE, ChannelError, ChannelReader, ChannelWriter, Snapshot
 from breakglass.relay.source import RelaySource
 from breakglass.state import Cause
@@ -321,3 +322,7 @@ def test_corruption_halts_at_once_and_trust_starts_over(
     obs = src.poll_once()
     assert obs is not None
     assert obs.value is True
+
+
+def test_the_relay_provider_is_registered() -> None:
+    assert "relay" in available_providers()
