@@ -418,7 +418,9 @@ def test_lines_after_the_signature_are_refused(
     signer, public = keys
     text = _export(_trail(tmp_path / "audit.db"), signer)
     result = _verify(text + text.splitlines(keepends=True)[0], public_key=public)
-    assert result.problem == "a line after the signature"
+    assert result.problem == (
+        "a line after the manifest that is neither its signature nor its time stamp"
+    )
 
 
 def test_a_time_span_that_lies_is_refused(tmp_path: Path) -> None:

@@ -26,6 +26,8 @@ from breakglass.plugins import load_plugin
 from breakglass.safe_text import safe
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from breakglass.audit.pull import PullReport
     from breakglass.audit.store import AuditStore
     from breakglass.settings import Settings
@@ -273,6 +275,11 @@ def _filters(func: Any) -> Any:
     type=_FILE,
     help="Sign with this Ed25519 private key (default: BREAKGLASS_AUDIT__SIGNING_KEY).",
 )
+@click.option(
+    "--tsa-url",
+    help="Have this RFC 3161 time-stamping authority stamp the export hash "
+    "(default: BREAKGLASS_AUDIT__TSA_URL).",
+)
 @_filters
 @click.pass_obj
 def export(  # noqa: PLR0913 -- one parameter per option
@@ -287,6 +294,7 @@ def export(  # noqa: PLR0913 -- one parameter per option
     *,
     new_only: bool,
     sign_key: Path | None,
+    tsa_url: str | None,
 ) -> None:
     """Export the history (JSON Lines: hash-chained, signed evidence; CSV: for spreadsheets).
 
@@ -314,8 +322,11 @@ def export(  # noqa: PLR0913 -- one parameter per option
                 return
             key_path = sign_key or audit_settings.signing_key
             signer = load_signer(key_path) if key_path is not None else None
+            stamper = _stamper(tsa_url or audit_settings.tsa_url)
             with _output(out, binary=True) as handle:
-                manifest = export_jsonl(store, query, handle, signer=signer, new_only=new_only)
+                manifest = export_jsonl(
+                    store, query, handle, signer=signer, new_only=new_only, stamper=stamper
+                )
         finally:
             store.close()
     except BreakglassError as exc:
@@ -326,6 +337,17 @@ def export(  # noqa: PLR0913 -- one parameter per option
         f"export hash (anchor it, see docs/compliance.md): {manifest.export_hash}",
         err=True,
     )
+
+
+def _stamper(url: str | None) -> Callable[[str], dict[str, Any]] | None:
+    if url is None:
+        return None
+    from breakglass.audit.timestamp import stamp
+
+    def ask(export_hash: str) -> dict[str, Any]:
+        return stamp(url, export_hash)
+
+    return ask
 
 
 def _where(out: Path | None) -> str:
@@ -381,6 +403,12 @@ class _output:  # noqa: N801 -- used like a function in a with statement
     help="The exporter's Ed25519 public key: the export must carry a valid signature by it.",
 )
 @click.option(
+    "--tsa-ca",
+    type=_FILE,
+    help="The time-stamping authority's CA certificate: the export must carry a time stamp that "
+    "`openssl ts -verify` accepts.",
+)
+@click.option(
     "--store",
     "use_store",
     is_flag=True,
@@ -414,6 +442,7 @@ def verify(  # noqa: PLR0913 -- one parameter per option
     file: str | None,
     expect: str | None,
     public_key: Path | None,
+    tsa_ca: Path | None,
     *,
     use_store: bool,
     latest: bool,
@@ -443,7 +472,12 @@ def verify(  # noqa: PLR0913 -- one parameter per option
     if file is not None:
         try:
             result = verify_export(
-                file, expect=expect, strict=strict, public_key=key, max_line_bytes=max_line_bytes
+                file,
+                expect=expect,
+                strict=strict,
+                public_key=key,
+                tsa_ca=tsa_ca,
+                max_line_bytes=max_line_bytes,
             )
         except OSError as exc:
             click.echo(f"breakglass: error: cannot read {safe(file)}: {exc.strerror}", err=True)

@@ -226,6 +226,7 @@ def export_jsonl(  # noqa: PLR0913 -- each knob is a documented CLI option
     signer: Signer | None = None,
     new_only: bool = False,
     record: bool = True,
+    stamper: Callable[[str], dict[str, Any]] | None = None,
 ) -> Manifest:
     """Write the matching records as hash-chained JSON Lines, then the manifest (and signature).
 
@@ -248,6 +249,8 @@ def export_jsonl(  # noqa: PLR0913 -- each knob is a documented CLI option
         new_only: Only the records stored since the last unfiltered export
             (which this one then continues). Not with filters.
         record: Add the export to the store's export log.
+        stamper: Asks a time-stamping authority to stamp the export hash
+            (:func:`breakglass.audit.timestamp.stamp`); its line follows.
 
     Returns:
         The manifest, with the export hash to anchor.
@@ -296,6 +299,8 @@ def export_jsonl(  # noqa: PLR0913 -- each knob is a documented CLI option
     if signer is not None:
         signature_line = signature_line_for(signer, export_hash)
         out.write(signature_line.encode() + b"\n")
+    if stamper is not None:
+        out.write(canonical_json(stamper(export_hash)).encode() + b"\n")
     out.flush()
     if record:
         store.record_export(

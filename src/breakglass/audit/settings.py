@@ -51,6 +51,9 @@ class AuditSettings(BaseSettings):
     going out unsigned.
     """
 
+    tsa_url: str | None = None
+    """An RFC 3161 time-stamping authority: stamp every JSON Lines export's hash (``--tsa-url``)."""
+
     connect_timeout: float = Field(default=5.0, gt=0, le=60)
     """Seconds to wait for the PostgreSQL server (and for a SQLite lock held by another process)."""
 

@@ -5,7 +5,8 @@ is a chained ``breakglass.audit/v1`` record whose hash covers it and whose
 ``prev_hash`` is the previous line's hash (the first line's names the
 export's predecessor, stated again in the manifest as ``genesis``); then
 comes the manifest, chained too, whose count, final hash and earliest and
-latest times match the records; then, optionally, one signature line. Any
+latest times match the records; then, optionally, one signature line and one
+RFC 3161 time-stamp line (:mod:`breakglass.audit.timestamp`). Any
 changed byte, reordered, removed or added line, or a cut-off end fails, and
 the result names the first line that is wrong.
 
@@ -45,10 +46,14 @@ from breakglass.audit.chain import (
 )
 from breakglass.audit.export import MANIFEST_SCHEMA
 from breakglass.audit.signing import ALGORITHM, SIGNATURE_SCHEMA
+from breakglass.audit.timestamp import TIMESTAMP_SCHEMA
+from breakglass.audit.timestamp import check as check_timestamp
 from breakglass.audit_record import SCHEMA
+from breakglass.errors import BreakglassError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
+    from pathlib import Path
 
     from breakglass.audit.signing import PublicKey
 
@@ -98,6 +103,8 @@ class VerifyResult:
         manifest: The manifest, when it verified.
         signature: The signature line, when there is one.
         signature_checked: Whether the signature was checked with a public key (and held).
+        timestamp: The time-stamp line, when there is one.
+        timestamp_time: The TSA's time, when the stamp was checked (and held).
     """
 
     ok: bool
@@ -108,6 +115,8 @@ class VerifyResult:
     manifest: dict[str, Any] | None = field(default=None)
     signature: dict[str, Any] | None = field(default=None)
     signature_checked: bool = False
+    timestamp: dict[str, Any] | None = field(default=None)
+    timestamp_time: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready data."""
@@ -120,6 +129,8 @@ class VerifyResult:
             "manifest": self.manifest,
             "signature": self.signature,
             "signature_checked": self.signature_checked,
+            "timestamp": self.timestamp,
+            "timestamp_time": self.timestamp_time,
         }
 
     def summary(self) -> str:
@@ -140,9 +151,15 @@ class VerifyResult:
             signed = (
                 f"signed by key {self.signature.get('key_id')}, not checked (give --public-key)"
             )
+        if self.timestamp is None:
+            stamped = ""
+        elif self.timestamp_time is not None:
+            stamped = f"; time stamp valid ({self.timestamp_time}, {self.timestamp.get('tsa')})"
+        else:
+            stamped = f"; time-stamped by {self.timestamp.get('tsa')}, not checked (give --tsa-ca)"
         return (
             f"intact: {self.records} records{span}; exported {manifest.get('exported_at')}; "
-            f"{signed}; export hash {self.export_hash}"
+            f"{signed}{stamped}; export hash {self.export_hash}"
         )
 
 
@@ -180,8 +197,8 @@ def _times_problem(
 
 
 def _signature_problem(data: Any, export_hash: str, public_key: PublicKey | None) -> str | None:
-    if not isinstance(data, dict) or data.get("schema") != SIGNATURE_SCHEMA:
-        return "a line after the manifest that is not its signature"
+    if data.get("schema") != SIGNATURE_SCHEMA:
+        return "the signature line is not a breakglass signature"
     if data.get("export_hash") != export_hash:
         return "the signature line is for another export hash"
     if data.get("algorithm") != ALGORITHM or not isinstance(data.get("signature"), str):
@@ -195,6 +212,16 @@ def _signature_problem(data: Any, export_hash: str, public_key: PublicKey | None
         )
     if not public_key.verify(export_hash, data["signature"]):
         return "the signature does not verify with the given public key: the export was rewritten"
+    return None
+
+
+def _timestamp_problem(data: dict[str, Any], export_hash: str) -> str | None:
+    if data.get("schema") != TIMESTAMP_SCHEMA:
+        return "the time-stamp line is not a breakglass time stamp"
+    if data.get("export_hash") != export_hash:
+        return "the time-stamp line is for another export hash"
+    if not isinstance(data.get("reply"), str):
+        return "the time-stamp line holds no reply"
     return None
 
 
@@ -213,6 +240,7 @@ def verify_lines(  # noqa: C901, PLR0915 -- one pass, one check after another
     expect: str | None = None,
     strict: bool = False,
     public_key: PublicKey | None = None,
+    tsa_ca: Path | None = None,
 ) -> VerifyResult:
     """Verify an export given as lines (each with its trailing newline).
 
@@ -223,6 +251,8 @@ def verify_lines(  # noqa: C901, PLR0915 -- one pass, one check after another
             (see the module's documentation for what that adds).
         public_key: The exporter's public key: the export must carry a valid
             signature by it.
+        tsa_ca: The time-stamping authority's CA certificate: the export must
+            carry a time stamp that ``openssl ts -verify`` accepts.
     """
     prev: bytes | None = None
     first_prev: bytes | None = None
@@ -231,11 +261,10 @@ def verify_lines(  # noqa: C901, PLR0915 -- one pass, one check after another
     latest: bytes | None = None
     manifest: dict[str, Any] | None = None
     signature: dict[str, Any] | None = None
+    timestamp: dict[str, Any] | None = None
     number = 0
     try:
         for number, raw in enumerate(lines, 1):
-            if signature is not None:
-                return _broken(count, number, "a line after the signature")
             if not raw.endswith(b"\n"):
                 return _broken(count, number, "the line has no newline: the file was cut off")
             line = raw[:-1]
@@ -254,10 +283,21 @@ def verify_lines(  # noqa: C901, PLR0915 -- one pass, one check after another
                     continue
                 if manifest is not None:
                     data = parse_json_line(line)
-                    problem = _signature_problem(data, str(manifest["hash"]), public_key)
+                    kind = data.get("kind") if isinstance(data, dict) else None
+                    export_hash = str(manifest["hash"])
+                    if kind == "signature" and signature is None and timestamp is None:
+                        problem = _signature_problem(data, export_hash, public_key)
+                        signature = data
+                    elif kind == "timestamp" and timestamp is None:
+                        problem = _timestamp_problem(data, export_hash)
+                        timestamp = data
+                    else:
+                        problem = (
+                            "a line after the manifest that is neither its signature nor its "
+                            "time stamp"
+                        )
                     if problem is not None:
                         return _broken(count, number, problem)
-                    signature = data
                     continue
                 data = check_object_line(line)
             except ChainError as exc:
@@ -278,31 +318,46 @@ def verify_lines(  # noqa: C901, PLR0915 -- one pass, one check after another
             count, number + 1, "no manifest at the end: the export was cut off or is not one"
         )
     export_hash = str(manifest["hash"])
-    problem = None
-    if public_key is not None and signature is None:
-        problem = "the export is not signed, but a public key was given to check it"
-    if expect is not None and not hmac.compare_digest(
-        expect.strip().lower().encode(), export_hash.encode()
-    ):
-        problem = "the export hash is not the one anchored (--expect): the file was rewritten"
-    if problem is not None:
-        return VerifyResult(
-            ok=False,
-            records=count,
-            line=number,
-            problem=problem,
-            export_hash=export_hash,
-            manifest=manifest,
-            signature=signature,
-        )
+    problem, stamped_at = _anchor_problem(
+        export_hash, expect, (public_key, signature), (tsa_ca, timestamp)
+    )
     return VerifyResult(
-        ok=True,
+        ok=problem is None,
         records=count,
+        line=None if problem is None else number,
+        problem=problem,
         export_hash=export_hash,
         manifest=manifest,
         signature=signature,
-        signature_checked=public_key is not None,
+        signature_checked=problem is None and public_key is not None,
+        timestamp=timestamp,
+        timestamp_time=stamped_at,
     )
+
+
+def _anchor_problem(
+    export_hash: str,
+    expect: str | None,
+    signing: tuple[PublicKey | None, dict[str, Any] | None],
+    stamping: tuple[Path | None, dict[str, Any] | None],
+) -> tuple[str | None, str | None]:
+    """What the anchors given (``expect``, a public key, a TSA certificate) say; and the stamp's time."""
+    public_key, signature = signing
+    if public_key is not None and signature is None:
+        return "the export is not signed, but a public key was given to check it", None
+    if expect is not None and not hmac.compare_digest(
+        expect.strip().lower().encode(), export_hash.encode()
+    ):
+        return "the export hash is not the one anchored (--expect): the file was rewritten", None
+    tsa_ca, timestamp = stamping
+    if tsa_ca is None:
+        return None, None
+    if timestamp is None:
+        return "the export has no time stamp, but a TSA certificate was given to check it", None
+    try:
+        return None, check_timestamp(timestamp, export_hash, tsa_ca)
+    except BreakglassError as exc:
+        return str(exc), None
 
 
 def verify_export(
@@ -311,19 +366,14 @@ def verify_export(
     expect: str | None = None,
     strict: bool = False,
     public_key: PublicKey | None = None,
+    tsa_ca: Path | None = None,
     max_line_bytes: int = MAX_LINE_BYTES,
 ) -> VerifyResult:
     """Verify the export in the file at ``path`` (``-`` reads standard input)."""
     import sys
 
+    anchors: dict[str, Any] = {"expect": expect, "public_key": public_key, "tsa_ca": tsa_ca}
     if path == "-":
-        return verify_lines(
-            read_lines(sys.stdin.buffer, max_line_bytes),
-            expect=expect,
-            strict=strict,
-            public_key=public_key,
-        )
+        return verify_lines(read_lines(sys.stdin.buffer, max_line_bytes), strict=strict, **anchors)
     with open(path, "rb") as handle:
-        return verify_lines(
-            read_lines(handle, max_line_bytes), expect=expect, strict=strict, public_key=public_key
-        )
+        return verify_lines(read_lines(handle, max_line_bytes), strict=strict, **anchors)
