@@ -404,3 +404,14 @@ def test_notice_is_rendered_once_per_refusal() -> None:
     }
     assert ("retry-after", "5") in notice.headers
     assert ("content-length", str(len(notice.body))) in notice.headers
+
+
+def test_notice_links_the_status_page_when_configured() -> None:
+    """A configured status page is linked from the 503 body; without one the body is unchanged."""
+    url = "https://breakglass.example.org/notify/status/acme-bank"
+    linked = render(
+        Refusal(reason="off: the flag is off", since=None, retry_after=5, status_url=url)
+    )
+    assert json.loads(linked.body)["status_url"] == url
+    plain = render(Refusal(reason="off: the flag is off", since=None, retry_after=5))
+    assert "status_url" not in json.loads(plain.body)

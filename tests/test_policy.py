@@ -138,3 +138,28 @@ def test_load_policy_file_errors(tmp_path: Path) -> None:
     bad.write_text("[notify\n")
     with pytest.raises(ConfigurationError, match="not valid TOML"):
         load_policy(bad)
+
+
+def test_the_documented_policy_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/notifications.md's complete policy file parses, with every secret from the environment."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "notifications.md").read_text()
+    (block,) = [b for b in re.findall(r"```toml\n(.*?)```", text, re.S) if "[notify]" in b]
+    for name in set(re.findall(r'"env:([A-Z_]+)"', block)):
+        monkeypatch.setenv(name, f"{name.lower()}-value-" + "x" * 32)
+    policy = parse_policy(tomllib.loads(block)).notify
+    assert set(policy.groups) == {
+        "on-call",
+        "governance-lead",
+        "dpo-liaison",
+        "senior-management",
+        "deployers",
+    }
+    assert policy.groups["dpo-liaison"].when.personal_data_affected is True
+    assert policy.groups["senior-management"].when.business_continuity is True
+    assert policy.groups["on-call"].immediate
+    assert policy.groups["governance-lead"].deadline == timedelta(hours=1)
+    assert list(policy.deployers) == ["acme-bank"]

@@ -201,6 +201,7 @@ class Bridge:
     def guard(self, **options: Any) -> Guard:
         """A request guard on this bridge's engine (see :class:`breakglass.guard.Guard`)."""
         options.setdefault("retry_after", self.settings.guard.retry_after)
+        options.setdefault("status_url", self.settings.guard.status_url)
         return Guard(self.engine, **options)
 
 

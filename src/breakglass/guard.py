@@ -96,11 +96,13 @@ class Refusal:
         reason: The halt's cause and detail, e.g. ``"off: the flag is off"``.
         since: When the halt began (UTC), or ``None`` when not known.
         retry_after: Seconds a client should wait before retrying.
+        status_url: A public page about the suspension (a deployer status page), if any.
     """
 
     reason: str
     since: datetime | None
     retry_after: int
+    status_url: str | None = None
 
 
 class Suspended(BreakglassError):  # noqa: N818 -- names the state the service is in, like `Timeout`
@@ -161,6 +163,7 @@ class Guard:
         engine: The state engine whose decision is enforced. The guard
             subscribes to it; call :meth:`close` to unsubscribe.
         retry_after: Seconds sent in ``Retry-After`` on a refusal.
+        status_url: A public status page the 503 body links to (``status_url``).
         clock: The clocks to read; ``None`` (the default) uses the engine's
             clock, which is what the engine's deadline is measured on. Pass
             another clock only if it reads the same monotonic time.
@@ -187,6 +190,7 @@ class Guard:
         "_refused",
         "_unsubscribe",
         "retry_after",
+        "status_url",
     )
 
     def __init__(
@@ -195,6 +199,7 @@ class Guard:
         *,
         retry_after: int = 30,
         clock: Clock | None = None,
+        status_url: str | None = None,
     ) -> None:
         if retry_after < 0:
             msg = f"retry_after must be >= 0, not {retry_after}"
@@ -202,6 +207,8 @@ class Guard:
         self._engine = engine
         self.retry_after = retry_after
         """Seconds sent in ``Retry-After`` on a refusal."""
+        self.status_url = status_url
+        """Linked from every refusal's body (``status_url``), when set."""
         # The engine's deadline is on the engine's clock, so that is the one to compare it with.
         self._clock: Clock = clock if clock is not None else engine.clock
         # Bound once, so the check is one slot read and one call; for the real clock, binding
@@ -411,4 +418,9 @@ class Guard:
         cause = Cause.STALE if state is None or state.active else state.cause
         # Clients see the cause only; the detail may name hosts, paths or vendor errors.
         reason = public_reason(cause)
-        return Refusal(reason=reason, since=self._halted_since, retry_after=self.retry_after)
+        return Refusal(
+            reason=reason,
+            since=self._halted_since,
+            retry_after=self.retry_after,
+            status_url=self.status_url,
+        )

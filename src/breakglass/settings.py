@@ -228,6 +228,10 @@ class GuardSettings(BaseModel):
     retry_after: int = Field(default=30, ge=0)
     """The ``Retry-After`` header, in seconds, on a 503 while halted."""
 
+    status_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    """A public status page the 503 body links to (``status_url``), e.g. a deployer's
+    ``https://breakglass.example.org/notify/status/acme-bank``."""
+
 
 class Settings(BaseSettings):
     """breakglass settings. See the README's configuration table."""

@@ -5,7 +5,8 @@ The body is JSON::
     {"error": "service_suspended", "reason": "off: the flag is off", "since": "2026-11-27T10:00:00.123Z"}
 
 ``since`` is ``null`` when the start of the halt is not known (the process
-started halted). A refusal changes once per halt, so each is rendered once and
+started halted). With ``BREAKGLASS_GUARD__STATUS_URL`` set, ``status_url``
+links the deployer's public status page (``docs/notifications.md``). A refusal changes once per halt, so each is rendered once and
 then served from a small cache, never built per request.
 """
 
@@ -49,9 +50,12 @@ class Notice:
 
 
 def notice_body(refusal: Refusal) -> dict[str, str | None]:
-    """The JSON document a refused client receives."""
+    """The JSON document a refused client receives (``status_url`` only when configured)."""
     since = isoformat_ms(refusal.since) if refusal.since is not None else None
-    return {"error": ERROR_CODE, "reason": refusal.reason, "since": since}
+    body = {"error": ERROR_CODE, "reason": refusal.reason, "since": since}
+    if refusal.status_url:
+        body["status_url"] = refusal.status_url
+    return body
 
 
 @functools.lru_cache(maxsize=16)
