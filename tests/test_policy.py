@@ -147,7 +147,7 @@ def test_the_documented_policy_is_valid(monkeypatch: pytest.MonkeyPatch) -> None
     from pathlib import Path
 
     text = (Path(__file__).parent.parent / "docs" / "notifications.md").read_text()
-    (block,) = [b for b in re.findall(r"```toml\n(.*?)```", text, re.S) if "[notify]" in b]
+    (block,) = [b for b in re.findall(r"```toml\n(.*?)```", text, re.DOTALL) if "[notify]" in b]
     for name in set(re.findall(r'"env:([A-Z_]+)"', block)):
         monkeypatch.setenv(name, f"{name.lower()}-value-" + "x" * 32)
     policy = parse_policy(tomllib.loads(block)).notify
