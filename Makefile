@@ -5,6 +5,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 CHROMIUM := /usr/bin/chromium
+OPENSSL := /usr/bin/openssl
 export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: demo test lint typecheck unit install bench clean kubectl
@@ -21,7 +22,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-unit: install $(CHROMIUM) kubectl
+unit: install $(CHROMIUM) $(OPENSSL) kubectl
 	$(VENV)/bin/pytest
 
 bench: install
@@ -42,6 +43,11 @@ $(VENV)/.installed: $(UV) uv.lock pyproject.toml $(wildcard providers/*/pyprojec
 $(CHROMIUM):
 	@command -v apt-get >/dev/null || { echo "make: the Debian package 'chromium' is missing (and there is no apt-get): install chromium" >&2; exit 1; }
 	apt-get update -qq && apt-get install -y -qq chromium || { echo "make: could not install the Debian package 'chromium': run apt-get install -y chromium" >&2; exit 1; }
+
+# The audit time-stamp tests run OpenSSL's own RFC 3161 authority (`openssl ts`) and check with it.
+$(OPENSSL):
+	@command -v apt-get >/dev/null || { echo "make: the Debian package 'openssl' is missing (and there is no apt-get): install openssl" >&2; exit 1; }
+	apt-get update -qq && apt-get install -y -qq openssl || { echo "make: could not install the Debian package 'openssl': run apt-get install -y openssl" >&2; exit 1; }
 
 # Debian's kubectl (package kubernetes-client) checks the kill switch's local API server as a
 # second client. It is unpacked under .tools/ rather than installed: on some machines

@@ -137,6 +137,10 @@ def test_a_cli_halt_with_a_broken_store_says_where_its_record_waits(tmp_path: Pa
     assert f"wait in {spool}" in halted.stderr
     [line] = spool.read_text().splitlines()
     assert json.loads(line)["comment"] == "incident 4711"
+    status = _bg(
+        tmp_path, "audit", "status", "--json", BREAKGLASS_AUDIT__PATH=str(tmp_path / "x.db")
+    )
+    assert json.loads(status.stdout)["spooled"] == 1
     # The store is repaired (the corrupt file moved aside); the next export writes the record.
     (state / "audit.db").rename(state / "audit.db.corrupt")
     exported = _bg(tmp_path, "audit", "export", "--out", str(tmp_path / "e.jsonl"))

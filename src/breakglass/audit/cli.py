@@ -610,16 +610,22 @@ def migrate(ctx: _HasSettings, writers: tuple[str, ...]) -> None:
 @click.pass_obj
 def status(ctx: _HasSettings, *, as_json: bool) -> None:
     """Show the audit store: records per provider and flag, time span, pull cursors."""
+    from breakglass.audit.settings import load_audit_settings
+    from breakglass.audit.spool import Spool
+
     try:
-        store = _store(ctx.settings())
+        settings = ctx.settings()
+        spool = Spool(load_audit_settings().spool(settings))
+        store = _store(settings)
         try:
             info = store.status()
         finally:
             store.close()
     except BreakglassError as exc:
         _fail(exc)
+    waiting = spool.pending()
     if as_json:
-        click.echo(json.dumps(info.as_dict(), indent=2))
+        click.echo(json.dumps({**info.as_dict(), "spooled": waiting}, indent=2))
         return
     click.echo(
         f"audit store {safe(info.location)} (schema {info.schema_version}): {info.records} records"
@@ -630,3 +636,8 @@ def status(ctx: _HasSettings, *, as_json: bool) -> None:
         click.echo(safe(f"  {p.provider} / {p.flag_key}: {p.records} records, {span}{cursor}"))
     if info.problems:
         click.echo(f"  {info.problems} problems recorded (malformed or conflicting vendor entries)")
+    if waiting:
+        click.echo(
+            f"  {waiting} of the bridge's own records wait in {safe(spool.path)} "
+            "(written to the store by the next export or pull)"
+        )
