@@ -56,6 +56,18 @@ def test_check_lists_the_groups(policy: Path) -> None:
     )
     assert "management (senior-management): within 4h" in result.output
     assert "{'business_continuity': True}" in result.output
+    assert "Opsgenie ends" not in result.output
+
+
+def test_check_warns_of_the_end_of_opsgenie(tmp_path: Path) -> None:
+    path = tmp_path / "og.toml"
+    path.write_text(
+        '[notify.groups.x]\nkind = "on-call"\ntimeframe = "immediate"\n'
+        'channels = [{ type = "opsgenie", api_key = "k" }]\n'
+    )
+    result = CliRunner().invoke(main, ["notify", "check", "--policy", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "Opsgenie ends on 5 April 2027" in result.output
 
 
 def test_check_names_the_bad_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -68,7 +68,12 @@ def test_serve_halt_notifies_after_answering_and_shows_who_acknowledged(
         with serve.client("halter") as c:
             started = time.monotonic()
             response = c.post(
-                "/v1/halt", json={"reason": "approval rates drifted", "business_continuity": True}
+                "/v1/halt",
+                json={
+                    "reason": "approval rates drifted",
+                    "business_continuity": True,
+                    "severity": "critical",
+                },
             )
             answered = time.monotonic() - started
         assert response.status_code == 200, response.text
@@ -78,6 +83,7 @@ def test_serve_halt_notifies_after_answering_and_shows_who_acknowledged(
         assert wait_until(lambda: receivers.pd_incidents == [f"breakglass/{sid}/on-call"])
         assert receivers.wait_for("/slack/T/B/oncall", 1)
         assert receivers.wait_for("/teams/acme", 1)
+        assert receivers.at("/v2/enqueue")[0].json()["payload"]["severity"] == "critical"
         slack = receivers.at("/slack/")[0].json()
         assert "*Who*\ntoken:halter-1" in [f["text"] for f in slack["blocks"][1]["fields"]]
 
@@ -149,4 +155,24 @@ def test_console_shows_the_groups_and_acknowledges(tmp_path: Path, receivers: Re
             page = c.get("/")
             assert "by token:viewer-1 (console)" in page.text
             assert "Acknowledge for on-call" not in page.text
+    notifier.close()
+
+
+def test_a_halt_that_reached_no_target_pages_on_call(tmp_path: Path, receivers: Receivers) -> None:
+    settings = local_settings(tmp_path)
+    notifier = open_notifier(settings, parse_policy(_policy(receivers)).notify)
+    notifier.start()
+    with running_serve(tmp_path, settings, listeners=[NotifyListener(notifier)]) as serve:
+        assert serve.wait_active(True)
+        local = serve.server.bridge.settings.local_file
+        local.unlink()
+        local.mkdir()  # every write of the flag fails: NOT HALTED
+        with serve.client("halter") as c:
+            assert c.post("/v1/halt", json={"reason": "it is misbehaving"}).status_code == 503
+        assert receivers.wait_for("/slack/T/B/oncall", 1)
+        title = receivers.at("/slack/")[0].json()["blocks"][0]["text"]["text"]
+        assert title.startswith("NOT HALTED: the halt of Credit scoring failed")
+        assert wait_until(lambda: receivers.pd_incidents)
+        assert receivers.at("/v2/enqueue")[0].json()["payload"]["severity"] == "critical"
+        assert not receivers.at("/teams/")  # deployers are not told of a halt that did not happen
     notifier.close()

@@ -27,7 +27,7 @@ from breakglass.notify.render import within_text
 from breakglass.safe_text import safe
 
 if TYPE_CHECKING:
-    from breakglass.notify.config import NotifyPolicy
+    from breakglass.notify.config import Channel, NotifyPolicy
     from breakglass.notify.notifier import GroupStatus, Notifier
     from breakglass.settings import Settings
 
@@ -102,7 +102,19 @@ def check(policy_path: str | None) -> None:
             f"{name} ({group.kind.value}): {timeframe}, ack within {within_text(group.deadline)}, "
             f"when {when}; channels: {', '.join(channels)}"
         )
+    if any(c.type == "opsgenie" for c in _all_channels(policy)):
+        click.echo(
+            "warning: Opsgenie ends on 5 April 2027 (its REST API stops then): plan the move to "
+            "Jira Service Management or PagerDuty (docs/notifications.md)"
+        )
     click.echo("policy is valid")
+
+
+def _all_channels(policy: NotifyPolicy) -> list[Channel]:
+    found: list[Channel] = [c for d in policy.deployers.values() for c in d.channels]
+    for group in policy.groups.values():
+        found += [*group.channels, *group.escalation_channels]
+    return found
 
 
 def _wait(notifier: Notifier, suspension_id: str, timeout: float) -> None:

@@ -20,6 +20,8 @@ class EventKind(enum.StrEnum):
     """Why a notification is sent."""
 
     HALT = "halt"
+    HALT_FAILED = "halt-failed"
+    """Someone pressed stop and no target acknowledged: the system may still run."""
     RESUME = "resume"
     ESCALATION = "escalation"
     TEST = "test"

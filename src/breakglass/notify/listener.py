@@ -36,7 +36,7 @@ class NotifyListener:
         return f"NotifyListener({self.notifier!r})"
 
     def on_event(self, event: Any) -> None:
-        """Store the notifications of a ``halt`` or ``resume`` (other kinds are not announced)."""
+        """Store the notifications of a ``halt``, ``halt-failed`` or ``resume`` (``halt-complete`` is not announced)."""
         suspension_id = event.suspension_id or self._fallback_id(event)
         if event.kind == "halt":
             groups = self.notifier.halted(
@@ -46,10 +46,19 @@ class NotifyListener:
                 since=event.at,
                 personal_data_affected=event.personal_data_affected,
                 business_continuity=event.business_continuity,
+                severity=getattr(event, "severity", None),
                 incident=event.incident,
                 flag_key=self.notifier.flag_key,
             )
             logger.info("halt %s: notifying %s", suspension_id, ", ".join(groups) or "nobody")
+        elif event.kind == "halt-failed":
+            groups = self.notifier.halt_failed(
+                suspension_id=suspension_id,
+                actor=actor_of(event.actor),
+                reason=event.reason,
+                at=event.at,
+            )
+            logger.error("NOT HALTED %s: paging %s", suspension_id, ", ".join(groups) or "nobody")
         elif event.kind == "resume":
             self.notifier.resumed(
                 suspension_id=suspension_id,

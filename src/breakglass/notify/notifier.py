@@ -214,6 +214,40 @@ class Notifier:
         self.worker.wake()
         return groups
 
+    def halt_failed(
+        self, *, suspension_id: str, actor: str, reason: str, at: datetime
+    ) -> list[str]:
+        """Page every on-call group: a halt was asked for and no target acknowledged it.
+
+        Conditions do not apply: whoever pressed stop needs help now. Returns the groups told.
+        """
+        event = SuspensionEvent(
+            kind=EventKind.HALT_FAILED,
+            suspension_id=suspension_id,
+            actor=actor,
+            reason=reason,
+            since=isoformat_ms(at),
+            at=isoformat_ms(at),
+            severity=Severity.CRITICAL,
+            flag_key=self.flag_key,
+        )
+        groups = [n for n, g in self.policy.groups.items() if g.kind is GroupKind.ON_CALL]
+        rows = [
+            self._row(
+                event,
+                f"{suspension_id}/halt-failed/{name}/{c.id}",
+                name,
+                str(c.id),
+                c.type,
+                dedup_key(suspension_id, name, "halt-failed"),
+            )
+            for name in groups
+            for c in self.policy.groups[name].channels
+        ]
+        self.outbox.enqueue(rows, now=self._clock.now().timestamp())
+        self.worker.wake()
+        return groups
+
     def resumed(self, *, suspension_id: str, actor: str, reason: str, at: datetime) -> int:
         """Store the resume's notifications (PagerDuty resolve, Opsgenie close, "resumed" messages).
 

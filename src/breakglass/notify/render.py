@@ -72,6 +72,8 @@ def operator_message(
         title = (
             f"{prefix}ESCALATION: {event.escalated_group} has not acknowledged the halt of {system}"
         )
+    elif event.kind is EventKind.HALT_FAILED:
+        title = f"NOT HALTED: the halt of {system} failed; use the kill switch or the vendor's dashboard"
     elif test:
         title = f"{prefix}{system}: test of the notification chain (nothing is halted)"
     else:

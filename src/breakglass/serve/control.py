@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -69,6 +69,10 @@ class HaltRequest(BaseModel):
     )
     business_continuity: bool = Field(
         default=False, description="The halt has business-continuity implications."
+    )
+    severity: Literal["critical", "high", "medium", "low"] | None = Field(
+        default=None,
+        description="How grave, as you judge it (routes notifications; the policy's default when absent).",
     )
 
     @field_validator("reason")
@@ -417,6 +421,7 @@ class Control:
             incident=request.incident if request else None,
             personal_data_affected=request.personal_data_affected if request else False,
             business_continuity=request.business_continuity if request else False,
+            severity=request.severity if request else None,
             targets=target_dicts(outcome.results),
         )
 

@@ -45,6 +45,7 @@ class SuspensionEvent:
         incident: An incident reference, if given.
         personal_data_affected: As stated in the halt request.
         business_continuity: As stated in the halt request.
+        severity: As stated in the halt request (``None``: not given).
         targets: Each target's result so far (``TargetResult.to_dict()``).
     """
 
@@ -56,6 +57,7 @@ class SuspensionEvent:
     incident: str | None = None
     personal_data_affected: bool = False
     business_continuity: bool = False
+    severity: str | None = None
     targets: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,6 +71,7 @@ class SuspensionEvent:
             "incident": self.incident,
             "personal_data_affected": self.personal_data_affected,
             "business_continuity": self.business_continuity,
+            "severity": self.severity,
             "targets": self.targets,
         }
 
