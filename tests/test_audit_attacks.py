@@ -30,6 +30,8 @@ from breakglass.errors import AuditChainError
 from breakglass.testing import ManualClock
 from tests.audit_support import T0, make_record, rows
 
+pytest_plugins = ["tests.audit_fixtures"]
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -432,3 +434,102 @@ def test_a_time_span_that_lies_is_refused(tmp_path: Path) -> None:
     closing, _ = chain_object(manifest, prev)
     result = _verify(b"\n".join([*lines[:-1], closing]) + b"\n")
     assert result.problem == "the manifest's first and last times do not match the records"
+
+
+# ---------------------------------------------------------------- PostgreSQL: least privilege
+
+
+@pytest.mark.live
+def test_the_postgres_writer_writes_but_cannot_change_or_create(
+    postgres_url: str, writer_url: str
+) -> None:
+    import psycopg
+
+    from tests.audit_fixtures import fresh_writer_store
+
+    store = fresh_writer_store(postgres_url, writer_url)
+    try:
+        store.save(rows(make_record(1), make_record(2)))
+        _export(store)  # type: ignore[arg-type]  # reads, checks, logs the export: all allowed
+        assert check_store(store).records == 2
+    finally:
+        store.close()
+    with psycopg.connect(writer_url, autocommit=True) as conn:
+        for statement in (
+            "UPDATE audit_records SET comment = 'x'",
+            "DELETE FROM audit_records",
+            "DELETE FROM audit_exports",
+            "TRUNCATE audit_records",
+            "CREATE TABLE audit_shadow (x int)",
+            "DROP TRIGGER audit_records_append_only ON audit_records",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+    # Even the owner's changes are refused by the trigger.
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        for statement in ("UPDATE audit_records SET comment = 'x'", "TRUNCATE audit_exports"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                conn.execute(statement)
+
+
+@pytest.mark.live
+def test_a_writer_on_an_unmigrated_database_is_told_to_migrate(
+    postgres_url: str, writer_url: str
+) -> None:
+    from pydantic import SecretStr
+
+    from breakglass.audit.postgres import PostgresAuditStore
+    from breakglass.errors import AuditStoreError
+    from tests.audit_support import reset_postgres
+
+    reset_postgres(postgres_url)
+    store = PostgresAuditStore(SecretStr(writer_url))
+    try:
+        with pytest.raises(AuditStoreError, match="run `breakglass audit migrate` once as the"):
+            store.save(rows(make_record(1)))
+    finally:
+        store.close()
+
+
+@pytest.mark.live
+def test_a_poisoned_page_does_not_stick_the_pull(postgres_url: str, writer_url: str) -> None:
+    """A NUL in one entry's id: that entry is a problem, its page-mates are stored, the cursor moves."""
+    from breakglass.audit.pull import pull_history
+    from breakglass.seams import AuditPage
+    from tests.audit_fixtures import fresh_writer_store
+
+    class Source:
+        def pull(self, cursor: str | None) -> Any:
+            if cursor is None:
+                bad = make_record(2, comment="comment with \x00 inside")
+                worse = make_record(3)
+                object.__setattr__(worse, "vendor_event_id", "3\x00")
+                yield AuditPage([make_record(1), bad, worse, make_record(4)], cursor="page-1")
+
+    store = fresh_writer_store(postgres_url, writer_url)
+    try:
+        report = pull_history(store, Source(), provider="local", flag_key="system-active")
+        assert (report.stored, report.malformed) == (3, 1)
+        assert "NUL" in report.problems[0]
+        again = pull_history(store, Source(), provider="local", flag_key="system-active")
+        assert again.error is None
+        assert store.get_cursor("local", "system-active") == "page-1"
+        comments = [json.loads(t)["comment"] for t in store.iter_canonical(AuditQuery())]
+        assert "comment with \x00 inside" in comments
+        assert _verify(_export(store)).ok  # type: ignore[arg-type]
+    finally:
+        store.close()
+
+
+def test_a_bridge_that_can_write_its_audit_store_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from breakglass.audit.recorder import AuditRecorder
+    from breakglass.settings import Settings
+
+    monkeypatch.delenv("BREAKGLASS_AUDIT__DATABASE_URL", raising=False)
+    monkeypatch.delenv("BREAKGLASS_AUDIT__PATH", raising=False)
+    (tmp_path / "state").mkdir()
+    with caplog.at_level("WARNING", logger="breakglass.audit"):
+        AuditRecorder.for_bridge(Settings(provider="local", state_dir=tmp_path / "state"), "local")
+    assert "writable by this process" in caplog.text
