@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -115,5 +116,13 @@ def bootstrap_admin(tokens: TokenBook) -> str | None:
     """Make the first admin token when the store has none; its text (shown once), else ``None``."""
     if tokens.any_admin():
         return None
-    _, text = tokens.create("admin", Role.ADMIN, by="breakglass serve (first start)")
+    taken = {t.name for t in tokens.list()}
+    name = "admin" if "admin" not in taken else f"admin-{secrets.token_hex(3)}"
+    try:
+        _, text = tokens.create(name, Role.ADMIN, by="breakglass serve (no live admin token)")
+    except ServeStoreError:
+        # Another replica starting at the same moment made it first (names are unique).
+        if tokens.any_admin():
+            return None
+        raise
     return text

@@ -194,6 +194,8 @@ class _SqlStore:
     """The statements, shared by both databases; subclasses provide :meth:`_tx`."""
 
     _mark = "?"
+    _for_update = ""
+    """Locks the rows a read-modify-write reads (SQLite's BEGIN IMMEDIATE already serialises writers)."""
 
     def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
         self._clock = clock
@@ -315,7 +317,8 @@ class _SqlStore:
             if inserted:
                 return s.id
             row = self._run(
-                cur, "SELECT id, halts FROM serve_suspensions WHERE open_marker = 1"
+                cur,
+                "SELECT id, halts FROM serve_suspensions WHERE open_marker = 1" + self._for_update,  # noqa: S608 -- a fixed clause
             ).fetchone()
             if row is None:
                 raise ServeStoreError("no open suspension, yet a new one could not be opened")
@@ -330,7 +333,9 @@ class _SqlStore:
     def update_targets(self, suspension_id: str, targets: dict[str, dict[str, Any]]) -> None:
         with self._work() as cur:
             row = self._run(
-                cur, "SELECT targets FROM serve_suspensions WHERE id = ?", (suspension_id,)
+                cur,
+                "SELECT targets FROM serve_suspensions WHERE id = ?" + self._for_update,  # noqa: S608 -- a fixed clause
+                (suspension_id,),
             ).fetchone()
             if row is None:
                 return
@@ -428,6 +433,7 @@ class PostgresServeStore(_SqlStore):
     """The store in a PostgreSQL database shared by several replicas (a connection per unit of work)."""
 
     _mark = "%s"
+    _for_update = " FOR UPDATE"
 
     def __init__(
         self, url: SecretStr, *, connect_timeout: float = 5.0, clock: Clock = SYSTEM_CLOCK

@@ -1,0 +1,247 @@
+"""Two ``breakglass serve`` processes on one PostgreSQL database: tokens, idempotency keys and
+suspensions are shared; SIGTERM stops a replica quickly, even with an event stream open."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from breakglass.local.store import LocalStore
+
+if TYPE_CHECKING:
+    pass
+
+pytest_plugins = ["tests.audit_fixtures"]
+pytestmark = pytest.mark.live
+
+FLAG = "system-active"
+SCRIPT = Path(sys.executable).with_name("breakglass")
+# uvicorn shuts down gracefully, then re-raises the SIGTERM it caught (systemd counts that as clean).
+CLEAN_EXIT = (0, -signal.SIGTERM)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Replica:
+    """One ``breakglass serve`` process."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.port = _free_port()
+        self.env = {**env, "BREAKGLASS_SERVE__PORT": str(self.port)}
+        self.proc = subprocess.Popen(
+            [str(SCRIPT), "serve"],
+            env=self.env,
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.stderr: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"serve exited {self.proc.returncode}: {''.join(self.stderr)[-1500:]}"
+                )
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"serve did not answer within 30 s: {''.join(self.stderr)[-1500:]}")
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+
+    def admin_token(self) -> str | None:
+        lines = [line.strip() for line in self.stderr if line.strip().startswith("bgt_")]
+        return lines[0] if lines else None
+
+    def client(self, token: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._reader.join(5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def shared(postgres_url: str, tmp_path: Path) -> dict[str, str]:
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(
+            "DROP TABLE IF EXISTS serve_tokens, serve_idempotency, serve_suspensions, serve_meta"
+        )
+    LocalStore(tmp_path / "local.db").write(FLAG, value=True, actor="setup", reason="start active")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BREAKGLASS_")}
+    env |= {
+        "BREAKGLASS_PROVIDER": "local",
+        "BREAKGLASS_LOCAL__PATH": str(tmp_path / "local.db"),
+        "BREAKGLASS_SERVE__DATABASE_URL": postgres_url,
+        "BREAKGLASS_SERVE__TOKEN_REFRESH": "0.2",
+    }
+    return env
+
+
+def _cli(env: dict[str, str], cwd: Path, *args: str) -> Any:
+    done = subprocess.run(
+        [str(SCRIPT), *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout) if "--json" in args else done.stdout
+
+
+def test_two_replicas_share_tokens_keys_and_suspensions(
+    shared: dict[str, str], tmp_path: Path
+) -> None:
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a_dir.mkdir()
+    b_dir.mkdir()
+    a = Replica({**shared, "BREAKGLASS_STATE_DIR": str(a_dir)}, a_dir)
+    try:
+        admin = a.admin_token()
+        assert admin, "the first replica prints the first admin token"
+        b = Replica({**shared, "BREAKGLASS_STATE_DIR": str(b_dir)}, b_dir)
+        try:
+            assert b.admin_token() is None, "the second replica must not make another admin token"
+            halter = _cli(
+                {**shared, "BREAKGLASS_STATE_DIR": str(a_dir)},
+                tmp_path,
+                "serve",
+                "token",
+                "create",
+                "--name",
+                "oncall",
+                "--role",
+                "halter",
+                "--json",
+            )["token"]
+            with a.client(halter) as ca, b.client(halter) as cb:
+                first = ca.post(
+                    "/v1/halt", json={"reason": "replica A"}, headers={"Idempotency-Key": "p-1"}
+                )
+                assert first.status_code == 200, first.text
+                time.sleep(0.3)
+                replay = cb.post(
+                    "/v1/halt", json={"reason": "replica A"}, headers={"Idempotency-Key": "p-1"}
+                )
+                assert replay.status_code == 200
+                assert replay.headers["idempotent-replayed"] == "true"
+                assert replay.json()["id"] == first.json()["id"]
+                # Both halt at once: one suspension, both halts in it.
+                with ThreadPoolExecutor(2) as pool:
+                    answers = list(
+                        pool.map(
+                            lambda c: c.post("/v1/halt", json={"reason": "race"}),
+                            (ca, cb),
+                        )
+                    )
+                assert [r.status_code for r in answers] == [200, 200]
+                sa = ca.get("/v1/status").json()["suspension"]
+                sb = cb.get("/v1/status").json()["suspension"]
+                assert sa["id"] == sb["id"] == first.json()["suspension_id"]
+                assert len(sb["halts"]) == 3
+            with b.client(admin) as cb:
+                resumed = cb.post("/v1/resume", json={"reason": "all clear"})
+                assert resumed.status_code == 200, resumed.text
+            with a.client(admin) as ca:
+                latest = ca.get("/v1/suspensions").json()["suspensions"][0]
+                assert latest["closed_by"] == "token:admin"
+            _revoke_reaches_both(shared, tmp_path, halter, (a, b))
+        finally:
+            assert b.stop() in CLEAN_EXIT, "".join(b.stderr)[-1500:]
+    finally:
+        a.stop()
+
+
+def _revoke_reaches_both(
+    shared: dict[str, str], tmp_path: Path, token: str, replicas: tuple[Replica, Replica]
+) -> None:
+    """A revocation made through the shared store reaches every replica."""
+    _cli(
+        {**shared, "BREAKGLASS_STATE_DIR": str(tmp_path)},
+        tmp_path,
+        "serve",
+        "token",
+        "revoke",
+        "oncall",
+    )
+    time.sleep(0.5)
+    for replica in replicas:
+        with replica.client(token) as c:
+            assert c.get("/v1/status").status_code == 401
+
+
+def test_sigterm_with_an_event_stream_open_stops_quickly(
+    shared: dict[str, str], tmp_path: Path
+) -> None:
+    replica = Replica({**shared, "BREAKGLASS_STATE_DIR": str(tmp_path / "s")}, tmp_path)
+    try:
+        token = replica.admin_token()
+        assert token
+        opened = threading.Event()
+
+        def listen() -> None:
+            with httpx.stream(
+                "GET",
+                f"{replica.url}/v1/events",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=30,
+            ) as response:
+                opened.set()
+                for _ in response.iter_lines():
+                    pass
+
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        assert opened.wait(10)
+        started = time.monotonic()
+        code = replica.stop()
+        took = time.monotonic() - started
+        assert code in CLEAN_EXIT, "".join(replica.stderr)[-1500:]
+        assert took < 10, f"SIGTERM took {took:.1f} s"
+        listener.join(5)
+        assert not listener.is_alive()
+        assert "Traceback" not in "".join(replica.stderr)
+    finally:
+        replica.stop()
