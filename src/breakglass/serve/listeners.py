@@ -20,7 +20,7 @@ from breakglass.clock import isoformat_ms
 from breakglass.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
     from datetime import datetime
 
     from breakglass.settings import Settings
@@ -93,7 +93,12 @@ def load_listeners(settings: Settings) -> list[SuspensionListener]:
     made: list[SuspensionListener] = []
     for ep in entry_points(group=GROUP):
         try:
-            factory: Callable[[Settings], SuspensionListener] = ep.load()
+            factory: object = ep.load()
+            if not callable(factory):
+                logger.error(
+                    "suspension listener %s names %r, not a factory; skipped", ep.name, factory
+                )
+                continue
             made.append(factory(settings))
         except ConfigurationError:
             raise  # a policy with a mistake stops serve, naming the key, rather than alert nobody
