@@ -19,7 +19,7 @@ from breakglass.audit.store import AuditQuery, CursorUpdate, Problem, open_audit
 from breakglass.audit_record import Action, Actor, AuditRecord
 from breakglass.errors import AuditRecordError, AuditStoreError, ConfigurationError
 from breakglass.settings import Settings
-from tests.audit_support import T0, make_record, rows
+from tests.audit_support import T0, make_record, reset_postgres, rows
 
 # The store fixtures (SQLite, and a real PostgreSQL) live there.
 pytest_plugins = ["tests.audit_fixtures"]
@@ -340,3 +340,41 @@ def test_a_cyclic_raw_entry_is_refused() -> None:
     raw["self"] = raw
     with pytest.raises(AuditRecordError, match="canonical JSON"):
         prepare(make_record(1, raw=raw))
+
+
+@pytest.mark.live
+def test_a_version_1_store_is_chained_when_upgraded(tmp_path: Path, postgres_url: str) -> None:
+    """Records stored before the chain existed are linked once, and then verify like any."""
+    import psycopg
+
+    from breakglass.audit.codec import COLUMNS
+    from breakglass.audit.integrity import check_store
+    from breakglass.audit.migrations import VERSION_TABLE_POSTGRES, VERSION_TABLE_SQLITE
+
+    old = rows(make_record(3), make_record(1), make_record(2))
+    v1 = MIGRATIONS[0]
+    columns = ", ".join(COLUMNS)
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in (VERSION_TABLE_SQLITE, *v1.sqlite):
+        conn.execute(statement)
+    conn.execute("INSERT INTO audit_schema_version VALUES (1, 'v1', '2026-01-01T00:00:00.000Z')")
+    conn.executemany(f"INSERT INTO audit_records ({columns}) VALUES ({', '.join('?' * 18)})", old)
+    conn.close()
+    reset_postgres(postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as pg:
+        for statement in (VERSION_TABLE_POSTGRES, *v1.postgres):
+            pg.execute(statement)
+        pg.execute("INSERT INTO audit_schema_version VALUES (1, 'v1', now())")
+        with pg.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO audit_records ({columns}) VALUES ({', '.join(['%s'] * 18)})", old
+            )
+    for store in (SqliteAuditStore(path), PostgresAuditStore(SecretStr(postgres_url))):
+        try:
+            assert store.migrate() == LATEST
+            assert check_store(store).records == 3
+            store.save(rows(make_record(4)))
+            assert check_store(store).records == 4
+        finally:
+            store.close()
