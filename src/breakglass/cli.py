@@ -26,14 +26,18 @@ from breakglass.probe.cli import probe
 from breakglass.relay.cli import relay
 from breakglass.serve.cli import serve
 from breakglass.settings import Settings, load_settings
+from breakglass.targets import TargetResult
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from breakglass.seams import Acknowledgement
     from breakglass.state import FlagState
 
 EXIT_HALTED = 3
+EXIT_REFUSED = 4
+"""``resume`` refused by the resumption gate (the missing items are printed)."""
 
 
 def default_actor() -> str:
@@ -142,20 +146,40 @@ def status(ctx: _Context, *, as_json: bool, wait: float) -> None:
     sys.exit(0 if info["active"] else EXIT_HALTED)
 
 
-def _change(ctx: _Context, *, active: bool, actor: str, reason: str, as_json: bool) -> None:
+def _change(
+    ctx: _Context,
+    *,
+    active: bool,
+    actor: str,
+    reason: str,
+    as_json: bool,
+    on_done: Callable[[list[TargetResult]], None] | None = None,
+) -> None:
     try:
         bridge = _open(ctx)
     except BreakglassError as exc:
         _fail(exc)
     if len(bridge.backends) > 1:
-        _change_all(bridge, active=active, actor=actor, reason=reason, as_json=as_json)
+        _change_all(
+            bridge, active=active, actor=actor, reason=reason, as_json=as_json, on_done=on_done
+        )
         return
+    started, tick = SYSTEM_CLOCK.now(), time.monotonic()
     try:
         ack: Acknowledgement = bridge.admin.set_active(active, actor=actor, reason=reason)
     except BreakglassError as exc:
         _fail(exc)
     finally:
         bridge.close()  # flushes the audit record of this change and releases the admin's session
+    if on_done is not None:
+        elapsed = (time.monotonic() - tick) * 1000
+        on_done(
+            [
+                TargetResult(
+                    bridge.backend.name, active, ack, None, started, SYSTEM_CLOCK.now(), elapsed
+                )
+            ]
+        )
     info = {
         "flag": ack.flag_key,
         "active": ack.active,
@@ -177,7 +201,15 @@ def _change(ctx: _Context, *, active: bool, actor: str, reason: str, as_json: bo
         )
 
 
-def _change_all(bridge: Bridge, *, active: bool, actor: str, reason: str, as_json: bool) -> None:
+def _change_all(
+    bridge: Bridge,
+    *,
+    active: bool,
+    actor: str,
+    reason: str,
+    as_json: bool,
+    on_done: Callable[[list[TargetResult]], None] | None = None,
+) -> None:
     """Change every provider at once; a halt holds when one acknowledged (stop wins)."""
     try:
         results = bridge.change(active=active, actor=actor, reason=reason)
@@ -185,6 +217,8 @@ def _change_all(bridge: Bridge, *, active: bool, actor: str, reason: str, as_jso
         bridge.close()
     acked = [r for r in results if r.ok]
     done = bool(acked) if not active else len(acked) == len(bridge.backends)
+    if done and on_done is not None:
+        on_done(results)
     if as_json:
         info = {"flag": bridge.settings.flag_key, "active": active, "done": done, "actor": actor}
         click.echo(
@@ -224,17 +258,56 @@ _reason_option = click.option("--reason", required=True, help="Why (kept in the 
 @click.pass_obj
 def halt(ctx: _Context, actor: str, reason: str, *, as_json: bool) -> None:
     """Stop the system: set the flag false through the provider."""
-    _change(ctx, active=False, actor=actor, reason=reason, as_json=as_json)
+    from breakglass.resume.cli_gate import record_cli_halt
+
+    def opened(results: list[TargetResult]) -> None:
+        # After the halt took effect: the suspension record never delays it.
+        record_cli_halt(ctx.settings(), actor=actor, reason=reason, results=results)
+
+    _change(ctx, active=False, actor=actor, reason=reason, as_json=as_json, on_done=opened)
 
 
 @main.command()
 @_actor_option
 @_reason_option
+@click.option(
+    "--classification",
+    type=click.Choice(["confirmed-harm", "precautionary", "drill"]),
+    help="How the suspension closes (asked by the resumption gate when a policy exists).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def resume(ctx: _Context, actor: str, reason: str, *, as_json: bool) -> None:
-    """Let the system run again: set the flag true through the provider."""
-    _change(ctx, active=True, actor=actor, reason=reason, as_json=as_json)
+def resume(
+    ctx: _Context, actor: str, reason: str, classification: str | None, *, as_json: bool
+) -> None:
+    """Let the system run again: set the flag true through the provider.
+
+    With a policy file, only once the resumption gate (checklist, conditions and
+    approvals, given through breakglass serve) is satisfied.
+    """
+    from breakglass.resume.cli_gate import authorise, cli_gate, close
+
+    try:
+        gate = cli_gate(ctx.settings())
+        missing = (
+            authorise(gate, actor=actor, reason=reason, classification=classification)
+            if gate is not None
+            else []
+        )
+    except BreakglassError as exc:
+        _fail(exc)
+    if missing:
+        click.echo("breakglass: resume refused by the resumption gate; missing:", err=True)
+        for line in missing:
+            click.echo(f"  - {line}", err=True)
+        sys.exit(EXIT_REFUSED)
+
+    def closed(results: list[TargetResult]) -> None:
+        del results
+        if gate is not None:
+            close(gate, actor=actor, reason=reason)
+
+    _change(ctx, active=True, actor=actor, reason=reason, as_json=as_json, on_done=closed)
 
 
 @main.command()

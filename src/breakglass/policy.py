@@ -2,8 +2,8 @@
 
 The settings (:mod:`breakglass.settings`) say how this process reaches the flag;
 the policy says what the organisation has decided about a break-glass: who is
-told and how (``[notify]``), and, as their features land, who may resume and
-after which checks, and what a drill measures. Each concern is one section,
+told and how (``[notify]``), who may resume and after which checks
+(``[resume]``), and, as its feature lands, what a drill measures. Each concern is one section,
 one pydantic model; the root :class:`Policy` lists them. A section is added by
 adding a field to :class:`Policy`, with a default so older files stay valid.
 
@@ -27,6 +27,7 @@ from pydantic import Field, ValidationError
 from breakglass.errors import ConfigurationError
 from breakglass.notify.config import NotifyPolicy
 from breakglass.policy_types import PolicyModel
+from breakglass.resume.config import ResumePolicy
 from breakglass.settings import POLICY_FILE_ENV
 
 DEFAULT_POLICY_FILE = "breakglass-policy.toml"
@@ -40,6 +41,10 @@ class Policy(PolicyModel):
 
     notify: NotifyPolicy = Field(default_factory=NotifyPolicy)
     """Who is told of a halt or a resume, how, and within which time (``[notify]``)."""
+
+    resume: ResumePolicy = Field(default_factory=ResumePolicy)
+    """What must hold before the system runs again (``[resume]``): checked as soon as a
+    policy file exists, with the defaults when the section is not written."""
 
 
 def policy_file() -> Path:

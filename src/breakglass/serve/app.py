@@ -585,6 +585,7 @@ def _release_key(services: Services, actor: str, key: str) -> None:
 def create_app(services: Services) -> FastAPI:
     """The FastAPI app: API, console, problem details, security headers."""
     from breakglass.notify.serve_routes import add_notify
+    from breakglass.resume.serve_routes import add_resume
     from breakglass.serve.console import add_console
 
     app = FastAPI(
@@ -599,6 +600,7 @@ def create_app(services: Services) -> FastAPI:
     _add_api(app)
     add_console(app)
     add_notify(app, services)
+    add_resume(app, services)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:

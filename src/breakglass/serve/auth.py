@@ -73,7 +73,8 @@ class Identity:
         subject: Stable id: ``token:<id>`` or ``oidc:<issuer>#<sub>``.
         name: How the audit trail names the person (token name, e-mail).
         role: What they may do.
-        kind: ``token`` or ``oidc``.
+        kind: ``token``, ``oidc``, or ``system`` (serve acting on its own, e.g. undoing an
+            ungated resume).
         token_id: The API token behind it, so a revocation ends console sessions too.
     """
 
@@ -86,7 +87,7 @@ class Identity:
     @property
     def actor(self) -> str:
         """The actor recorded by the targets and the audit trail."""
-        return self.name if self.kind == "oidc" else f"token:{self.name}"
+        return self.name if self.kind in ("oidc", "system") else f"token:{self.name}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data."""

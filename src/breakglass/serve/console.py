@@ -21,6 +21,7 @@ from starlette.responses import RedirectResponse, Response
 
 from breakglass.errors import AuthError
 from breakglass.notify.serve_routes import notification_panel
+from breakglass.resume.serve_routes import resume_panel
 from breakglass.serve.app import (
     Services,
     _verify_bearer,
@@ -80,6 +81,7 @@ async def _render_console(
     status = await asyncio.to_thread(services.control.status)
     history = await asyncio.to_thread(services.control.history, 20)
     notifications = await asyncio.to_thread(notification_panel, services, status)
+    gate = await asyncio.to_thread(resume_panel, services)
     identity = session.identity
     context: dict[str, Any] = {
         "identity": identity,
@@ -93,8 +95,13 @@ async def _render_console(
         "error": error,
         "fallback": FALLBACK,
         "notifications": notifications,
+        "gate": gate,
     }
     return templates.TemplateResponse(request, "console.html", context)
+
+
+render_console = _render_console
+"""The console page (for the routes other packages add)."""
 
 
 def _form_session(request: Request, csrf: str) -> Session:
@@ -207,12 +214,17 @@ def _add_actions(app: FastAPI) -> None:
 
     @app.post("/console/resume", include_in_schema=False)
     async def console_resume(
-        request: Request, csrf: str = Form(""), reason: str = Form("")
+        request: Request,
+        csrf: str = Form(""),
+        reason: str = Form(""),
+        classification: str = Form(""),
     ) -> Response:
         services = _services(request)
         session = _form_session(request, csrf)
         try:
-            body = ResumeRequest(reason=reason)
+            body = ResumeRequest.model_validate(
+                {"reason": reason, "classification": classification or None}
+            )
         except ValidationError:
             return await _render_console(request, session, error="Give a reason for the resume.")
         try:

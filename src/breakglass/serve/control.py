@@ -27,6 +27,8 @@ from breakglass.serve.store import Suspension
 from breakglass.targets import Fanout, Target, TargetResult
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from breakglass.bridge import Bridge
     from breakglass.seams import Acknowledgement, FlagAdmin
     from breakglass.serve.events import EventHub
@@ -96,6 +98,11 @@ class ResumeRequest(BaseModel):
     model_config = {"extra": "forbid"}
 
     reason: str = Field(min_length=1, description="Why it is safe to run again.")
+    classification: Literal["confirmed-harm", "precautionary", "drill"] | None = Field(
+        default=None,
+        description="How the suspension closes (the resumption gate asks for it); "
+        "`precautionary` is never a fault of the person who halted.",
+    )
 
     @field_validator("reason")
     @classmethod
@@ -211,6 +218,8 @@ class Control:
         self.settings = settings
         self.listeners = listeners or ListenerRunner([])
         self.gate: ResumeGate = gate or ApproverGate()
+        self.on_close: list[Callable[[str], None]] = []
+        """Called with the suspension id after a resume closed it (the record's export)."""
         self._clock = clock
         self._lock = threading.Lock()
         self._last: dict[str, TargetResult] = {}
@@ -433,6 +442,7 @@ class Control:
             raise ResumeRefusedError(missing)
         started = time.monotonic()
         change_id = uuid.uuid4().hex
+        self._authorise(identity, request, change_id)
         with self.tracing.span(
             "breakglass.resume", breakglass_actor=identity.actor, breakglass_change_id=change_id
         ):
@@ -473,9 +483,36 @@ class Control:
         self.hub.publish("resume", outcome.to_dict())
         return outcome
 
+    def _authorise(self, identity: Identity, request: ResumeRequest, change_id: str) -> None:
+        """Record that this resume passed the gate before any target is turned on.
+
+        A store that cannot record it refuses the resume: a resume is never
+        urgent, a halt always is.
+        """
+        from breakglass.resume.gate import record_resume
+
+        try:
+            record_resume(
+                self.store,
+                subject=identity.subject,
+                actor=identity.actor,
+                reason=request.reason,
+                classification=request.classification,
+                change_id=change_id,
+                at=self._clock.now(),
+            )
+        except ServeStoreError as exc:
+            raise ResumeRefusedError([f"the resume cannot be recorded: {exc}"]) from None
+
     def after_resume(self, outcome: Outcome) -> None:
-        """Once answered: tell listeners."""
+        """Once answered: tell listeners, then export the closed suspension's record."""
         self.listeners.emit(self._event("resume" if outcome.done else "resume-failed", outcome))
+        if outcome.done and outcome.suspension_id is not None:
+            for hook in self.on_close:
+                try:
+                    hook(outcome.suspension_id)
+                except Exception:
+                    logger.exception("after closing suspension %s", outcome.suspension_id)
 
     def close(self) -> None:
         """Stop listening to the engine and deliver queued listener events."""

@@ -27,6 +27,11 @@ TYPES: dict[str, tuple[str, str]] = {
         "Resume refused",
         "The resumption criteria are not met yet; the answer lists what is missing.",
     ),
+    "gate-refused": (
+        "Refused by the resumption gate",
+        "The tick, approval or condition was not accepted: the same person approving twice, "
+        "an approval before the checklist is complete, a missing answer, or the wrong role.",
+    ),
     "unauthenticated": (
         "Not authenticated",
         "Send an API token or an OIDC bearer token (Authorization: Bearer ...), or log in to "

@@ -65,6 +65,8 @@ def build(
     settings = settings if settings is not None else load_settings()
     serve = serve if serve is not None else load_serve_settings(settings, **overrides)
     store = open_store(settings, serve, clock)
+    if gate is None:
+        gate = policy_gate(store, clock)
     bridge = Bridge.from_settings(settings, clock=clock).start()
     try:
         try:
@@ -104,6 +106,21 @@ def build(
         bridge.close()
         raise
     return Server(create_app(services), services, bridge, tracing)
+
+
+def policy_gate(store: ServeStore, clock: Clock = SYSTEM_CLOCK) -> ResumeGate | None:
+    """The resumption gate of the policy file, when one exists (else an approver resumes alone).
+
+    Raises:
+        ConfigurationError: The policy file exists but is invalid (serve does not start).
+    """
+    from breakglass.policy import load_policy, policy_file
+    from breakglass.resume.gate import PolicyGate
+
+    if not policy_file().exists():
+        logger.warning("no policy file %s: an approver resumes alone, ungated", policy_file())
+        return None
+    return PolicyGate(load_policy().resume, store, clock)
 
 
 def _state(bridge: Bridge) -> tuple[bool, float | None]:

@@ -45,6 +45,10 @@ _SCHEMA = (
         business_continuity INTEGER NOT NULL, halts TEXT NOT NULL, targets TEXT NOT NULL,
         closed_at TEXT, closed_by TEXT, close_reason TEXT, open_marker INTEGER UNIQUE)""",
     """CREATE TABLE IF NOT EXISTS serve_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    # What happens to a suspension after it opened: checklist ticks, approvals, ungated resumes...
+    """CREATE TABLE IF NOT EXISTS serve_suspension_entries (
+        suspension_id TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, actor TEXT NOT NULL,
+        at TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (suspension_id, kind, key, actor))""",
 )
 
 
@@ -125,6 +129,32 @@ class Suspension:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One fact added to a suspension after it opened.
+
+    ``(suspension_id, kind, key, actor)`` is unique: one approval per person,
+    one tick per checklist item (``actor`` empty, the person in ``data``).
+    """
+
+    suspension_id: str
+    kind: str
+    key: str
+    actor: str
+    at: datetime
+    data: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data."""
+        return {
+            "kind": self.kind,
+            "key": self.key,
+            "actor": self.actor,
+            "at": isoformat_ms(self.at),
+            "data": self.data,
+        }
+
+
 class ServeStore(Protocol):
     """**Protocol**: serve's shared state (SQLite or PostgreSQL)."""
 
@@ -183,6 +213,18 @@ class ServeStore(Protocol):
 
     def suspensions(self, limit: int) -> list[Suspension]:
         """The latest suspensions, newest first."""
+        ...
+
+    def suspension(self, suspension_id: str) -> Suspension | None:
+        """The suspension ``suspension_id``, open or closed."""
+        ...
+
+    def add_entry(self, entry: Entry, *, replace: bool = False) -> bool:
+        """Add ``entry``; ``False`` when its key exists (replaced instead when ``replace``)."""
+        ...
+
+    def entries(self, suspension_id: str) -> list[Entry]:
+        """Every entry of a suspension, oldest first."""
         ...
 
     def close(self) -> None:
@@ -382,6 +424,46 @@ class _SqlStore:
                 (limit,),
             ).fetchall()
         return [_suspension(row) for row in rows]
+
+    def suspension(self, suspension_id: str) -> Suspension | None:
+        with self._work() as cur:
+            row = self._run(
+                cur,
+                f"SELECT {self._COLUMNS} FROM serve_suspensions WHERE id = ?",  # noqa: S608 -- fixed columns
+                (suspension_id,),
+            ).fetchone()
+        return None if row is None else _suspension(row)
+
+    def add_entry(self, entry: Entry, *, replace: bool = False) -> bool:
+        values = (
+            entry.suspension_id,
+            entry.kind,
+            entry.key,
+            entry.actor,
+            isoformat_ms(entry.at),
+            json.dumps(entry.data),
+        )
+        with self._work() as cur:
+            if not replace:
+                return bool(self._insert_ignore(cur, "serve_suspension_entries", values))
+            self._run(
+                cur,
+                "INSERT INTO serve_suspension_entries VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (suspension_id, kind, key, actor) "
+                "DO UPDATE SET at = excluded.at, data = excluded.data",
+                values,
+            )
+            return True
+
+    def entries(self, suspension_id: str) -> list[Entry]:
+        with self._work() as cur:
+            rows = self._run(
+                cur,
+                "SELECT suspension_id, kind, key, actor, at, data FROM serve_suspension_entries "
+                "WHERE suspension_id = ? ORDER BY at, kind, key",
+                (suspension_id,),
+            ).fetchall()
+        return [Entry(r[0], r[1], r[2], r[3], parse_iso(r[4]), json.loads(r[5])) for r in rows]
 
     def close(self) -> None:
         """Nothing to release by default."""
