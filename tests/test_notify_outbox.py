@@ -15,7 +15,7 @@ from breakglass.audit.recorder import AuditRecorder
 from breakglass.audit.sqlite import SqliteAuditStore
 from breakglass.audit.store import AuditQuery
 from breakglass.notify.notifier import Notifier
-from breakglass.notify.outbox import NewNotification, Outbox
+from breakglass.notify.outbox import Attempt, NewNotification, Outbox
 from breakglass.policy import parse_policy
 from tests.audit_support import reset_postgres
 from tests.notify_receivers import ROUTING_KEY, WEBHOOK_SECRET, Planned, Receivers, wait_until
@@ -306,3 +306,26 @@ def test_resume_resolves_and_never_overtakes_the_halt(
     slack = [r.json()["blocks"][0]["text"]["text"] for r in receivers.at("/slack/T/B/oncall")]
     assert slack == ["HALTED: Credit scoring is suspended", "RESUMED: Credit scoring may run again"]
     assert {d.state for d in notifier.outbox.deadlines("s-1")} == {"closed"}
+
+
+def test_a_clock_stepped_back_during_backoff_does_not_hold_retries(
+    make_store: Callable[[], AuditStore],
+) -> None:
+    """A retry scheduled before the wall clock went back an hour is due at once, not an hour late."""
+    outbox = Outbox(make_store())
+    outbox.enqueue(
+        [NewNotification("s/halt/g/c", "s", "halt", "g", "c", "slack", "{}")], now=10_000.0
+    )
+    (row,) = outbox.claim("w:1:a", now=10_000.0, lease_s=40, limit=5, horizon_s=660)
+    attempt = Attempt(
+        row.id, "s", 1, 10_000.0, 5.0, 503, "retry", None, "Slack answered 503", "w:1:a"
+    )
+    assert outbox.finish(attempt, state="pending", next_attempt_at=10_002.0)
+    assert outbox.claim("w:1:a", now=10_001.0, lease_s=40, limit=5, horizon_s=660) == []
+    stepped_back = 10_001.0 - 3600
+    (again,) = outbox.claim("w:1:a", now=stepped_back, lease_s=40, limit=5, horizon_s=660)
+    assert again.attempts == 2
+    # A lease taken before the step is not held for an hour either.
+    assert outbox.claim("w:2:b", now=stepped_back + 1, lease_s=40, limit=5, horizon_s=660) == []
+    (taken,) = outbox.claim("w:2:b", now=stepped_back - 3600, lease_s=40, limit=5, horizon_s=660)
+    assert taken.attempts == 3

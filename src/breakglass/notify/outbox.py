@@ -254,15 +254,21 @@ class Outbox:
                 )
         return new
 
-    def claim(self, worker: str, *, now: float, lease_s: float, limit: int) -> list[Notification]:
+    def claim(
+        self, worker: str, *, now: float, lease_s: float, limit: int, horizon_s: float = 86400.0
+    ) -> list[Notification]:
         """Take up to ``limit`` due rows for ``worker`` until ``now + lease_s``.
 
         A resume is held back while the halt of the same group and channel is
         still pending, so a PagerDuty resolve never overtakes its trigger.
+        A retry scheduled, or a lease held, further ahead than ``horizon_s``
+        (resp. ``lease_s``) cannot have been set by any policy: the wall clock
+        was stepped back since, and the row is due now rather than after the step.
         """
         lock = " FOR UPDATE OF o SKIP LOCKED" if self.postgres else ""
+        params = (now, now + horizon_s, now, now + lease_s, limit)
         with self._tx() as tx:
-            ids = [row[0] for row in tx.run(_CLAIM + lock, (now, now, limit))]
+            ids = [row[0] for row in tx.run(_CLAIM + lock, params)]
             if not ids:
                 return []
             marks = ", ".join("?" * len(ids))
@@ -437,7 +443,8 @@ class Outbox:
 
 _CLAIM = (
     "SELECT o.id FROM notify_outbox o WHERE o.state = 'pending'"
-    " AND o.next_attempt_at <= ? AND (o.lease_until IS NULL OR o.lease_until <= ?)"
+    " AND (o.next_attempt_at <= ? OR o.next_attempt_at > ?)"
+    " AND (o.lease_until IS NULL OR o.lease_until <= ? OR o.lease_until > ?)"
     " AND NOT (o.event = 'resume' AND EXISTS (SELECT 1 FROM notify_outbox h"
     "  WHERE h.suspension_id = o.suspension_id AND h.group_name = o.group_name"
     "  AND h.channel_id = o.channel_id AND h.event <> 'resume' AND h.state = 'pending'))"

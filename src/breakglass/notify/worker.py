@@ -191,6 +191,16 @@ class OutboxWorker:
         )
         return longest + _LEASE_MARGIN_S
 
+    def _horizon(self) -> float:
+        """The furthest ahead any policy schedules a retry (beyond it: the clock stepped back)."""
+        policies = [self.policy.delivery] + [
+            c.delivery
+            for g in self.policy.groups.values()
+            for c in [*g.channels, *g.escalation_channels]
+            if c.delivery is not None
+        ]
+        return max(max(p.max_delay, p.max_retry_after).total_seconds() for p in policies) + 60.0
+
     def _run(self) -> None:
         lease = self._lease()
         while True:
@@ -222,7 +232,9 @@ class OutboxWorker:
                         "escalating %s: %s did not acknowledge in time", suspension_id, group
                     )
             if free > 0:
-                rows = self.outbox.claim(self.worker_id, now=now, lease_s=lease, limit=free)
+                rows = self.outbox.claim(
+                    self.worker_id, now=now, lease_s=lease, limit=free, horizon_s=self._horizon()
+                )
         except Exception:
             # A store that cannot be reached: log once, keep trying (rows wait in the store).
             if not self._store_failing:
