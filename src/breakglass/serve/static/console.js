@@ -126,7 +126,7 @@
     source.addEventListener("open", () => text($("live"), "(live)"));
     source.addEventListener("error", () => text($("live"), "(live updates reconnecting)"));
     source.addEventListener("snapshot", (e) => renderAll(JSON.parse(e.data)));
-    source.addEventListener("state", (e) => renderState(JSON.parse(e.data)));
+    source.addEventListener("state", (e) => { renderState(JSON.parse(e.data)); refresh(); });
     for (const kind of ["target", "halt", "halt-complete", "halt-failed", "resume", "resume-failed"]) {
       source.addEventListener(kind, () => { refresh(); });
     }
