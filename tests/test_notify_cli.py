@@ -109,3 +109,18 @@ def test_notify_test_unknown_group(policy: Path) -> None:
     result = CliRunner().invoke(main, ["notify", "test", "--group", "nobody"])
     assert result.exit_code == 1
     assert "no group named nobody" in result.output
+
+
+def test_notify_status_shows_each_group(policy: Path, receivers: Receivers) -> None:
+    sent = CliRunner().invoke(main, ["notify", "test", "--group", "on-call", "--json"])
+    assert sent.exit_code == 0, sent.output
+    sid = json.loads(sent.output)[0]["channels"][0]["id"].split("/", 1)[0]
+    shown = CliRunner().invoke(main, ["notify", "status", sid])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.startswith("on-call: sent 20")
+    assert "not acknowledged" in shown.output
+    assert "on-call/slack (slack): DELIVERED after 1 attempt(s)" in shown.output
+    assert (
+        CliRunner().invoke(main, ["notify", "status", "no-such"]).output
+        == "no notifications for no-such\n"
+    )
