@@ -21,6 +21,7 @@ class EventKind(enum.StrEnum):
 
     HALT = "halt"
     HALT_FAILED = "halt-failed"
+    UNGATED_RESUME = "ungated-resume"
     """Someone pressed stop and no target acknowledged: the system may still run."""
     RESUME = "resume"
     ESCALATION = "escalation"

@@ -36,7 +36,10 @@ class NotifyListener:
         return f"NotifyListener({self.notifier!r})"
 
     def on_event(self, event: Any) -> None:
-        """Store the notifications of a ``halt``, ``halt-failed`` or ``resume`` (``halt-complete`` is not announced)."""
+        """Store the notifications of a ``halt``, ``halt-failed``, ``ungated-resume`` or ``resume``.
+
+        ``halt-complete`` is not announced.
+        """
         suspension_id = event.suspension_id or self._fallback_id(event)
         if event.kind == "halt":
             groups = self.notifier.halted(
@@ -59,6 +62,17 @@ class NotifyListener:
                 at=event.at,
             )
             logger.error("NOT HALTED %s: paging %s", suspension_id, ", ".join(groups) or "nobody")
+        elif event.kind == "ungated-resume":
+            groups = self.notifier.ungated_resume(
+                suspension_id=suspension_id,
+                actor=actor_of(event.actor),
+                reason=event.reason,
+                at=event.at,
+                seq=event.at.strftime("%Y%m%dT%H%M%S%f"),
+            )
+            logger.error(
+                "UNGATED RESUME %s: paging %s", suspension_id, ", ".join(groups) or "nobody"
+            )
         elif event.kind == "resume":
             self.notifier.resumed(
                 suspension_id=suspension_id,

@@ -221,8 +221,33 @@ class Notifier:
 
         Conditions do not apply: whoever pressed stop needs help now. Returns the groups told.
         """
+        return self._page_on_call(
+            EventKind.HALT_FAILED, suspension_id, actor, reason, at, "halt-failed"
+        )
+
+    def ungated_resume(
+        self, *, suspension_id: str, actor: str, reason: str, at: datetime, seq: str
+    ) -> list[str]:
+        """Page every on-call group: the flag was turned back on outside the resumption gate.
+
+        ``seq`` tells one ungated resume of a suspension from the next (each is
+        its own incident); the gated resume resolves them with the halt's.
+        """
+        return self._page_on_call(
+            EventKind.UNGATED_RESUME, suspension_id, actor, reason, at, f"ungated-{seq}"
+        )
+
+    def _page_on_call(
+        self,
+        kind: EventKind,
+        suspension_id: str,
+        actor: str,
+        reason: str,
+        at: datetime,
+        key: str,
+    ) -> list[str]:
         event = SuspensionEvent(
-            kind=EventKind.HALT_FAILED,
+            kind=kind,
             suspension_id=suspension_id,
             actor=actor,
             reason=reason,
@@ -235,11 +260,11 @@ class Notifier:
         rows = [
             self._row(
                 event,
-                f"{suspension_id}/halt-failed/{name}/{c.id}",
+                f"{suspension_id}/{key}/{name}/{c.id}",
                 name,
                 str(c.id),
                 c.type,
-                dedup_key(suspension_id, name, "halt-failed"),
+                dedup_key(suspension_id, name, key),
             )
             for name in groups
             for c in self.policy.groups[name].channels
@@ -257,7 +282,7 @@ class Notifier:
         told = [
             n
             for n in self.outbox.notifications(suspension_id)
-            if n.event in (EventKind.HALT, EventKind.ESCALATION)
+            if n.event in (EventKind.HALT, EventKind.ESCALATION, EventKind.UNGATED_RESUME)
         ]
         rows = []
         for source in told:

@@ -74,6 +74,8 @@ def operator_message(
         )
     elif event.kind is EventKind.HALT_FAILED:
         title = f"NOT HALTED: the halt of {system} failed; use the kill switch or the vendor's dashboard"
+    elif event.kind is EventKind.UNGATED_RESUME:
+        title = f"UNGATED RESUME: {system} was turned back on outside the resumption gate"
     elif test:
         title = f"{prefix}{system}: test of the notification chain (nothing is halted)"
     else:

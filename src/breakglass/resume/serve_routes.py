@@ -122,8 +122,16 @@ def _gate_problem(request: Request, exc: GateError) -> Response:
 
 
 def add_resume(app: FastAPI, services: Services) -> None:
-    """Mount the gate's routes, and export each closed suspension into the audit chain."""
+    """Mount the gate's routes, watch for halts and resumes outside serve, export closed records."""
+    from breakglass.resume.watch import SuspensionWatch
+
     services.control.on_close.append(lambda sid: export_record(services, sid))
+    gate = gate_of(services)
+    watch = SuspensionWatch(
+        services.control, gate.policy if gate else None, clock=services.clock
+    ).start()
+    services.extra["watch"] = watch
+    services.control.closers.append(watch.close)
     _add_api(app)
     _add_console(app)
 

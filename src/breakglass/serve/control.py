@@ -220,6 +220,8 @@ class Control:
         self.gate: ResumeGate = gate or ApproverGate()
         self.on_close: list[Callable[[str], None]] = []
         """Called with the suspension id after a resume closed it (the record's export)."""
+        self.closers: list[Callable[[], None]] = []
+        """Called by :meth:`close`, newest first (the parts started along with serve)."""
         self._clock = clock
         self._lock = threading.Lock()
         self._last: dict[str, TargetResult] = {}
@@ -517,6 +519,8 @@ class Control:
     def close(self) -> None:
         """Stop listening to the engine and deliver queued listener events."""
         self._unsubscribe()
+        for closer in reversed(self.closers):
+            closer()
         self.listeners.close()
 
 
