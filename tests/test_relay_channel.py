@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
+import time
 import zlib
 from typing import TYPE_CHECKING
 
 import pytest
 
+from breakglass.bridge import Bridge
 from breakglass.engine import StateEngine
 from breakglass.errors import ConfigurationError
 from breakglass.guard import Guard
 from breakglass.observation import NoValue
 from breakglass.plugins import available_providers
 from breakglass.relay.channel import SIZE, ChannelError, ChannelReader, ChannelWriter, Snapshot
+from breakglass.relay.relay import Relay
 from breakglass.relay.source import RelaySource
+from breakglass.relay.watch import ChangeWatch
+from breakglass.seams import Backend
+from breakglass.settings import Settings
 from breakglass.state import Cause
+from breakglass.testing import ScriptedSource
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -326,3 +334,82 @@ def test_corruption_halts_at_once_and_trust_starts_over(
 
 def test_the_relay_provider_is_registered() -> None:
     assert "relay" in available_providers()
+
+
+def test_the_relay_writes_the_lapse_it_discovers_itself(tmp_path: Path, clock: ManualClock) -> None:
+    """The heartbeat finds the decision aged out: the engine recomputes and notifies the relay on
+    the heartbeat's own thread, inside its write. It must write "stale", not deadlock."""
+    src = ScriptedSource("scripted", clock)
+    backend = Backend(name="scripted", source=src, admin=None, audit=None, poll_bound=0.0)
+    settings = Settings(state_dir=tmp_path / "state", max_staleness=30.0)
+    relay = Relay(
+        Bridge(settings, backend, clock=clock), ChannelWriter(tmp_path / "ch"), heartbeat=60
+    )
+    relay.start()
+    try:
+        src.confirm(True)
+        assert ChannelReader(tmp_path / "ch").read().cause is Cause.ACTIVE
+        clock.advance(31.0)
+        beat = threading.Thread(target=relay.publish, daemon=True)
+        beat.start()
+        beat.join(10.0)
+        assert not beat.is_alive(), "the relay deadlocked on its own lock"
+        snap = ChannelReader(tmp_path / "ch").read()
+        assert (snap.active, snap.cause) == (False, Cause.STALE)
+    finally:
+        relay.close()
+
+
+def test_a_write_wakes_the_watch(writer: ChannelWriter, path: Path) -> None:
+    """inotify: a worker sleeps until the relay writes (no timed bound but a generous one)."""
+    writer.write(snap())
+    watch = ChangeWatch(path, fallback=0.005)
+    try:
+        assert watch.pushed, "inotify is available on Linux"
+        for replaced in (False, True):
+            if replaced:  # a new relay recreated the file: the watch follows the new inode
+                path.unlink()
+                writer.close()
+                writer = ChannelWriter(path)
+                writer.write(snap())
+            watch.wait(0.0)  # arms the watch on the current file, drains what is pending
+            timer = threading.Timer(0.2, writer.write, args=(snap(),))
+            started = time.monotonic()
+            timer.start()
+            watch.wait(60.0)
+            timer.join()
+            assert time.monotonic() - started < 30.0
+    finally:
+        watch.close()
+        writer.close()
+
+
+def test_a_torn_read_waits_for_the_next_write_and_a_lasting_one_halts(
+    writer: ChannelWriter, path: Path, clock: ManualClock
+) -> None:
+    src = source(path, clock, silent_after=2.0)
+    writer.write(snap())
+    src.poll_once()
+    writer.write(snap())
+    assert src.poll_once() is not None
+    good_poll = clock.monotonic()
+    clock.advance(0.1)
+    _rewrite(
+        path, lambda raw: raw.__setitem__(300, raw[300] ^ 0xFF)
+    )  # looks like a write in progress
+    assert src.poll_once() is None  # not a halt yet: a busy relay finishes its write
+    clock.advance(0.1)
+    writer.write(snap(remaining=5.0))
+    obs = src.poll_once()
+    assert obs is not None
+    assert obs.value is True
+    # Counted from the last good read, not from the torn one: the write began before it.
+    assert obs.confirmed_at == pytest.approx(good_poll + 5.0 - 30.0)
+    _rewrite(path, lambda raw: raw.__setitem__(300, raw[300] ^ 0xFF))
+    clock.advance(1.0)
+    assert src.poll_once() is None
+    clock.advance(1.5)
+    obs = src.poll_once()
+    assert obs is not None
+    assert obs.value is NoValue.UNREADABLE
+    assert "unreadable for 2.5 s: checksum mismatch" in (obs.error or "")

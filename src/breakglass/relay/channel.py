@@ -76,11 +76,14 @@ class ChannelError(BreakglassError):
 
     Attributes:
         missing: ``True`` when there is no file (no relay has started there).
+        torn: ``True`` when the read met a write in progress (or bytes that look like one:
+            an odd sequence number, a checksum mismatch); the next read may well succeed.
     """
 
-    def __init__(self, message: str, *, missing: bool = False) -> None:
+    def __init__(self, message: str, *, missing: bool = False, torn: bool = False) -> None:
         super().__init__(message)
         self.missing = missing
+        self.torn = torn
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,10 +167,10 @@ def decode(raw: bytes) -> Snapshot:
         raise ChannelError("not a breakglass relay channel (bad magic)")
     (seq,) = _SEQ.unpack_from(raw, 8)
     if seq % 2:
-        raise ChannelError("the relay was writing (torn read)")
+        raise ChannelError("the relay was writing (torn read)", torn=True)
     (crc,) = struct.unpack_from("<I", raw, _CRC_AT)
     if zlib.crc32(raw[8:_CRC_AT]) != crc:
-        raise ChannelError("checksum mismatch (torn or corrupt write)")
+        raise ChannelError("checksum mismatch (torn or corrupt write)", torn=True)
     fields = _BODY.unpack_from(raw, _BODY_AT)
     version, active, cause_index, pid, written, remaining, confirmed, staleness, interval = fields[
         :9
@@ -309,7 +312,7 @@ class ChannelReader:
                 a write still torn after a few attempts.
         """
         self._reopen_if_replaced()
-        problem = "unreadable"
+        torn: ChannelError | None = None
         for attempt in range(_READ_ATTEMPTS):
             try:
                 raw = os.pread(self._fd, SIZE + 1, 0)
@@ -318,11 +321,12 @@ class ChannelReader:
             try:
                 return decode(raw)
             except ChannelError as exc:
-                problem = str(exc)
-                if "torn" not in problem:
+                if not exc.torn:
                     raise
+                torn = exc
             time.sleep(0.0002 * (attempt + 1))
-        raise ChannelError(problem)
+        assert torn is not None  # noqa: S101 -- the loop ran and every attempt was torn
+        raise torn
 
     def _reopen_if_replaced(self) -> None:
         try:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from breakglass.relay.channel import ChannelReader
 from breakglass.relay.settings import load_relay_settings
 from breakglass.relay.source import NAME, RelaySource
+from breakglass.relay.watch import ChangeWatch
 from breakglass.seams import Backend
 
 if TYPE_CHECKING:
@@ -25,15 +26,17 @@ class RelayPlugin:
     def create(self, settings: Settings, clock: Clock) -> Backend:
         """The relay source; no admin, no audit, nothing remembered across restarts."""
         relay = load_relay_settings(settings)
+        path = relay.channel_path(settings)
         return Backend(
             name=NAME,
             source=RelaySource(
-                ChannelReader(relay.channel_path(settings)),
+                ChannelReader(path),
                 flag_key=settings.flag_key,
                 max_staleness=settings.max_staleness,
                 poll_interval=relay.poll_interval,
                 silent_after=relay.silent_after,
                 clock=clock,
+                watch=ChangeWatch(path, fallback=relay.poll_interval),
             ),
             admin=None,
             audit=None,

@@ -38,7 +38,8 @@ class Relay:
         self.writer = writer
         self.heartbeat = heartbeat
         self._clock = bridge.engine.clock
-        self._lock = threading.Lock()
+        # Re-entrant: reading engine.state may recompute and notify _on_change on this very thread.
+        self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._unsubscribe = bridge.engine.subscribe(self._on_change)

@@ -22,11 +22,12 @@ class RelaySettings(BaseSettings):
     path: Path | None = None
     """The channel file; ``<state_dir>/relay.channel`` when unset. Relay and workers must agree."""
 
-    heartbeat: float = Field(default=0.05, gt=0, le=5)
+    heartbeat: float = Field(default=0.1, gt=0, le=5)
     """Seconds between the relay's writes when nothing changes (a change is written at once)."""
 
     poll_interval: float = Field(default=0.005, gt=0, le=1)
-    """Seconds between a worker's reads of the channel (off the request path)."""
+    """Seconds between a worker's reads of the channel where inotify is not available; with
+    inotify (Linux) a worker reads after each write of the relay, and at least every 0.25 s."""
 
     silent_after: float = Field(default=2.0, gt=0, le=MAX_STALENESS_LIMIT)
     """Seconds without a new write after which a worker halts (relay killed, frozen or starved)."""

@@ -28,6 +28,7 @@ from breakglass.clock import SYSTEM_CLOCK, Clock
 from breakglass.observation import NoValue, Observation
 from breakglass.reading import ReadingLoop, stall_allowance
 from breakglass.relay.channel import ChannelError, ChannelReader, Snapshot
+from breakglass.relay.watch import ChangeWatch
 from breakglass.state import Cause
 
 if TYPE_CHECKING:
@@ -120,6 +121,7 @@ class RelaySource:
         poll_interval: float = 0.005,
         silent_after: float = 2.0,
         clock: Clock = SYSTEM_CLOCK,
+        watch: ChangeWatch | None = None,
     ) -> None:
         self._reader = reader
         self._flag_key = flag_key
@@ -132,10 +134,15 @@ class RelaySource:
         self._last_poll: float | None = None
         self._changed_at: float | None = None
         self._pid = 0
+        self._watch = watch
+        # With a watch, a read follows each write of the relay, and at least every _idle seconds
+        # (to see silence); without one, a read every poll_interval.
+        self._idle = min(0.25, silent_after / 4)
+        self._first = True
         self._loop = ReadingLoop(
             "breakglass-relay",
-            self.poll_once,
-            interval=poll_interval,
+            self._step,
+            interval=0.0 if watch is not None else poll_interval,
             crashed=self._crashed,
             # A read is one pread of a local file: only a stalled disk makes it slow.
             stall_after=stall_allowance(poll_interval, 1.0),
@@ -161,18 +168,30 @@ class RelaySource:
         """The latest observation."""
         return self._current
 
+    def _step(self) -> Observation | None:
+        if self._watch is not None and not self._first:
+            self._watch.wait(self._idle)
+        self._first = False
+        return self.poll_once()
+
     def poll_once(self) -> Observation | None:
         """Read the file once; return the new observation, or ``None`` when nothing changed."""
         now = self._clock.monotonic()
-        previous_poll, self._last_poll = self._last_poll, now
         try:
             snap = self._reader.read()
         except ChannelError as exc:
+            if exc.torn and self._seen is not None:
+                # A write in progress (a busy relay, descheduled mid-write): its next write, or
+                # this one completed, wakes the next read. Only if it stays torn does it halt,
+                # and the last good read keeps counting as "before the write".
+                return self._check_torn(now, str(exc))
+            self._last_poll = now
             self._seen = None  # trust starts over from a write seen happening
             self._changed_at = None
             if exc.missing:
                 return self._set(Observation(NAME, NoValue.UNREAD, error=str(exc)))
             return self._set(self._current.unreadable(f"relay channel: {exc}"))
+        previous_poll, self._last_poll = self._last_poll, now
         seen = _Seen(snap.instance, snap.seq)
         if seen == self._seen:
             return self._check_silence(now)
@@ -186,6 +205,16 @@ class RelaySource:
                 return self._set(Observation.unread(NAME))
             return None
         return self._set(observation_for(snap, previous_poll, self._max_staleness, self._flag_key))
+
+    def _check_torn(self, now: float, problem: str) -> Observation | None:
+        if self._changed_at is None or now - self._changed_at <= self._silent_after:
+            return None
+        self._seen = None
+        return self._set(
+            self._current.unreadable(
+                f"relay channel unreadable for {now - self._changed_at:.1f} s: {problem}"
+            )
+        )
 
     def _check_silence(self, now: float) -> Observation | None:
         if self._changed_at is None or now - self._changed_at <= self._silent_after:
@@ -208,6 +237,8 @@ class RelaySource:
         """Stop polling; returns within about one poll interval."""
         self._loop.close(timeout=1.0)
         self._reader.close()
+        if self._watch is not None:
+            self._watch.close()
 
     def _crashed(self, problem: str) -> Observation | None:
         self._seen = None

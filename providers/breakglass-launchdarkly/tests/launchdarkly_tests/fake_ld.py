@@ -38,6 +38,7 @@ import json
 import queue
 import secrets
 import select
+import signal
 import socket
 import threading
 import time
@@ -881,11 +882,19 @@ def main() -> None:  # pragma: no cover -- a manual tool
     print(f"export BREAKGLASS_LAUNCHDARKLY__API_TOKEN={fake.api_token}")
     print(f"export BREAKGLASS_LAUNCHDARKLY__PROJECT_KEY={fake.project}")
     print(f"export BREAKGLASS_LAUNCHDARKLY__ENVIRONMENT_KEY={fake.environment}", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
+        # The load the readers put on "the vendor", for benchmarks/propagation_relay.py.
+        print("requests " + json.dumps(fake.requests, sort_keys=True), flush=True)
         fake.close()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    del signum, frame
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
