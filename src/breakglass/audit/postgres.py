@@ -146,6 +146,8 @@ class PostgresAuditStore:
             )
             # Bound every wait: a hung server must not hang a pull or a bridge's recorder.
             conn.execute(f"SET statement_timeout = '{_STATEMENT_TIMEOUT_S}s'")
+            # A binary COPY sends text in the client encoding: UTF-8, so the bytes are the evidence's.
+            conn.execute("SET client_encoding = 'UTF8'")
         except self._psycopg.Error as exc:
             # `from None`: the driver's own exception may carry connection details.
             raise AuditStoreError(
@@ -352,7 +354,7 @@ class PostgresAuditStore:
         where, params = query.where("%s", "%s::timestamptz")
         # COPY in binary: rows stream as they are read, and the UTF-8 arrives as it is.
         sql = (
-            f"COPY (SELECT convert_to(canonical, 'UTF8') FROM audit_records{where}{_ORDER})"  # noqa: S608 -- placeholders only
+            f"COPY (SELECT canonical FROM audit_records{where}{_ORDER})"  # noqa: S608 -- placeholders only
             " TO STDOUT (FORMAT BINARY)"
         )
         with self._lock:
@@ -379,8 +381,7 @@ class PostgresAuditStore:
             f", id, provider, flag_key, environment, {_ms('occurred_at')}" if with_columns else ""
         )
         sql = (
-            "COPY (SELECT seq, convert_to(prev_hash, 'UTF8'), convert_to(hash, 'UTF8'),"  # noqa: S608 -- constants only
-            f" convert_to(canonical, 'UTF8'){extra} FROM audit_records ORDER BY seq)"
+            f"COPY (SELECT seq, prev_hash, hash, canonical{extra} FROM audit_records ORDER BY seq)"  # noqa: S608 -- constants only
             " TO STDOUT (FORMAT BINARY)"
         )
         types = ["int8", "bytea", "bytea", "bytea"] + (["text"] * 5 if with_columns else [])
