@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from typing import TYPE_CHECKING
 
 import httpx
@@ -16,6 +16,7 @@ from breakglass.testing.serve import Running, local_settings, running_serve
 from tests.notify_receivers import ROUTING_KEY, Planned, Receivers, wait_until
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 pytest_plugins = ["tests.notify_fixtures"]
@@ -111,6 +112,31 @@ def test_serve_halt_notifies_after_answering_and_shows_who_acknowledged(
     notifier.close()
 
 
+@contextmanager
+def _serving(tmp_path: Path, receivers: Receivers) -> Iterator[Running]:
+    """serve on the local provider with the notification chain of :func:`_policy`."""
+    settings = local_settings(tmp_path)
+    notifier = open_notifier(settings, parse_policy(_policy(receivers)).notify)
+    notifier.start()
+    try:
+        with running_serve(tmp_path, settings, listeners=[NotifyListener(notifier)]) as serve:
+            assert serve.wait_active(True)
+            yield serve
+    finally:
+        notifier.close()
+
+
+def _console(serve: Running, role: str) -> tuple[httpx.Client, httpx.Response]:
+    """A logged-in console client and its first page."""
+    c = httpx.Client(base_url=serve.url, timeout=30.0, follow_redirects=False)
+    form = c.get("/login")
+    nonce = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    c.post(
+        "/login", data={"token": serve.tokens[role], "csrf": nonce}, headers={"Origin": serve.url}
+    )
+    return c, c.get("/")
+
+
 def _public_then_resume(serve: Running, sid: str, receivers: Receivers) -> None:
     # Without a token: 401 for the API, but the public status page answers.
     with closing(httpx.Client(base_url=serve.url)) as anonymous:
@@ -125,24 +151,12 @@ def _public_then_resume(serve: Running, sid: str, receivers: Receivers) -> None:
 
 
 def test_console_shows_the_groups_and_acknowledges(tmp_path: Path, receivers: Receivers) -> None:
-    settings = local_settings(tmp_path)
-    notifier = open_notifier(settings, parse_policy(_policy(receivers)).notify)
-    notifier.start()
-    with running_serve(tmp_path, settings, listeners=[NotifyListener(notifier)]) as serve:
-        assert serve.wait_active(True)
+    with _serving(tmp_path, receivers) as serve:
         with serve.client("halter") as c:
             sid = c.post("/v1/halt", json={"reason": "console test"}).json()["suspension_id"]
         assert receivers.wait_for("/slack/", 1)
-        c = httpx.Client(base_url=serve.url, timeout=30.0, follow_redirects=False)
+        c, page = _console(serve, "viewer")
         with closing(c):
-            form = c.get("/login")
-            nonce = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
-            c.post(
-                "/login",
-                data={"token": serve.tokens["viewer"], "csrf": nonce},
-                headers={"Origin": serve.url},
-            )
-            page = c.get("/")
             assert 'id="notifications"' in page.text
             assert "Acknowledge for on-call" in page.text
             csrf = page.text.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
@@ -155,15 +169,33 @@ def test_console_shows_the_groups_and_acknowledges(tmp_path: Path, receivers: Re
             page = c.get("/")
             assert "by token:viewer-1 (console)" in page.text
             assert "Acknowledge for on-call" not in page.text
-    notifier.close()
+
+
+def test_the_console_stop_form_carries_the_severity(tmp_path: Path, receivers: Receivers) -> None:
+    with _serving(tmp_path, receivers) as serve:
+        c, page = _console(serve, "halter")
+        with closing(c):
+            assert '<select id="severity" name="severity">' in page.text
+            csrf = page.text.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+            bad = c.post(
+                "/console/halt",
+                data={"csrf": csrf, "reason": "x", "severity": "apocalyptic"},
+                headers={"Origin": serve.url},
+            )
+            assert "Choose a listed severity." in bad.text
+            assert serve.server.bridge.engine.active
+            done = c.post(
+                "/console/halt",
+                data={"csrf": csrf, "reason": "drift", "severity": "low"},
+                headers={"Origin": serve.url},
+            )
+            assert done.status_code == 200
+        assert wait_until(lambda: receivers.pd_incidents)
+        assert receivers.at("/v2/enqueue")[0].json()["payload"]["severity"] == "info"
 
 
 def test_a_halt_that_reached_no_target_pages_on_call(tmp_path: Path, receivers: Receivers) -> None:
-    settings = local_settings(tmp_path)
-    notifier = open_notifier(settings, parse_policy(_policy(receivers)).notify)
-    notifier.start()
-    with running_serve(tmp_path, settings, listeners=[NotifyListener(notifier)]) as serve:
-        assert serve.wait_active(True)
+    with _serving(tmp_path, receivers) as serve:
         local = serve.server.bridge.settings.local_file
         local.unlink()
         local.mkdir()  # every write of the flag fails: NOT HALTED
@@ -175,4 +207,3 @@ def test_a_halt_that_reached_no_target_pages_on_call(tmp_path: Path, receivers: 
         assert wait_until(lambda: receivers.pd_incidents)
         assert receivers.at("/v2/enqueue")[0].json()["payload"]["severity"] == "critical"
         assert not receivers.at("/teams/")  # deployers are not told of a halt that did not happen
-    notifier.close()

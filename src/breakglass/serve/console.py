@@ -189,18 +189,26 @@ def _add_actions(app: FastAPI) -> None:
         incident: str = Form(""),
         personal_data_affected: str | None = Form(None),
         business_continuity: str | None = Form(None),
+        severity: str = Form(""),
     ) -> Response:
         services = _services(request)
         session = _form_session(request, csrf)
         try:
-            body = HaltRequest(
-                reason=reason,
-                incident=incident or None,
-                personal_data_affected=personal_data_affected is not None,
-                business_continuity=business_continuity is not None,
+            body = HaltRequest.model_validate(
+                {
+                    "reason": reason,
+                    "incident": incident or None,
+                    "personal_data_affected": personal_data_affected is not None,
+                    "business_continuity": business_continuity is not None,
+                    "severity": severity or None,
+                }
             )
-        except ValidationError:
-            return await _render_console(request, session, error="Give a reason for the halt.")
+        except ValidationError as exc:
+            wrong = {str(e["loc"][0]) for e in exc.errors()}
+            message = (
+                "Give a reason for the halt." if "reason" in wrong else "Choose a listed severity."
+            )
+            return await _render_console(request, session, error=message)
         outcome = await asyncio.to_thread(services.control.halt, session.identity, body)
         audit_event(
             services,

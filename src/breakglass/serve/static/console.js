@@ -180,6 +180,7 @@
           incident: $("incident").value || null,
           personal_data_affected: $("personal-data").checked,
           business_continuity: $("business").checked,
+          severity: $("severity").value || null,
         });
         dialog.close();
         if (r.ok) {
