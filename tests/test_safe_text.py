@@ -79,3 +79,13 @@ def test_an_export_to_a_hostile_file_name_reports_it_escaped(tmp_path: Path) -> 
     assert out.exists()
     assert "\x1b" not in result.output
     assert "e\\x1b[2K.jsonl" in result.output
+
+
+def test_status_shows_a_hostile_detail_escaped(tmp_path: Path) -> None:
+    """The cause of a halt quotes the source's error, here a file name: escaped."""
+    bad = tmp_path / "bad\x1b[2J.db"
+    bad.write_bytes(b"not a database")
+    env = {"BREAKGLASS_STATE_DIR": str(tmp_path / "state"), "BREAKGLASS_LOCAL__PATH": str(bad)}
+    result = CliRunner().invoke(main, ["--provider", "local", "status"], env=env)
+    assert "bad\\x1b[2J.db" in result.output
+    assert "\x1b" not in result.output

@@ -24,6 +24,7 @@ from breakglass.notify.cli import notify
 from breakglass.plugins import available_providers
 from breakglass.probe.cli import probe
 from breakglass.relay.cli import relay
+from breakglass.safe_text import safe
 from breakglass.serve.cli import serve
 from breakglass.settings import Settings, load_settings
 from breakglass.targets import TargetResult
@@ -58,7 +59,7 @@ class _Context:
 
 
 def _fail(exc: BreakglassError) -> NoReturn:
-    click.echo(f"breakglass: error: {exc}", err=True)
+    click.echo(f"breakglass: error: {safe(exc)}", err=True)
     sys.exit(1)
 
 
@@ -84,9 +85,12 @@ def _round(value: float | None) -> float | None:
 def _describe(info: dict[str, Any]) -> str:
     word = "ACTIVE" if info["active"] else "HALTED"
     age = "never confirmed" if info["age_ms"] is None else f"confirmed {info['age_ms']:.0f} ms ago"
-    line = f"{info['flag']}: {word} (provider {info['provider']}, source {info['source']}, {age})"
+    line = (
+        f"{safe(info['flag'])}: {word} (provider {safe(info['provider'])}, "
+        f"source {safe(info['source'])}, {age})"
+    )
     if not info["active"]:
-        line += f"\n  cause: {info['reason']}: {info['detail']}"
+        line += f"\n  cause: {info['reason']}: {safe(info['detail'])}"  # detail: vendor text
     if info["reason"] == "flag_missing" and info["provider"] == "local":
         line += (
             '\n  hint: the flag does not exist yet; `breakglass resume --reason "..."` creates it'
@@ -197,7 +201,7 @@ def _change(
         note = "" if ack.changed else " (it already was)"
         click.echo(
             f"{ack.flag_key} {verb} through {info['provider']}{note}; "
-            f"acknowledged at {info['acknowledged_at']}, change {ack.change_id}"
+            f"acknowledged at {info['acknowledged_at']}, change {safe(ack.change_id)}"
         )
 
 
@@ -230,10 +234,10 @@ def _change_all(
                 note = "" if r.ack.changed else " (it already was)"
                 click.echo(
                     f"{r.target}: {'resumed' if active else 'halted'}{note}; acknowledged at "
-                    f"{isoformat_ms(r.ack.acknowledged_at)}, change {r.ack.change_id}"
+                    f"{isoformat_ms(r.ack.acknowledged_at)}, change {safe(r.ack.change_id)}"
                 )
             else:
-                click.echo(f"{r.target}: NOT changed: {r.error}", err=True)
+                click.echo(f"{r.target}: NOT changed: {safe(r.error)}", err=True)
         if not active and not done:
             click.echo(
                 "breakglass: NOT HALTED: no provider acknowledged; halt in a vendor dashboard "
@@ -299,7 +303,7 @@ def resume(
     if missing:
         click.echo("breakglass: resume refused by the resumption gate; missing:", err=True)
         for line in missing:
-            click.echo(f"  - {line}", err=True)
+            click.echo(f"  - {safe(line)}", err=True)
         sys.exit(EXIT_REFUSED)
 
     def closed(results: list[TargetResult]) -> None:
