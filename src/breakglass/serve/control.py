@@ -11,11 +11,12 @@ after the caller has the answer.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("breakglass.serve")
 
+T = TypeVar("T")
+
 FALLBACK = (
     "Halt another way now: turn the flag off in the vendor's dashboard, or use the "
     "infrastructure kill switch (scale the inference service to zero)."
@@ -46,6 +49,23 @@ FALLBACK = (
 """What to do when serve could not halt anything."""
 
 _SUSPENSION_WAIT = 0.5
+_RECORD_BUDGET = 60.0
+"""Seconds a suspension write keeps retrying (a busy or restarting store) before it is given up, logged."""
+
+
+def _with_retries(what: str, write: Callable[[], T]) -> T | None:
+    """``write()``, retried with backoff while the store fails, for up to ``_RECORD_BUDGET`` seconds."""
+    deadline = time.monotonic() + _RECORD_BUDGET
+    delay = 0.05
+    while True:
+        try:
+            return write()
+        except ServeStoreError as exc:
+            if time.monotonic() + delay > deadline:
+                logger.error("gave up %s after %.0f s: %s", what, _RECORD_BUDGET, exc)  # noqa: TRY400 -- one line
+                return None
+            time.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 -- jitter, not crypto
+            delay = min(1.0, delay * 2)
 
 
 def _clean(text: str, limit: int) -> str:
@@ -150,6 +170,8 @@ class Outcome:
     problems: list[str] = field(default_factory=list)
     halt: HaltRequest | None = None
     fanout: Fanout | None = None
+    recording: threading.Thread | None = None
+    recorded: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON answer."""
@@ -378,15 +400,19 @@ class Control:
             halts=[halt],
             targets={r.target: r.to_dict() for r in outcome.results},
         )
-        found: list[str] = []
+        found = outcome.recorded
 
         def write() -> None:
-            try:
-                found.append(self.store.record_halt(suspension))
-            except ServeStoreError as exc:
-                logger.error("the halt stands, but its suspension record was not written: %s", exc)  # noqa: TRY400 -- one line
+            # A busy SQLite file (a flood of halts) or a restarting database: retried, not lost.
+            kept = _with_retries(
+                "writing a halt to its suspension record",
+                lambda: self.store.record_halt(suspension),
+            )
+            if kept is not None:
+                found.append(kept)
 
         writer = threading.Thread(target=write, name="breakglass-suspension", daemon=True)
+        outcome.recording = writer
         writer.start()
         writer.join(_SUSPENSION_WAIT)
         if found:
@@ -411,13 +437,16 @@ class Control:
         outcome.pending = (
             [t.name for t in fan.targets if t.name not in {r.target for r in final}] if fan else []
         )
-        if outcome.suspension_id is not None:
-            try:
-                self.store.update_targets(
-                    outcome.suspension_id, {r.target: r.to_dict() for r in final}
-                )
-            except ServeStoreError as exc:
-                logger.error("cannot add the target results to the suspension: %s", exc)  # noqa: TRY400 -- one line
+        if outcome.suspension_id is None and outcome.recording is not None:
+            outcome.recording.join(_RECORD_BUDGET + 5)
+            outcome.suspension_id = next(iter(outcome.recorded), None)
+        suspension_id = outcome.suspension_id
+        if suspension_id is not None:
+            results = {r.target: r.to_dict() for r in final}
+            _with_retries(
+                "adding the target results to the suspension",
+                lambda: self.store.update_targets(suspension_id, results),
+            )
         self.hub.publish("halt-complete", outcome.to_dict())
         self.listeners.emit(self._event("halt-complete", outcome))
 

@@ -508,7 +508,7 @@ class SqliteServeStore(_SqlStore):
             with _sqlite.connect(self._path, timeout=self._timeout) as conn:
                 yield conn.cursor()
         except StoreError as exc:
-            raise ServeStoreError(f"serve store {exc}") from None
+            raise ServeStoreError(f"serve store {exc}", transient=exc.transient) from None
 
 
 class PostgresServeStore(_SqlStore):

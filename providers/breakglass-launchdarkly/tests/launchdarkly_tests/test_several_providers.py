@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -172,3 +173,43 @@ def test_serve_halts_both_at_once_and_reports_each(
             "local": True,
         }
         assert not serve.server.bridge.engine.active
+
+
+def test_a_frozen_vendor_api_does_not_delay_the_halt(
+    fake: FakeLaunchDarkly, tmp_path: Path, ld_env: Callable[..., None]
+) -> None:
+    """LaunchDarkly's REST API accepts connections and never answers; the halt answers on local's ack."""
+    from breakglass.testing.serve import local_settings, running_serve
+
+    frozen = socket.socket()
+    frozen.bind(("127.0.0.1", 0))
+    frozen.listen(16)  # accepted by the kernel, never read: a frozen vendor
+    try:
+        ld_env(fake, API_BASE_URL=f"http://127.0.0.1:{frozen.getsockname()[1]}")
+        settings = local_settings(tmp_path, providers=["launchdarkly", "local"])
+        with running_serve(tmp_path, settings=settings) as serve:
+            assert serve.wait_active(True)
+            with serve.client("halter") as c:
+                started = time.monotonic()
+                response = c.post("/v1/halt", json={"reason": "vendor frozen"})
+                took = time.monotonic() - started
+                assert response.status_code == 200, response.text
+                body = response.json()
+                assert [t["target"] for t in body["targets"] if t["ok"]] == ["local"]
+                assert body["pending"] == ["launchdarkly"]
+                assert took < 1.5, f"the halt waited {took:.2f} s for a frozen vendor"
+                assert serve.wait_active(False, 2.0)
+                # The frozen target's failure follows on the status once its own timeouts end.
+                deadline = time.monotonic() + 30
+                last: dict[str, Any] | None = None
+                while time.monotonic() < deadline:
+                    targets = {t["name"]: t["last"] for t in c.get("/v1/status").json()["targets"]}
+                    last = targets["launchdarkly"]
+                    if last is not None:
+                        break
+                    time.sleep(0.1)
+            assert last is not None
+            assert last["ok"] is False
+            assert "AdminUnavailableError" in last["error"]
+    finally:
+        frozen.close()
