@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 from openfeature import api
 from openfeature.contrib.provider.ofrep import OFREPProvider
@@ -24,6 +25,7 @@ from breakglass.ofrep import MAX_BODY, OfrepEndpoint
 from breakglass.testing import ManualClock, ScriptedSource
 from breakglass.testing.npm import npm_ci
 from breakglass.testing.relay import RelayProcess
+from breakglass.testing.serve import running_serve
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -186,3 +188,23 @@ def _eventually(check: Any, timeout: float = 15.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "not reached in time"
         time.sleep(0.05)
+
+
+@pytest.mark.live
+def test_serve_answers_ofrep_to_a_token_holder(tmp_path: Path) -> None:
+    with running_serve(tmp_path) as serve:
+        assert serve.wait_active(True), "the local flag never read active"
+        token = serve.tokens["viewer"]
+        api.set_provider_and_wait(
+            OFREPProvider(serve.url, headers_factory=lambda: {"Authorization": f"Bearer {token}"}),
+            domain="serve-ofrep",
+        )
+        client = api.get_client("serve-ofrep")
+        assert client.get_boolean_value(KEY, default_value=False) is True
+        LocalStore(tmp_path / "local.db").write(KEY, False, actor="test", reason="halt")
+        _eventually(lambda: client.get_boolean_value(KEY, default_value=True) is False)
+        halted = client.get_boolean_details(KEY, default_value=True)
+        assert (halted.value, halted.reason, halted.error_code) == (False, "DISABLED", None)
+        with httpx.Client(base_url=serve.url) as anonymous:
+            response = anonymous.post(PATH, json={"context": {}})
+        assert response.status_code == 401

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from breakglass.audit_record import Action, Actor, ActorKind, AuditRecord
 from breakglass.clock import SYSTEM_CLOCK, Clock, parse_iso
 from breakglass.errors import AuthError, BreakglassError, ServeStoreError
+from breakglass.ofrep import OfrepEndpoint
 from breakglass.reports.fleet import FleetView
 from breakglass.reports.report import ReportError
 from breakglass.serve.auth import FailureLimiter, Identity, OidcVerifier, Role, TokenBook
@@ -291,6 +292,22 @@ def _outcome_response(outcome: Outcome, request: Request) -> JSONResponse:
     )
 
 
+async def _ofrep(request: Request) -> Response:
+    """OFREP from serve's own bridge, exactly as the relay answers it (:mod:`breakglass.ofrep`)."""
+    services: Services = request.app.state.services
+    body = await request.body()
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    answer = OfrepEndpoint(services.control.bridge.engine).handle(
+        "POST", request.url.path, body, headers
+    )
+    return Response(
+        answer.encoded(),
+        status_code=answer.status,
+        media_type="application/json" if answer.body is not None else None,
+        headers=answer.headers,
+    )
+
+
 def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists every route
     @app.get("/healthz", tags=["health"], summary="The process is alive")
     async def healthz() -> dict[str, Any]:
@@ -354,6 +371,21 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
             detail = str(exc) if isinstance(exc, ReportError) else "the body is not JSON"
             return problem("invalid-request", 422, detail, instance=request.url.path)
         return JSONResponse({"accepted": report.reader_id}, status_code=202)
+
+    @app.post(
+        "/ofrep/v1/evaluate/flags", tags=["ofrep"], summary="OFREP bulk evaluation (with ETag)"
+    )
+    async def ofrep_bulk(request: Request, _caller: Caller) -> Response:
+        return await _ofrep(request)
+
+    @app.post(
+        "/ofrep/v1/evaluate/flags/{key}",
+        tags=["ofrep"],
+        summary="OFREP: the served flag, always a value (false while unsure)",
+    )
+    async def ofrep_flag(request: Request, key: str, _caller: Caller) -> Response:
+        del key  # the endpoint reads it from the path, as the relay's does
+        return await _ofrep(request)
 
     @app.get("/v1/fleet", tags=["v1"], summary="Every reader's last report; who is silent")
     async def fleet(request: Request, _caller: Caller) -> dict[str, Any]:
