@@ -158,7 +158,7 @@ def test_console_shows_the_groups_and_acknowledges(tmp_path: Path, receivers: Re
         c, page = _console(serve, "viewer")
         with closing(c):
             assert 'id="notifications"' in page.text
-            assert "Acknowledge for on-call" in page.text
+            assert 'Acknowledge<span class="visually-hidden"> for on-call</span>' in page.text
             csrf = page.text.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
             done = c.post(
                 "/console/notify/ack",
@@ -168,7 +168,7 @@ def test_console_shows_the_groups_and_acknowledges(tmp_path: Path, receivers: Re
             assert done.status_code == 303
             page = c.get("/")
             assert "by token:viewer-1 (console)" in page.text
-            assert "Acknowledge for on-call" not in page.text
+            assert 'visually-hidden"> for on-call' not in page.text
 
 
 def test_the_console_stop_form_carries_the_severity(tmp_path: Path, receivers: Receivers) -> None:
