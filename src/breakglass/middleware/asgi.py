@@ -17,15 +17,29 @@ Per scope type:
   not cut; an app that streams over a long session checks ``guard.active``
   before each unit of work, which costs about a hundred nanoseconds.
 * ``lifespan`` and anything else: passed through untouched.
+
+Holding: with ``hold=`` a :class:`breakglass.hold.HoldQueue` and ``hold_routes``
+(``"POST /v1/decisions"``, or a path prefix ``"/v1/decisions"`` for any method),
+a request to such a route while halted is not refused but kept: its method,
+path, query, content type and body (at most ``hold_max_body`` bytes) are stored
+durably and the client gets ``202 Accepted`` with ``{"status": "held", "ticket": ...}``.
+The review after the gated resume releases or discards it. When it cannot be
+stored, the client gets the 503 notice, as without holding.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from breakglass.guard import Guard, Suspended
 from breakglass.middleware._notice import render
+
+if TYPE_CHECKING:
+    from breakglass.hold.queue import HoldQueue
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -50,10 +64,22 @@ class GuardMiddleware:
     event loops; the guard does the counting.
     """
 
-    def __init__(self, app: ASGIApp, guard: Guard, *, exempt_paths: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        guard: Guard,
+        *,
+        exempt_paths: Iterable[str] = (),
+        hold: HoldQueue | None = None,
+        hold_routes: Iterable[str] = (),
+        hold_max_body: int = 1 << 20,
+    ) -> None:
         self.app = app
         self.guard = guard
         self.exempt_paths = frozenset(exempt_paths)
+        self.hold = hold
+        self.hold_routes = tuple(_route(r) for r in hold_routes)
+        self.hold_max_body = hold_max_body
 
     def __repr__(self) -> str:
         return f"GuardMiddleware({self.app!r}, {self.guard!r})"
@@ -68,7 +94,10 @@ class GuardMiddleware:
             try:
                 ticket = self.guard.admit()
             except Suspended as exc:
-                await _send_http_notice(send, exc)
+                if self.hold is not None and self._holds(scope):
+                    await self._hold(scope, receive, send, exc)
+                else:
+                    await _send_http_notice(send, exc)
                 return
             with ticket:
                 await self.app(scope, receive, send)
@@ -81,6 +110,77 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+    def _holds(self, scope: Scope) -> bool:
+        method, path = scope.get("method", ""), scope["path"]
+        return any(
+            (m is None or m == method) and (path == p or path.startswith(p.rstrip("/") + "/"))
+            for m, p in self.hold_routes
+        )
+
+    async def _hold(self, scope: Scope, receive: Receive, send: Send, exc: Suspended) -> None:
+        assert self.hold is not None  # noqa: S101 -- checked by the caller
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left: nothing was decided, nothing to hold
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.hold_max_body:
+                await _send_http_notice(send, exc)
+                return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        request = {
+            "method": scope.get("method"),
+            "path": scope["path"],
+            "query": scope.get("query_string", b"").decode("latin-1"),
+            "content_type": headers.get("content-type"),
+            "body_b64": base64.b64encode(bytes(body)).decode(),
+        }
+        key = headers.get("idempotency-key")
+        from breakglass.hold.store import HoldError
+
+        try:
+            held = await asyncio.to_thread(
+                self.hold.hold,
+                "http-request",
+                request,
+                because=exc.refusal.reason,
+                key=f"http:{key}" if key else None,
+            )
+        except HoldError:
+            await _send_http_notice(send, exc)
+            return
+        answer = json.dumps(
+            {
+                "status": "held",
+                "ticket": held.ticket,
+                "reason": held.held_because,
+                "detail": "the service is suspended; this request is kept for review and "
+                "released or discarded after the suspension",
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 202,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(answer)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+
+
+def _route(text: str) -> tuple[str | None, str]:
+    """``"POST /path"`` -> ``("POST", "/path")``; ``"/path"`` -> ``(None, "/path")``."""
+    method, _, path = text.strip().rpartition(" ")
+    if not path.startswith("/"):
+        raise ValueError(f"a hold route is '[METHOD] /path', not {text!r}")
+    return (method.upper() or None), path
 
 
 async def _send_http_notice(send: Send, exc: Suspended) -> None:

@@ -616,6 +616,7 @@ def _release_key(services: Services, actor: str, key: str) -> None:
 
 def create_app(services: Services) -> FastAPI:
     """The FastAPI app: API, console, problem details, security headers."""
+    from breakglass.hold.serve_routes import add_hold
     from breakglass.notify.serve_routes import add_notify
     from breakglass.resume.serve_routes import add_resume
     from breakglass.serve.console import add_console
@@ -633,6 +634,7 @@ def create_app(services: Services) -> FastAPI:
     add_console(app)
     add_notify(app, services)
     add_resume(app, services)
+    add_hold(app, services)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:

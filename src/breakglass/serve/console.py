@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from starlette.responses import RedirectResponse, Response
 
 from breakglass.errors import AuthError
+from breakglass.hold.serve_routes import held_panel
 from breakglass.notify.serve_routes import notification_panel
 from breakglass.resume.serve_routes import resume_panel
 from breakglass.serve.app import (
@@ -82,6 +83,7 @@ async def _render_console(
     history = await asyncio.to_thread(services.control.history, 20)
     notifications = await asyncio.to_thread(notification_panel, services, status)
     gate = await asyncio.to_thread(resume_panel, services)
+    held = await asyncio.to_thread(held_panel, services)
     identity = session.identity
     context: dict[str, Any] = {
         "identity": identity,
@@ -96,6 +98,7 @@ async def _render_console(
         "fallback": FALLBACK,
         "notifications": notifications,
         "gate": gate,
+        "held": held,
     }
     return templates.TemplateResponse(request, "console.html", context)
 

@@ -49,6 +49,12 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS serve_suspension_entries (
         suspension_id TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, actor TEXT NOT NULL,
         at TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (suspension_id, kind, key, actor))""",
+    # Decisions made while halted, waiting for review (breakglass.hold): written by the
+    # inference service, reviewed through serve, so both open this same database.
+    """CREATE TABLE IF NOT EXISTS held_decisions (
+        ticket TEXT PRIMARY KEY, kind TEXT NOT NULL, key TEXT UNIQUE, payload TEXT NOT NULL,
+        held_at TEXT NOT NULL, held_because TEXT NOT NULL, state TEXT NOT NULL,
+        reviewed_by TEXT, reviewed_at TEXT, review_reason TEXT, delivered_at TEXT)""",
 )
 
 
@@ -253,6 +259,14 @@ class _SqlStore:
 
     def _run(self, cur: Any, sql: str, params: tuple[Any, ...] = ()) -> Any:
         return cur.execute(sql.replace("?", self._mark), params)
+
+    def run(self, cur: Any, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        """Run one statement written with ``?`` marks, on either database."""
+        return self._run(cur, sql, params)
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        """One unit of work (a cursor; committed on success), the schema made first."""
+        return self._work()
 
     @contextmanager
     def _work(self) -> Iterator[Any]:
