@@ -5,6 +5,7 @@ Run by hand (not a test)::
     .venv/bin/python benchmarks/bench_notify.py                  # 200 halts, SQLite outbox
     .venv/bin/python benchmarks/bench_notify.py --postgres       # PostgreSQL on 127.0.0.1
     .venv/bin/python benchmarks/bench_notify.py --halts 500 --json
+    .venv/bin/python benchmarks/bench_notify.py --serve --halts 100   # end to end through serve
 
 Four immediate groups (on-call: PagerDuty and Slack; governance lead: Teams;
 DPO liaison: a Standard Webhooks receiver; senior management: Slack), every
@@ -20,6 +21,12 @@ is called, which is what serve does right after it has answered the halt.
   every channel has it by then. Target p99 <= 5 s.
 
 Halts run one after the other, each once the previous one is fully delivered.
+
+With ``--serve`` every halt goes through ``breakglass serve`` (in this process,
+on uvicorn, the local provider, SQLite): ``POST /v1/halt`` as a halter, and
+``t0`` is the target's ``acknowledged_at`` from the answer, so the time serve
+takes to answer and to hand the halt to its listener thread is included. Each
+round then resumes through the API and waits for every notification.
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ class Receiver:
     """A healthy service: answers at once, notes when each request arrived (wall clock)."""
 
     def __init__(self) -> None:
-        self.arrivals: dict[str, list[float]] = {}
+        self.arrivals: list[tuple[float, bytes]] = []
         self.lock = threading.Lock()
         outer = self
 
@@ -67,9 +74,8 @@ class Receiver:
             def do_POST(self) -> None:
                 now = time.time()
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                sid = json.loads(body).get("dedup_key") or _find_sid(body)
                 with outer.lock:
-                    outer.arrivals.setdefault(sid, []).append(now)
+                    outer.arrivals.append((now, body))
                 status, text = (
                     (202, '{"status":"success","dedup_key":"x"}')
                     if self.path == "/v2/enqueue"
@@ -86,11 +92,13 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-
-def _find_sid(body: bytes) -> str:
-    text = body.decode()
-    start = text.index("bench-")
-    return text[start : start + len("bench-") + 12]
+    def take(self, suspension_id: str) -> list[float]:
+        """Arrival times of the requests about ``suspension_id`` (and forget every arrival so far)."""
+        needle = suspension_id.encode()
+        with self.lock:
+            found = [at for at, body in self.arrivals if needle in body]
+            self.arrivals.clear()
+        return found
 
 
 def _policy(url: str) -> Any:
@@ -161,18 +169,73 @@ def run(store: AuditStore, halts: int) -> dict[str, Any]:
                 business_continuity=True,
             )
             assert len(groups) == 4
-            deadline = time.monotonic() + 30
-            rows = notifier.outbox.notifications(sid)
-            while time.monotonic() < deadline:
-                rows = notifier.outbox.notifications(sid)
-                if len(rows) == 5 and all(r.state in ("accepted", "delivered") for r in rows):
-                    break
-                time.sleep(0.002)
-            else:
-                sys.exit(f"{sid} not delivered within 30 s")
+            rows = _rows_done(notifier, sid, 5)
             first.append(max(r.first_attempt_at or 0 for r in rows) - t0)
-            with receiver.lock:
-                received.append(max(receiver.arrivals[sid]) - t0)
+            arrivals = receiver.take(sid)
+            assert len(arrivals) == 5, arrivals
+            received.append(max(arrivals) - t0)
+    finally:
+        notifier.close()
+        receiver.server.shutdown()
+    return {
+        "halts": halts,
+        "first_attempt_ms": _percentiles(first),
+        "received_ms": _percentiles(received),
+    }
+
+
+def _rows_done(notifier: Notifier, sid: str, count: int) -> list[Any]:
+    deadline = time.monotonic() + 30
+    rows = notifier.outbox.notifications(sid)
+    while time.monotonic() < deadline:
+        rows = notifier.outbox.notifications(sid)
+        if len(rows) >= count and all(r.state in ("accepted", "delivered") for r in rows):
+            return rows
+        time.sleep(0.002)
+    sys.exit(f"{sid} not delivered within 30 s")
+
+
+def run_serve(root: Path, halts: int) -> dict[str, Any]:
+    """Each halt through serve's API; ``t0`` = the target's acknowledgement."""
+    from breakglass.clock import parse_iso
+    from breakglass.notify.listener import NotifyListener
+    from breakglass.notify.notifier import open_notifier
+    from breakglass.testing.serve import local_settings, running_serve
+
+    receiver = Receiver()
+    settings = local_settings(root)
+    notifier = open_notifier(settings, _policy(receiver.url))
+    notifier.start()
+    first: list[float] = []
+    received: list[float] = []
+    try:
+        with running_serve(root, settings, listeners=[NotifyListener(notifier)]) as serve:
+            assert serve.wait_active(True)  # noqa: FBT003 -- the state awaited
+            halter, approver = serve.client("halter"), serve.client("approver")
+            body = {
+                "reason": "benchmark",
+                "personal_data_affected": True,
+                "business_continuity": True,
+            }
+            for _ in range(halts):
+                answer = halter.post("/v1/halt", json=body).json()
+                sid = answer["suspension_id"]
+                t0 = min(
+                    parse_iso(t["acknowledged_at"]).timestamp()
+                    for t in answer["targets"]
+                    if t["acknowledged_at"]
+                )
+                rows = _rows_done(notifier, sid, 5)
+                first.append(max(r.first_attempt_at or 0 for r in rows) - t0)
+                arrivals = receiver.take(sid)
+                assert len(arrivals) == 5, arrivals
+                received.append(max(arrivals) - t0)
+                approver.post("/v1/resume", json={"reason": "benchmark round over"})
+                _rows_done(notifier, sid, 10)
+                receiver.take(sid)
+                assert serve.wait_active(True, timeout=10)  # noqa: FBT003 -- the state awaited
+            halter.close()
+            approver.close()
     finally:
         notifier.close()
         receiver.server.shutdown()
@@ -190,17 +253,25 @@ def main() -> None:
         "--postgres", nargs="?", const="postgresql://postgres@127.0.0.1:5432/postgres"
     )
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--serve", action="store_true", help="every halt through breakglass serve's API"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        store: AuditStore
-        if args.postgres:
-            store = PostgresAuditStore(SecretStr(args.postgres))
-            kind = "postgresql"
+        result: dict[str, Any]
+        if args.serve:
+            kind = "sqlite, through serve"
+            result = {"store": kind, **run_serve(Path(tmp), args.halts)}
         else:
-            store = SqliteAuditStore(Path(tmp) / "audit.db")
-            kind = "sqlite"
-        result = {"store": kind, **run(store, args.halts)}
-        store.close()
+            store: AuditStore
+            if args.postgres:
+                store = PostgresAuditStore(SecretStr(args.postgres))
+                kind = "postgresql"
+            else:
+                store = SqliteAuditStore(Path(tmp) / "audit.db")
+                kind = "sqlite"
+            result = {"store": kind, **run(store, args.halts)}
+            store.close()
     if args.json:
         print(json.dumps(result, indent=2))
         return
