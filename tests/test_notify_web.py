@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 pytest_plugins = ["tests.notify_fixtures"]
+pytestmark = pytest.mark.live
 PD_SECRET = "pd-webhook-signing-secret-0123456789"  # noqa: S105 -- the test's
 ACK_SECRET = "a" * 48
 
