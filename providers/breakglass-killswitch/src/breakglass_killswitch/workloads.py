@@ -15,6 +15,7 @@ Steps 2 to 4 never block step 5: a halt goes ahead and reports what it could not
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from breakglass_killswitch.argocd import Watched, argocd_findings
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 ANN_REPLICAS = "killswitch.breakglass.dev/replicas"
 ANN_EPISODE = "killswitch.breakglass.dev/halt"
+ANN_BEFORE = "killswitch.breakglass.dev/before"
+"""On an autoscaler or InferenceService: JSON of the values the halt replaced (a second record)."""
 KEDA_PAUSED_REPLICAS = "autoscaling.keda.sh/paused-replicas"
 KEDA_PAUSED = "autoscaling.keda.sh/paused"
 KSERVE_STOP = "serving.kserve.io/stop"
@@ -46,6 +49,18 @@ def _meta(obj: dict[str, Any]) -> dict[str, Any]:
 
 def _annotations(obj: dict[str, Any]) -> dict[str, str]:
     return dict(_meta(obj).get("annotations") or {})
+
+
+def _before(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """What our own halt recorded on the object, if it is halted by us."""
+    text = _annotations(obj).get(ANN_BEFORE)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _count_serving(pods: list[dict[str, Any]]) -> int:
@@ -138,21 +153,24 @@ class WorkloadTarget:
         else:
             replicas = spec.get("replicas", 1)
         hpas = self._hpas()
+        # An object our own earlier halt changed carries its previous values in ANN_BEFORE.
         pinned = [
             {"name": _meta(h).get("name"), "minReplicas": 0}
             for h in hpas
-            if (h.get("spec") or {}).get("minReplicas", 1) == 0 and not self._keda_owned(h)
+            if not self._keda_owned(h)
+            and (
+                (_before(h) or {}).get("minReplicas", (h.get("spec") or {}).get("minReplicas", 1))
+                == 0
+            )
         ]
         keda = []
         for so in self._scaled_objects():
             ann = _annotations(so)
-            keda.append(
-                {
-                    "name": _meta(so).get("name"),
-                    KEDA_PAUSED_REPLICAS: ann.get(KEDA_PAUSED_REPLICAS),
-                    KEDA_PAUSED: ann.get(KEDA_PAUSED),
-                }
-            )
+            before = _before(so) or {
+                KEDA_PAUSED_REPLICAS: ann.get(KEDA_PAUSED_REPLICAS),
+                KEDA_PAUSED: ann.get(KEDA_PAUSED),
+            }
+            keda.append({"name": _meta(so).get("name"), **before})
         return {
             "kind": self.kind,
             "namespace": self.namespace,
@@ -171,7 +189,15 @@ class WorkloadTarget:
             self._soft(
                 notes,
                 f"pause KEDA scaledobject {so['name']}",
-                lambda so=so: self._keda_set(so["name"], {KEDA_PAUSED_REPLICAS: "0"}),
+                lambda so=so: self._keda_set(
+                    so["name"],
+                    {
+                        KEDA_PAUSED_REPLICAS: "0",
+                        ANN_BEFORE: json.dumps(
+                            {k: so.get(k) for k in (KEDA_PAUSED_REPLICAS, KEDA_PAUSED)}
+                        ),
+                    },
+                ),
             )
         for hpa in recorded.get("hpa_pinned") or []:
             self._soft(
@@ -212,6 +238,7 @@ class WorkloadTarget:
             values = {
                 KEDA_PAUSED_REPLICAS: so.get(KEDA_PAUSED_REPLICAS),
                 KEDA_PAUSED: so.get(KEDA_PAUSED),
+                ANN_BEFORE: None,
             }
             self._soft(
                 notes,
@@ -419,10 +446,17 @@ class WorkloadTarget:
                 name,
                 self.namespace,
             )
-            if (hpa.get("spec") or {}).get("minReplicas", 1) == minimum:
+            pinning = minimum > 0
+            if (hpa.get("spec") or {}).get("minReplicas", 1) == minimum and (
+                ANN_BEFORE in _annotations(hpa)
+            ) == pinning:
                 return
+            before = json.dumps({"minReplicas": 0}) if pinning else None
             patch = {
-                "metadata": {"resourceVersion": _meta(hpa).get("resourceVersion")},
+                "metadata": {
+                    "resourceVersion": _meta(hpa).get("resourceVersion"),
+                    "annotations": {ANN_BEFORE: before},
+                },
                 "spec": {"minReplicas": minimum},
             }
             self.kube.call(
@@ -508,21 +542,26 @@ class InferenceServiceTarget:
 
     def capture(self) -> dict[str, Any]:
         """The stop annotation's value before the halt (usually absent)."""
+        isvc = self.read()
         return {
             "kind": "inferenceservice",
             "namespace": self.namespace,
             "name": self.name,
-            "stop": _annotations(self.read()).get(KSERVE_STOP),
+            "stop": (_before(isvc) or {"stop": _annotations(isvc).get(KSERVE_STOP)}).get("stop"),
         }
 
-    def halt(self, recorded: dict[str, Any], episode: str) -> list[str]:  # noqa: ARG002 -- the seam's signature
-        """Set the stop annotation."""
+    def halt(self, recorded: dict[str, Any], episode: str) -> list[str]:
+        """Set the stop annotation (and, beside it, what it was)."""
         patch_custom(
             self.kube,
             KSERVE,
             self.namespace,
             self.name,
-            {KSERVE_STOP: "true", ANN_EPISODE: episode},
+            {
+                KSERVE_STOP: "true",
+                ANN_EPISODE: episode,
+                ANN_BEFORE: json.dumps({"stop": recorded.get("stop")}),
+            },
         )
         return []
 
@@ -551,7 +590,7 @@ class InferenceServiceTarget:
             KSERVE,
             self.namespace,
             self.name,
-            {KSERVE_STOP: recorded.get("stop"), ANN_EPISODE: None},
+            {KSERVE_STOP: recorded.get("stop"), ANN_EPISODE: None, ANN_BEFORE: None},
         )
         return []
 
