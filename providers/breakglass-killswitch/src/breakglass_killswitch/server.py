@@ -202,4 +202,7 @@ def build_app(switch: Switch) -> Starlette:
         Route("/v1/preflight", api.preflight),
         Route("/v1/audit", api.audit),
     ]
-    return Starlette(routes=routes, exception_handlers={Exception: _problem})
+    # Problem and KillswitchError are answers; only an unexpected Exception reaches the
+    # server-error middleware (which also logs it).
+    handlers = {Problem: _problem, KillswitchError: _problem, Exception: _problem}
+    return Starlette(routes=routes, exception_handlers=handlers)

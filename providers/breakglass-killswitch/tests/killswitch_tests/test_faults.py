@@ -148,7 +148,12 @@ def test_a_second_halt_keeps_the_first_record_and_a_lost_store_falls_back_to_the
     assert resumed.ok, resumed.summary()
     assert kube.get("apps", "deployments", NS, "model-server")["spec"]["replicas"] == 3
     assert kube.get("apps", "deployments", NS, "keda-worker")["spec"]["replicas"] == 2
-    assert not kube.get("keda.sh", "scaledobjects", NS, "keda-worker")["metadata"].get("annotations")
-    assert kube.get("autoscaling", "horizontalpodautoscalers", NS, "ranker")["spec"]["minReplicas"] == 0
+    assert not kube.get("keda.sh", "scaledobjects", NS, "keda-worker")["metadata"].get(
+        "annotations"
+    )
+    assert (
+        kube.get("autoscaling", "horizontalpodautoscalers", NS, "ranker")["spec"]["minReplicas"]
+        == 0
+    )
     isvc = kube.get("serving.kserve.io", "inferenceservices", NS, "sklearn-iris")
     assert not isvc["metadata"].get("annotations")
