@@ -22,7 +22,7 @@ import difflib
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -144,6 +144,29 @@ def _nested_model(model: type[BaseModel], name: str) -> type[BaseModel] | None:
     return None
 
 
+def _dict_model(model: type[BaseModel], name: str) -> type[BaseModel] | None:
+    """The value model of a ``dict[str, Model]`` field (``[audit.feeds.<name>]``), else None."""
+    annotation = model.model_fields[name].annotation
+    if get_origin(annotation) is dict:
+        value = get_args(annotation)[1]
+        if isinstance(value, type) and issubclass(value, BaseModel):
+            return value
+    return None
+
+
+def _in_dict_field(model: type[BaseModel], prefix: str, name: str) -> bool:
+    """Whether ``name`` sets a field of an entry of a ``dict[str, Model]`` field."""
+    for field in _settable(model):
+        value = _dict_model(model, field)
+        head = f"{prefix}{field.upper()}__"
+        if value is None or not name.startswith(head):
+            continue
+        key, sep, rest = name[len(head) :].partition("__")
+        if key and sep and rest.lower() in value.model_fields:
+            return True
+    return False
+
+
 def _settable(model: type[BaseModel]) -> list[str]:
     return [name for name in model.model_fields if name != "sections"]
 
@@ -172,7 +195,7 @@ def _unknown_variables(
     known = _env_names(model, prefix)
     problems = []
     for name in _variable_names():
-        if not name.startswith(prefix) or name in known:
+        if not name.startswith(prefix) or name in known or _in_dict_field(model, prefix, name):
             continue
         head, sep, _ = name[len(prefix) :].partition("__")
         if sep and head.lower() in sections:
@@ -195,6 +218,11 @@ def _unknown_keys(
             nested = _nested_model(model, key)
             if nested is not None and isinstance(value, dict):
                 problems += _unknown_keys(nested, value, f"[{key}] of {where}")
+            entries = _dict_model(model, key)
+            if entries is not None and isinstance(value, dict):
+                for entry, table in value.items():
+                    if isinstance(table, dict):
+                        problems += _unknown_keys(entries, table, f"[{key}.{entry}] of {where}")
         elif key in sections:
             if not isinstance(value, dict):
                 problems.append(f"{key} in {where} must be a table ([{key}])")

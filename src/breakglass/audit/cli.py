@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sys
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from breakglass.audit.pull import PullReport
+    from breakglass.audit.settings import FeedSettings
     from breakglass.audit.store import AuditStore
     from breakglass.settings import Settings
 
@@ -161,10 +163,12 @@ def pull(
 ) -> None:
     """Fetch what is new in each provider's change log into the audit store."""
     from breakglass.audit.pull import pull_history
+    from breakglass.audit.settings import load_audit_settings
 
     reports: list[PullReport] = []
     try:
         settings = ctx.settings()
+        feeds = load_audit_settings().feeds
         store = _store(settings)
         try:
             _drain_spool(settings, store)
@@ -176,7 +180,7 @@ def pull(
                         "happen; there is nothing to pull"
                     )
                 chosen = settings.model_copy(update={"provider": name})
-                backend = load_plugin(name).create(chosen, SYSTEM_CLOCK)
+                backend = _backend(name, chosen, feeds)
                 if backend.audit is None:
                     raise ConfigurationError(f"the {name} provider has no audit source configured")
                 progress = _Progress()
@@ -209,6 +213,27 @@ def pull(
         sys.exit(1)
     if not all(r.clean for r in reports):
         sys.exit(EXIT_PROBLEMS)
+
+
+def _backend(name: str, settings: Settings, feeds: dict[str, FeedSettings]) -> Any:
+    """A provider's plugin, or, for a configured feed (the kill switch), just its audit source."""
+    feed = feeds.get(name)
+    if feed is None:
+        return load_plugin(name).create(settings, SYSTEM_CLOCK)
+    from breakglass.audit.feed import FeedAuditSource
+
+    return _FeedBackend(
+        FeedAuditSource(feed.url, provider=name, token=feed.token, timeout=feed.timeout)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _FeedBackend:
+    """A feed pulled like a provider: only the audit seam."""
+
+    audit: Any
+    source: None = None
+    admin: None = None
 
 
 def _close_parts(backend: Any) -> None:

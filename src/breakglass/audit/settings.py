@@ -4,14 +4,36 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from breakglass.settings import Settings, load_section
 
 SECTION = "audit"
 PREFIX = "BREAKGLASS_AUDIT__"
+
+
+class FeedSettings(BaseModel):
+    """One audit feed (``[audit.feeds.<name>]``), pulled with ``breakglass audit pull --provider <name>``."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    url: str
+    """The feed's address, e.g. the kill switch's ``https://killswitch.example:8095/v1/audit``."""
+
+    token: SecretStr | None = None
+    """A bearer token the feed accepts (for the kill switch: one of its own, role ``viewer``)."""
+
+    timeout: float = Field(default=10.0, gt=0, le=120)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname:
+            raise ValueError("an http:// or https:// URL")
+        return value
 
 
 class AuditSettings(BaseSettings):
@@ -56,6 +78,9 @@ class AuditSettings(BaseSettings):
 
     connect_timeout: float = Field(default=5.0, gt=0, le=60)
     """Seconds to wait for the PostgreSQL server (and for a SQLite lock held by another process)."""
+
+    feeds: dict[str, FeedSettings] = Field(default_factory=dict)
+    """Audit feeds of other components (the kill switch), by the provider name their records carry."""
 
     def spool(self, settings: Settings) -> Path:
         """The spool file for ``settings``."""

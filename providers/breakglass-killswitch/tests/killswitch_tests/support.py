@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import uvicorn
+
+from breakglass_killswitch.server import build_app
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from breakglass_killswitch import Switch
 
 CLI = str(Path(sys.executable).parent / "breakglass-killswitch")
 
@@ -24,3 +38,24 @@ def cli(config: Path, *args: str, stdin: str | None = None) -> subprocess.Comple
         timeout=120,
         check=False,
     )
+
+
+@contextlib.contextmanager
+def serving(switch: Switch) -> Iterator[str]:
+    """The switch's HTTP API on uvicorn, on a free loopback port; yields its base URL."""
+    server = uvicorn.Server(
+        uvicorn.Config(build_app(switch), host="127.0.0.1", port=0, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

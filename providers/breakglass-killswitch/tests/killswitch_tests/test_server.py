@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from breakglass_killswitch import Store, Switch, load_config
 from breakglass_killswitch.authorisation import public_key_text, sign_resume
-from breakglass_killswitch.server import build_app
 from breakglass_killswitch.tokens import create_token
 from killswitch_tests.cluster import NS
 from killswitch_tests.conftest import STANDARD_TARGETS, write_config
-from killswitch_tests.support import CLI, cli
+from killswitch_tests.support import CLI, cli, serving
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -57,23 +54,10 @@ def api(tmp_path: Path, kube: KubeApiServer) -> Iterator[Api]:
         ]
     }
     switch = Switch(config, store)
-    server = uvicorn.Server(
-        uvicorn.Config(build_app(switch), host="127.0.0.1", port=0, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        with serving(switch) as url, httpx.Client(base_url=url, timeout=60) as client:
             yield Api(client, switch, tokens)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         switch.close()
 
 
