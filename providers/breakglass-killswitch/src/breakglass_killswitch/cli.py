@@ -195,13 +195,15 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
         switch = _switch(config_path)
     except KillswitchError as exc:
         _fail(str(exc))
-    app = build_app(switch)
+    settings = switch.config.serve
     uvicorn.run(
-        app,
-        host=host or switch.config.serve.host,
-        port=switch.config.serve.port if port is None else port,
+        build_app(switch),
+        host=host or settings.host,
+        port=settings.port if port is None else port,
         log_level="info",
         timeout_keep_alive=5,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
     )
 
 

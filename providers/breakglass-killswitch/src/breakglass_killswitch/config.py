@@ -141,6 +141,15 @@ class ServeConfig(_Strict):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8095, ge=0, le=65535)
+    tls_cert: Path | None = None
+    """A PEM certificate (chain): serve HTTPS, so tokens never cross a network in clear text."""
+    tls_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServeConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both tls_cert and tls_key, or neither")
+        return self
 
 
 class SwitchConfig(_Strict):
