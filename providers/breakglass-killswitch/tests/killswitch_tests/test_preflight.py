@@ -23,10 +23,8 @@ def test_preflight_reports_argocd_self_heal_and_the_halt_it_undoes(
     tmp_path: Path, kube: KubeApiServer
 ) -> None:
     kube.put(argocd_app("ranker-gitops", {f"Deployment/{NS}/ranker": 2}))
-    config = write_config(
-        tmp_path, kube, kube.token(), targets=STANDARD_TARGETS, extra="halt_bound = 6"
-    )
-    config.write_text(config.read_text().replace("halt_bound = 20\n", ""))
+    # The tests' default bound (20 s) is generous on purpose: the machine may be loaded.
+    config = write_config(tmp_path, kube, kube.token(), targets=STANDARD_TARGETS)
 
     checked = cli(config, "preflight", "--json")
     assert checked.returncode == 4, checked.stdout + checked.stderr
@@ -53,7 +51,7 @@ def test_preflight_reports_argocd_self_heal_and_the_halt_it_undoes(
     failed = [t for t in report["targets"] if not t["ok"]]
     assert [t["target"] for t in failed] == ["deployment/inference/ranker"], failed
     assert any("set back to 2 by someone else" in n for n in failed[0]["notes"])
-    assert "NOT HALTED: 1 of 4 targets did not reach zero within 6 s" in halted.stderr
+    assert "NOT HALTED: 1 of 4 targets did not reach zero within 20 s" in halted.stderr
     # Everything else is halted: one bad target does not hold the others back.
     assert kube.pod_count(NS, "app=model-server") == 0
     assert kube.pod_count(NS, "app=ranker") > 0
