@@ -296,3 +296,33 @@ def test_on_a_phone_and_when_nothing_acknowledges(
         c.no_horizontal_scroll("phone, not halted")
         c.check_axe("console on a phone, not halted")
         c.shot("02-phone-not-halted")
+
+
+def test_single_sign_on_in_the_browser(
+    browser: Browser, tmp_path: Path, axe: str, shots: Path
+) -> None:
+    from breakglass.serve.settings import OidcSettings, ServeSettings
+    from tests.test_serve_oidc import AUDIENCE, IdentityProvider
+
+    idp = IdentityProvider()
+    idp.user = {"sub": "user-1", "email": "dana@example.com", "groups": ["sre"]}
+    oidc = OidcSettings(
+        issuer=idp.issuer, audience=AUDIENCE, role_claim="groups", role_map={"sre": "halter"}
+    )
+    try:
+        with (
+            running_serve(
+                tmp_path, serve=ServeSettings(path=tmp_path / "serve.db", oidc=oidc)
+            ) as serve,
+            console(browser, serve, axe, shots) as c,
+        ):
+            c.page.goto(f"{serve.url}/login")
+            c.check_axe("login page with single sign-on")
+            c.shot("01-login-sso")
+            c.page.get_by_role("link", name="Sign in with single sign-on").click()
+            expect(c.page.locator("#who")).to_have_text("dana@example.com")
+            expect(c.page.locator("#role")).to_have_text("halter")
+            expect(c.page.get_by_role("button", name="STOP", exact=True)).to_be_visible()
+            c.shot("02-signed-in-sso")
+    finally:
+        idp.close()

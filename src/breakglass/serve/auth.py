@@ -251,8 +251,14 @@ class OidcVerifier:
             self._fetched_at = time.monotonic()
             return self._keys
 
-    def verify(self, text: str) -> Identity:
-        """The identity a JWT names; raises a 401 :class:`AuthError` (403 without a role)."""
+    def verify(
+        self, text: str, *, audience: str | None = None, nonce: str | None = None
+    ) -> Identity:
+        """The identity a JWT names; raises a 401 :class:`AuthError` (403 without a role).
+
+        ``audience`` replaces the configured one (an ID token is for the client id);
+        ``nonce``, when given, must be the token's ``nonce`` claim (a login's replay check).
+        """
         from joserfc import jwt
         from joserfc.errors import JoseError
 
@@ -267,7 +273,7 @@ class OidcVerifier:
             registry = jwt.JWTClaimsRegistry(
                 leeway=int(s.leeway),
                 iss={"essential": True, "value": s.issuer or ""},
-                aud={"essential": True, "value": s.audience or ""},
+                aud={"essential": True, "value": audience or s.audience or ""},
                 exp={"essential": True},
                 sub={"essential": True},
             )
@@ -275,6 +281,8 @@ class OidcVerifier:
         except (JoseError, ValueError) as exc:
             raise AuthError(f"the bearer token is not valid: {type(exc).__name__}") from None
         claims = token.claims
+        if nonce is not None and not hmac.compare_digest(str(claims.get("nonce", "")), nonce):
+            raise AuthError("the ID token's nonce does not match this login (a replayed token?)")
         role = self._role(claims.get(s.role_claim))
         if role is None:
             raise AuthError(

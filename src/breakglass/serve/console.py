@@ -35,6 +35,7 @@ from breakglass.serve.control import FALLBACK, HaltRequest, ResumeRefusedError, 
 from breakglass.serve.sessions import Session, check_csrf, check_same_origin
 
 if TYPE_CHECKING:
+    from breakglass.serve.auth import Identity
     from breakglass.serve.control import Outcome
 
 _HERE = Path(__file__).parent
@@ -54,13 +55,19 @@ def _session(request: Request) -> Session | None:
         return None
 
 
-def _login_page(request: Request, error: str | None = None, status: int = 200) -> Response:
+def login_page(request: Request, error: str | None = None, status: int = 200) -> Response:
+    """The login form (with a fresh double-submit token), showing ``error`` if given."""
     services = _services(request)
     nonce = secrets.token_urlsafe(24)
     response = templates.TemplateResponse(
         request,
         "login.html",
-        {"error": error, "csrf": nonce, "oidc": services.oidc is not None},
+        {
+            "error": error,
+            "csrf": nonce,
+            "oidc": services.oidc is not None,
+            "sso": services.oidc is not None and services.oidc.settings.login,
+        },
         status_code=status,
     )
     response.set_cookie(
@@ -124,9 +131,38 @@ def _check_login(request: Request, services: Services, csrf: str) -> None:
         raise AuthError("the login form expired; try again", status=403)
 
 
+def finish_login(request: Request, identity: Identity | None, exc: AuthError | None) -> Response:
+    """End a login (token form or single sign-on): a session and the console, or the form again."""
+    services = _services(request)
+    client = client_address(request)
+    if identity is None:
+        assert exc is not None  # noqa: S101 -- one of the two is given
+        services.limiter.fail(client)
+        services.control.metrics.denials.labels(str(exc.status)).inc()
+        audit_event(
+            services, "login-denied", comment=str(exc), raw={"client": client, "status": exc.status}
+        )
+        return login_page(request, str(exc), 401 if exc.status == 401 else 403)
+    value, _ = services.sessions.make(identity)
+    audit_event(
+        services,
+        "login",
+        comment=f"console login ({identity.kind})",
+        identity=identity,
+        raw={"client": client},
+    )
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(value=value, **services.sessions.cookie_options())
+    response.delete_cookie(_LOGIN_COOKIE, path="/login")
+    return response
+
+
 def add_console(app: FastAPI) -> None:
     """Mount the console's pages and static files on ``app``."""
+    from breakglass.serve.sso import add_sso
+
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
+    add_sso(app, finish_login)
     _add_login(app)
     _add_actions(app)
 
@@ -141,7 +177,7 @@ def _add_login(app: FastAPI) -> None:
 
     @app.get("/login", include_in_schema=False)
     async def login_form(request: Request) -> Response:
-        return _login_page(request)
+        return login_page(request)
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request, token: str = Form(""), csrf: str = Form("")) -> Response:
@@ -149,30 +185,15 @@ def _add_login(app: FastAPI) -> None:
         client = client_address(request)
         wait = services.limiter.blocked(client)
         if wait is not None:
-            response = _login_page(request, "Too many failed logins from here. Wait a minute.", 429)
+            response = login_page(request, "Too many failed logins from here. Wait a minute.", 429)
             response.headers["Retry-After"] = str(int(wait))
             return response
         try:
             _check_login(request, services, csrf)
             identity = await asyncio.to_thread(_verify_bearer, services, token.strip())
         except AuthError as exc:
-            services.limiter.fail(client)
-            services.control.metrics.denials.labels(str(exc.status)).inc()
-            audit_event(
-                services,
-                "login-denied",
-                comment=str(exc),
-                raw={"client": client, "status": exc.status},
-            )
-            return _login_page(request, str(exc), 401 if exc.status == 401 else 403)
-        value, _ = services.sessions.make(identity)
-        audit_event(
-            services, "login", comment="console login", identity=identity, raw={"client": client}
-        )
-        response = RedirectResponse("/", status_code=303)
-        response.set_cookie(value=value, **services.sessions.cookie_options())
-        response.delete_cookie(_LOGIN_COOKIE, path="/login")
-        return response
+            return finish_login(request, None, exc)
+        return finish_login(request, identity, None)
 
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:

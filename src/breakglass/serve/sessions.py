@@ -39,6 +39,8 @@ class Sessions:
     """Makes and reads session cookies."""
 
     def __init__(self, key: str, *, max_age: float, secure: bool) -> None:
+        self.key = key
+        """The signing key (also signs the single sign-on attempt's cookie)."""
         self._signer = URLSafeTimedSerializer(key, salt=_SALT)
         self.max_age = int(max_age)
         self.secure = secure

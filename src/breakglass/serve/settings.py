@@ -36,6 +36,15 @@ class OidcSettings(BaseSettings):
     actor_claim: str = "email"
     """The claim that names the person in the audit trail (``sub`` when missing)."""
 
+    client_id: str | None = None
+    """The console's client id for single sign-on (authorization code with PKCE); ``audience`` when unset."""
+
+    client_secret: SecretStr | None = None
+    """The client secret, for providers that require one with PKCE (sent in the token request only)."""
+
+    login: bool = True
+    """Offer "Sign in with single sign-on" on the console (needs the provider's discovery document)."""
+
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "PS256", "EdDSA"])
     """Signature algorithms accepted; never ``none`` or a shared-secret HMAC."""
 
@@ -55,6 +64,16 @@ class OidcSettings(BaseSettings):
     def enabled(self) -> bool:
         """Whether bearer JWTs are accepted."""
         return bool(self.issuer and self.audience)
+
+    @property
+    def discovery_url(self) -> str:
+        """The OpenID Connect discovery document."""
+        return f"{(self.issuer or '').rstrip('/')}/.well-known/openid-configuration"
+
+    @property
+    def client(self) -> str:
+        """The client id the console logs in as."""
+        return self.client_id or self.audience or ""
 
     @property
     def keys_url(self) -> str:
