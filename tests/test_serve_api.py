@@ -492,3 +492,50 @@ def test_a_flood_of_halts_is_answered_and_lands_in_one_suspension(serve: Running
     assert len(suspensions) == 1
     assert len(suspensions[0]["halts"]) == 300
     assert 'breakglass_halts_total{outcome="halted"} 300.0' in metrics
+
+
+def test_an_expired_console_session_is_refused(serve: Running) -> None:
+    from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+
+    class NineHoursAgo(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) - 9 * 3600
+
+    sessions = serve.server.services.sessions
+    fresh, session = sessions.make(serve.server.services.tokens.verify(serve.tokens["halter"]))
+    data = URLSafeTimedSerializer(sessions.key, salt="breakglass.console.session").loads(fresh)
+    old = URLSafeTimedSerializer(
+        sessions.key, salt="breakglass.console.session", signer=NineHoursAgo
+    ).dumps(data)
+    with httpx.Client(base_url=serve.url, timeout=30.0) as c:
+        c.cookies.set(sessions.cookie, fresh)
+        assert c.get("/v1/status").status_code == 200
+        c.cookies.set(sessions.cookie, old)
+        body = _problem(c.get("/v1/status"), 401, "unauthenticated")
+        assert "expired" in body["detail"]
+        halted = c.post("/v1/halt", json={"reason": "x"}, headers={"X-CSRF-Token": session.csrf})
+        _problem(halted, 401, "unauthenticated")
+    assert serve.server.bridge.engine.active
+
+
+def test_slowloris_clients_do_not_block_a_halt(serve: Running) -> None:
+    import socket
+
+    port = int(serve.url.rsplit(":", 1)[1])
+    slow = []
+    try:
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(
+                b"POST /v1/halt HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+            )  # never ends
+            slow.append(s)
+        started = time.monotonic()
+        with serve.client("halter") as c:
+            response = c.post("/v1/halt", json={"reason": "under a slowloris"})
+        assert response.status_code == 200, response.text
+        assert time.monotonic() - started < 10
+        assert serve.wait_active(False)
+    finally:
+        for s in slow:
+            s.close()
