@@ -77,3 +77,21 @@ class FlakyStore:
 
     def close(self) -> None:
         """Nothing to release: the real store is the test's."""
+
+
+class RefusingStore:
+    """A real store that refuses, as a bad value would, any batch holding one particular record."""
+
+    def __init__(self, real: Any, poison: str) -> None:
+        self.real = real
+        self.poison = poison
+
+    def save(self, records: Any, **kwargs: Any) -> Any:
+        if any(r.id == self.poison for r in records):
+            from breakglass.errors import AuditStoreError
+
+            raise AuditStoreError("value too long for this column")
+        return self.real.save(records, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)

@@ -533,3 +533,25 @@ def test_a_bridge_that_can_write_its_audit_store_warns(
     with caplog.at_level("WARNING", logger="breakglass.audit"):
         AuditRecorder.for_bridge(Settings(provider="local", state_dir=tmp_path / "state"), "local")
     assert "writable by this process" in caplog.text
+
+
+def test_a_record_the_store_refuses_does_not_stick_the_pull(tmp_path: Path) -> None:
+    """Any page-mate the store refuses (not only a NUL): a problem; the rest stored; the cursor moves."""
+    from breakglass.audit.pull import pull_history
+    from breakglass.seams import AuditPage
+    from tests.audit_support import RefusingStore
+
+    class Source:
+        def pull(self, cursor: str | None) -> Any:
+            if cursor is None:
+                yield AuditPage([make_record(n) for n in (1, 2, 3)], cursor="page-1")
+
+    real = SqliteAuditStore(tmp_path / "audit.db")
+    store = RefusingStore(real, "local:2")
+    report = pull_history(store, Source(), provider="local", flag_key="system-active")
+    assert (report.stored, report.malformed, report.error) == (2, 1, None)
+    assert "local:2: the store refused it" in report.problems[0]
+    assert real.get_cursor("local", "system-active") == "page-1"
+    assert real.problems()[0].detail.startswith("local:2: the store refused it")
+    again = pull_history(store, Source(), provider="local", flag_key="system-active")
+    assert (again.error, again.stored) == (None, 0)

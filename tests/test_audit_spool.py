@@ -18,16 +18,14 @@ from breakglass.audit.recorder import PROVIDER, AuditRecorder
 from breakglass.audit.spool import Spool
 from breakglass.audit.sqlite import SqliteAuditStore
 from breakglass.audit.store import AuditQuery
-from breakglass.errors import AuditStoreError
 from breakglass.local import LocalAdmin, LocalStore
-from tests.audit_support import FlakyStore, make_record
+from tests.audit_support import FlakyStore, RefusingStore, make_record
 
 pytest_plugins = ["tests.audit_fixtures"]
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from breakglass.audit.codec import StoredRecord
 
 KEY = "system-active"
 
@@ -68,18 +66,9 @@ def test_an_unreadable_line_is_set_aside_and_the_rest_stored(tmp_path: Path) -> 
 def test_a_record_the_store_refuses_does_not_hold_up_the_others(tmp_path: Path) -> None:
     real = SqliteAuditStore(tmp_path / "audit.db")
     poison = prepare(make_record(2, provider=PROVIDER)).id
-
-    class Refusing:
-        """The real store, refusing any batch that holds one particular record."""
-
-        def save(self, records: list[StoredRecord], **kw: Any) -> Any:
-            if any(r.id == poison for r in records):
-                raise AuditStoreError("value too long for this column")
-            return real.save(records, **kw)
-
     spool = Spool(tmp_path / "spool.jsonl")
     spool.append([prepare(make_record(n, provider=PROVIDER)) for n in range(1, 21)])
-    assert spool.drain(Refusing()) == 19  # type: ignore[arg-type]
+    assert spool.drain(RefusingStore(real, poison)) == 19
     assert real.count(AuditQuery()) == 19
     assert b"value too long" in spool.rejected_path.read_bytes()
     assert spool.pending() == 0

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from breakglass.audit.codec import StoredRecord, prepare
-from breakglass.audit.store import CursorUpdate, Problem
+from breakglass.audit.store import CursorUpdate, Problem, SaveResult, save_each
 from breakglass.audit_record import AuditRecord
 from breakglass.clock import SYSTEM_CLOCK, Clock, isoformat_ms
 from breakglass.errors import AuditRecordError, AuditStoreError, BreakglassError
@@ -160,6 +160,39 @@ def _sort_page(
     return kept, problems
 
 
+def _save_page(
+    store: AuditStore,
+    kept: list[StoredRecord],
+    update: CursorUpdate | None,
+    problems: list[Problem],
+    now: datetime,
+) -> tuple[SaveResult, list[str]]:
+    """Store a page with its cursor; a record the store refuses becomes a problem, not a stuck pull.
+
+    A page the store refuses as a whole while it is up (it takes the records
+    one by one) keeps the refused records as problems and moves the cursor,
+    so the next pull does not fail on the same page again.
+
+    Returns:
+        What was saved, and a line per refused record.
+    """
+    try:
+        return store.save(kept, cursor=update, problems=problems), []
+    except AuditStoreError as exc:
+        if exc.transient or len(kept) < 2:  # one record: nothing to isolate
+            raise
+        inserted, refused = save_each(store, kept)
+    provider = update.provider if update else kept[0].provider
+    flag_key = update.flag_key if update else kept[0].flag_key
+    lines = [f"{r.id}: the store refused it: {why}" for r, why in refused]
+    store.save(
+        [],
+        cursor=update,
+        problems=[*problems, *(Problem(provider, flag_key, x, now) for x in lines)],
+    )
+    return SaveResult(inserted, len(kept) - inserted - len(refused), []), lines
+
+
 def pull_history(  # noqa: PLR0913 -- each knob is a documented CLI option
     store: AuditStore,
     source: AuditSource,
@@ -225,7 +258,10 @@ def pull_history(  # noqa: PLR0913 -- each knob is a documented CLI option
             update = (
                 CursorUpdate(provider, flag_key, page.cursor) if page.cursor is not None else None
             )
-            result = store.save(kept, cursor=update, problems=problems)
+            result, refused = _save_page(store, kept, update, problems, clock.now())
+            report.malformed += len(refused)
+            for line in refused:
+                report._note(line)
             report.stored += result.inserted
             report.duplicates += result.duplicates
             report.conflicts += len(result.conflicts)

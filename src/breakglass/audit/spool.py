@@ -23,8 +23,9 @@ import os
 from typing import TYPE_CHECKING
 
 from breakglass.audit.codec import StoredRecord, prepare, record_from_dict
+from breakglass.audit.store import save_each
 from breakglass.clock import SYSTEM_CLOCK, isoformat_ms
-from breakglass.errors import AuditRecordError, AuditStoreError, BreakglassError
+from breakglass.errors import AuditRecordError, AuditStoreError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -140,16 +141,9 @@ def _save(store: AuditStore, batch: list[StoredRecord]) -> list[tuple[bytes, str
     """Save ``batch``; if the store refuses it, find the records it refuses one by one."""
     try:
         store.save(batch)
-    except AuditStoreError as first:
-        if first.transient or len(batch) == 1:
+    except AuditStoreError as exc:
+        if exc.transient or len(batch) == 1:
             raise
-        failed: list[tuple[StoredRecord, BreakglassError]] = []
-        for record in batch:
-            try:
-                store.save([record])
-            except AuditStoreError as exc:
-                failed.append((record, exc))
-        if len(failed) == len(batch):
-            raise  # nothing goes in: the store is down, not the records bad
-        return [(r.canonical.encode(), str(exc), True) for r, exc in failed]
+        _, refused = save_each(store, batch)
+        return [(r.canonical.encode(), str(why), True) for r, why in refused]
     return []

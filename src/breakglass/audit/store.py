@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from breakglass.audit.codec import StoredRecord
     from breakglass.audit.settings import AuditSettings
+    from breakglass.errors import AuditStoreError
     from breakglass.settings import Settings
 
 
@@ -311,6 +312,33 @@ def open_audit_store(settings: Settings, audit: AuditSettings | None = None) -> 
     from breakglass.audit.sqlite import SqliteAuditStore
 
     return SqliteAuditStore(audit.sqlite_path(settings), timeout=audit.connect_timeout)
+
+
+def save_each(
+    store: AuditStore, records: Sequence[StoredRecord]
+) -> tuple[int, list[tuple[StoredRecord, AuditStoreError]]]:
+    """Store ``records`` one by one, after a batch of them was refused.
+
+    Returns:
+        How many were newly stored, and the ones the store refused (with why).
+
+    Raises:
+        AuditStoreError: Every one was refused: the store is down, not the records bad.
+    """
+    from breakglass.errors import AuditStoreError
+
+    inserted = 0
+    refused: list[tuple[StoredRecord, AuditStoreError]] = []
+    for record in records:
+        try:
+            inserted += store.save([record]).inserted
+        except AuditStoreError as exc:
+            if exc.transient:
+                raise
+            refused.append((record, exc))
+    if records and len(refused) == len(records):
+        raise refused[-1][1]
+    return inserted, refused
 
 
 def dedupe(records: Sequence[StoredRecord]) -> tuple[list[StoredRecord], list[str]]:

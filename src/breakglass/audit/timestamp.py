@@ -21,8 +21,6 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +105,9 @@ def stamp(url: str, export_hash: str, *, timeout: float = 10.0) -> dict[str, Any
     Raises:
         TimestampError: The TSA could not be reached, or refused, or answered nonsense.
     """
+    import urllib.error
+    import urllib.request  # here: only an export with a TSA needs it
+
     if not url.startswith(("http://", "https://")):
         raise ConfigurationError(f"the time-stamping authority must be an http(s) URL, not {url!r}")
     nonce = secrets.randbits(63)
