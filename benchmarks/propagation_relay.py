@@ -5,7 +5,8 @@ tests, in its own process), three probe runs of ``--rounds`` toggles each:
 
 1. ``direct, K = 1``: one reader on the provider: what the relay itself sees (the baseline);
 2. ``via relay, K = 1`` and 3. ``via relay, K = --workers``: the probe starts one ``breakglass relay``
-   on the provider and K worker processes on ``BREAKGLASS_PROVIDER=relay``.
+   on the provider and K worker processes on ``BREAKGLASS_PROVIDER=relay``;
+4. with ``--direct-fleet``, ``direct, K = --workers``: K readers each on the provider, as before the relay.
 
 The verdict: the last worker's halt p99 (ack -> refusing) at K must be at most the baseline's halt p99
 plus 20 ms. For LaunchDarkly the server counts the SDK reads it served (``GET /all`` streams and
@@ -142,6 +143,11 @@ def main() -> int:
     parser.add_argument(
         "--provider", action="append", choices=["local", "launchdarkly"], help="default: both"
     )
+    parser.add_argument(
+        "--direct-fleet",
+        action="store_true",
+        help="also run K readers on the provider directly, for the vendor's load and the host's",
+    )
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     args = parser.parse_args()
     results = []
@@ -152,6 +158,10 @@ def main() -> int:
             run(provider, readers=1, via="relay", rounds=args.rounds, seed=args.seed),
             run(provider, readers=args.workers, via="relay", rounds=args.rounds, seed=args.seed),
         ]
+        if args.direct_fleet:
+            runs.append(
+                run(provider, readers=args.workers, via=None, rounds=args.rounds, seed=args.seed)
+            )
         results += runs
         base, fleet = runs[0]["halts"]["p99"], runs[2]["halts"]["p99"]
         met = base is not None and fleet is not None and fleet <= base + MARGIN_MS

@@ -22,12 +22,13 @@ class RelaySettings(BaseSettings):
     path: Path | None = None
     """The channel file; ``<state_dir>/relay.channel`` when unset. Relay and workers must agree."""
 
-    heartbeat: float = Field(default=0.1, gt=0, le=5)
+    heartbeat: float = Field(default=0.25, gt=0, le=5)
     """Seconds between the relay's writes when nothing changes (a change is written at once)."""
 
     poll_interval: float = Field(default=0.005, gt=0, le=1)
     """Seconds between a worker's reads of the channel where inotify is not available; with
-    inotify (Linux) a worker reads after each write of the relay, and at least every 0.25 s."""
+    inotify (Linux) a worker reads after each write of the relay, and every ``silent_after / 4``
+    seconds (at most 0.5 s) to notice a relay that went silent."""
 
     silent_after: float = Field(default=2.0, gt=0, le=MAX_STALENESS_LIMIT)
     """Seconds without a new write after which a worker halts (relay killed, frozen or starved)."""

@@ -137,7 +137,7 @@ class RelaySource:
         self._watch = watch
         # With a watch, a read follows each write of the relay, and at least every _idle seconds
         # (to see silence); without one, a read every poll_interval.
-        self._idle = min(0.25, silent_after / 4)
+        self._idle = min(0.5, silent_after / 4)
         self._first = True
         self._loop = ReadingLoop(
             "breakglass-relay",
