@@ -6,6 +6,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 CHROMIUM := /usr/bin/chromium
 OPENSSL := /usr/bin/openssl
+PDFTOPPM := /usr/bin/pdftoppm
 export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: demo test lint typecheck unit install bench clean kubectl
@@ -22,7 +23,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-unit: install $(CHROMIUM) $(OPENSSL) kubectl
+unit: install $(CHROMIUM) $(OPENSSL) $(PDFTOPPM) kubectl
 	$(VENV)/bin/pytest
 
 bench: install
@@ -48,6 +49,11 @@ $(CHROMIUM):
 $(OPENSSL):
 	@command -v apt-get >/dev/null || { echo "make: the Debian package 'openssl' is missing (and there is no apt-get): install openssl" >&2; exit 1; }
 	apt-get update -qq && apt-get install -y -qq openssl || { echo "make: could not install the Debian package 'openssl': run apt-get install -y openssl" >&2; exit 1; }
+
+# The suspension report's PDF is checked by opening it: pdftotext and pdftoppm (poppler-utils).
+$(PDFTOPPM):
+	@command -v apt-get >/dev/null || { echo "make: the Debian package 'poppler-utils' is missing (and there is no apt-get): install poppler-utils" >&2; exit 1; }
+	apt-get update -qq && apt-get install -y -qq poppler-utils || { echo "make: could not install the Debian package 'poppler-utils': run apt-get install -y poppler-utils" >&2; exit 1; }
 
 # Debian's kubectl (package kubernetes-client) checks the kill switch's local API server as a
 # second client. It is unpacked under .tools/ rather than installed: on some machines

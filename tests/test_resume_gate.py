@@ -21,6 +21,7 @@ from breakglass.errors import ConfigurationError
 from breakglass.policy import parse_policy
 from breakglass.serve.auth import Role
 from breakglass.testing.serve import Running, running_serve
+from tests.resume_policies import CHECKLIST
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -28,21 +29,14 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.live
 
-POLICY = """
+POLICY = (
+    """
 [resume]
 approvals = 2
 halter_may_approve = false
-
-[[resume.checklist]]
-id = "root-cause"
-text = "Root cause identified"
-answer = "required"
-
-[[resume.checklist]]
-id = "risk"
-text = "Risk re-assessed"
-answer = "required"
-
+"""
+    + CHECKLIST
+    + """
 [[resume.checklist]]
 id = "dpo"
 text = "DPO consulted"
@@ -60,6 +54,7 @@ id = "staging-probe"
 text = "A passing probe against staging"
 within = "1h"
 """
+)
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ import pytest
 
 from breakglass.local.store import LocalStore
 from breakglass.testing.serve import FLAG, Running, running_serve
-from tests.notify_receivers import ROUTING_KEY, Receivers, wait_until
+from tests.notify_receivers import Receivers, wait_until
+from tests.resume_policies import notify_toml
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -25,30 +26,16 @@ pytestmark = pytest.mark.live
 
 
 def _policy(receivers: Receivers, *, enforce: bool) -> str:
-    return f"""
-[notify]
-system = "Credit scoring"
-delivery = {{ first_delay = "100ms", max_delay = "200ms", timeout = "10s" }}
-
-[notify.groups.on-call]
-kind = "on-call"
-timeframe = "immediate"
-channels = [{{ type = "pagerduty", routing_key = "{ROUTING_KEY}", url = "{receivers.url}/v2/enqueue" }}]
-
-[notify.groups.deployers]
-kind = "deployers"
-timeframe = "immediate"
-
-[notify.deployers.acme]
-name = "ACME Bank"
-channels = [{{ type = "teams", webhook_url = "{receivers.url}/teams/acme?sig=S" }}]
-
+    return (
+        notify_toml(receivers, deployers=True)
+        + f"""
 [resume]
 approvals = 1
 enforce = {"true" if enforce else "false"}
 watch_grace = "300ms"
 checklist = [{{ id = "root-cause", text = "Root cause identified", answer = "required" }}]
 """
+    )
 
 
 @pytest.fixture

@@ -204,7 +204,8 @@
 
   function wireResume() {
     const form = $("resume-form");
-    if (!form) { return; }
+    // A gated resume posts the form itself: the page comes back with the gate as it now stands.
+    if (!form || form.dataset.gated) { return; }
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       const button = $("resume-submit");
