@@ -378,3 +378,20 @@ def test_a_version_1_store_is_chained_when_upgraded(tmp_path: Path, postgres_url
             assert check_store(store).records == 4
         finally:
             store.close()
+
+
+def test_an_export_raced_by_another_is_not_logged(store: AuditStore) -> None:
+    """Two exports made at once would both name the same predecessor: the second is refused."""
+    import io
+
+    from breakglass.audit.export import export_jsonl
+    from breakglass.audit.integrity import check_store
+
+    store.save(rows(make_record(1)))
+    export_jsonl(store, AuditQuery(), io.BytesIO())
+    [first] = store.exports()
+    with pytest.raises(AuditStoreError, match="another export was logged while this one was made"):
+        store.record_export("f" * 64, "2026-08-21T10:00:00.000Z", "{}", None, previous=None)
+    assert [e.export_hash for e in store.exports()] == [first.export_hash]
+    export_jsonl(store, AuditQuery(), io.BytesIO())
+    assert check_store(store).exports == 2

@@ -304,7 +304,11 @@ def export_jsonl(  # noqa: PLR0913 -- each knob is a documented CLI option
     out.flush()
     if record:
         store.record_export(
-            export_hash, data["exported_at"], manifest_line.decode(), signature_line
+            export_hash,
+            data["exported_at"],
+            manifest_line.decode(),
+            signature_line,
+            previous=data["previous_export"],
         )
     return Manifest(
         count=lines.count,

@@ -31,6 +31,7 @@ from breakglass.audit.store import (
     Problem,
     SaveResult,
     StoreStatus,
+    check_previous_export,
     conflict_problem,
     dedupe,
     disagreeing,
@@ -397,7 +398,13 @@ class PostgresAuditStore:
                 raise self._fail("reading the chain failed", exc) from None
 
     def record_export(
-        self, export_hash: str, exported_at: str, manifest: str, signature: str | None
+        self,
+        export_hash: str,
+        exported_at: str,
+        manifest: str,
+        signature: str | None,
+        *,
+        previous: str | None,
     ) -> int:
         """Add an export to the export log; return its number."""
         with self._tx() as cur:
@@ -407,6 +414,9 @@ class PostgresAuditStore:
             cur.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_exports")
             row = cur.fetchone()
             seq = int(row[0]) if row else 1
+            cur.execute("SELECT export_hash FROM audit_exports ORDER BY seq DESC LIMIT 1")
+            last = cur.fetchone()
+            check_previous_export(previous, None if last is None else str(last[0]))
             cur.execute(
                 "INSERT INTO audit_exports (seq, export_hash, exported_at, manifest, signature)"
                 " VALUES (%s, %s, %s::timestamptz, %s, %s)",

@@ -28,6 +28,7 @@ from breakglass.audit.store import (
     Problem,
     SaveResult,
     StoreStatus,
+    check_previous_export,
     conflict_problem,
     dedupe,
     disagreeing,
@@ -56,6 +57,7 @@ _INSERT = (
 )
 _HEAD = "SELECT seq, hash FROM audit_records WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1"
 _CHAIN = "SELECT seq, prev_hash, hash, canonical{} FROM audit_records ORDER BY seq"
+_LAST_EXPORT = "SELECT export_hash FROM audit_exports ORDER BY seq DESC LIMIT 1"
 _CHAIN_EXTRA = ", id, provider, flag_key, environment, occurred_at"
 _SELECT_ROWS = f"SELECT {', '.join(COLUMNS)} FROM audit_records"  # noqa: S608 -- constants only
 _ORDER = " ORDER BY occurred_at, id"
@@ -301,11 +303,19 @@ class SqliteAuditStore:
                 yield (*row[:4], *(None if v is None else v.decode() for v in row[4:]))
 
     def record_export(
-        self, export_hash: str, exported_at: str, manifest: str, signature: str | None
+        self,
+        export_hash: str,
+        exported_at: str,
+        manifest: str,
+        signature: str | None,
+        *,
+        previous: str | None,
     ) -> int:
         """Add an export to the export log; return its number."""
         with self._tx() as conn:
             (seq,) = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_exports").fetchone()
+            last = conn.execute(_LAST_EXPORT).fetchone()
+            check_previous_export(previous, None if last is None else str(last[0]))
             conn.execute(
                 "INSERT INTO audit_exports (seq, export_hash, exported_at, manifest, signature)"
                 " VALUES (?, ?, ?, ?, ?)",

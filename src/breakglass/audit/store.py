@@ -259,9 +259,21 @@ class AuditStore(Protocol):
         ...
 
     def record_export(
-        self, export_hash: str, exported_at: str, manifest: str, signature: str | None
+        self,
+        export_hash: str,
+        exported_at: str,
+        manifest: str,
+        signature: str | None,
+        *,
+        previous: str | None,
     ) -> int:
-        """Add an export to the export log; return its number."""
+        """Add an export to the export log; return its number.
+
+        ``previous`` is the export hash the manifest names as ``previous_export``;
+        when another export was logged meanwhile, nothing is added and
+        :class:`breakglass.errors.AuditStoreError` says to export again (the log
+        stays one line of exports, each naming the one before).
+        """
         ...
 
     def exports(self) -> list[ExportEntry]:
@@ -339,6 +351,17 @@ def save_each(
     if records and len(refused) == len(records):
         raise refused[-1][1]
     return inserted, refused
+
+
+def check_previous_export(previous: str | None, last: str | None) -> None:
+    """Refuse to log an export whose ``previous_export`` is no longer the last one logged."""
+    if previous != last:
+        from breakglass.errors import AuditStoreError
+
+        raise AuditStoreError(
+            "another export was logged while this one was made; make this export again "
+            "(each export names the one before it)"
+        )
 
 
 def dedupe(records: Sequence[StoredRecord]) -> tuple[list[StoredRecord], list[str]]:
