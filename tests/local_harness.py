@@ -81,6 +81,12 @@ class LocalHarness:
         self._locker.start()
         ready.wait(5)
 
+    def serve_true_while_off(self) -> None:
+        raise NotExpressible("the local store serves exactly the value stored: no targeting")
+
+    def exclude_service_while_on(self) -> None:
+        raise NotExpressible("the local store serves exactly the value stored: no targeting")
+
     def restore(self) -> None:
         if self._locker is not None:
             self._release.set()

@@ -18,13 +18,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-@pytest.fixture
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv("BREAKGLASS_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.chdir(tmp_path)
-    return CliRunner()
-
-
 def test_status_before_any_flag_is_halted(run: CliRunner) -> None:
     """A fresh host has no flag: status exits 3 and says flag_missing."""
     result = run.invoke(main, ["status", "--json"])

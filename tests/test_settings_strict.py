@@ -195,10 +195,13 @@ def test_halt_works_with_a_file_without_audit_table(tmp_path: Path) -> None:
     ],
 )
 def test_the_real_command_prints_one_line(tmp_path: Path, toml: bytes, words: str) -> None:
-    """Through the installed command: exit 1, one stderr line, no traceback."""
+    """Through the installed command: one error line (halt: NOT HALTED, exit 4), no traceback."""
     (tmp_path / "breakglass.toml").write_bytes(toml)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "BREAKGLASS_STATE_DIR": str(tmp_path)}
-    for command in (["halt", "--reason", "x"], ["status"]):
+    for command, code, prefix in (
+        (["halt", "--reason", "x"], 4, "breakglass: NOT HALTED: "),
+        (["status"], 1, "breakglass: error: "),
+    ):
         done = subprocess.run(
             [sys.executable, "-m", "breakglass", *command],
             cwd=tmp_path,
@@ -207,7 +210,9 @@ def test_the_real_command_prints_one_line(tmp_path: Path, toml: bytes, words: st
             text=True,
             check=False,
         )
-        assert done.returncode == 1, done.stderr
-        assert done.stderr.count("\n") == 1, done.stderr
+        assert done.returncode == code, done.stderr
         assert words in done.stderr
-        assert done.stderr.startswith("breakglass: error: ")
+        assert done.stderr.startswith(prefix)
+        assert "Traceback" not in done.stderr
+        # One line; a failed halt adds only its fallback lines.
+        assert all(line.startswith("  fallback: ") for line in done.stderr.splitlines()[1:])

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Self
 from breakglass.audit.recorder import AuditRecorder
 from breakglass.clock import SYSTEM_CLOCK, Clock
 from breakglass.engine import StateEngine
-from breakglass.errors import AdminError, ConfigurationError
+from breakglass.errors import AdminError, ConfigurationError, NotServedError
 from breakglass.guard import Guard
 from breakglass.persistence import StateStore
 from breakglass.plugins import load_plugin
@@ -167,9 +167,9 @@ class Bridge:
         one is a halt. Raises :class:`AdminError` when none acknowledged.
         """
         if len(self.backends) == 1:
-            return self.admin.set_active(False, actor=actor, reason=reason)
+            return _served(self.admin.set_active(False, actor=actor, reason=reason))
         results = self.change(active=False, actor=actor, reason=reason)
-        acked = sorted((r for r in results if r.ack is not None), key=lambda r: r.finished_at)
+        acked = sorted((r for r in results if r.ok), key=lambda r: r.finished_at)
         if not acked:
             raise AdminError("NOT HALTED: no provider acknowledged: " + _failures(results))
         return acked[0].ack  # type: ignore[return-value]
@@ -181,9 +181,9 @@ class Bridge:
         acknowledged; raises :class:`AdminError` naming those that did not.
         """
         if len(self.backends) == 1:
-            return self.admin.set_active(True, actor=actor, reason=reason)
+            return _served(self.admin.set_active(True, actor=actor, reason=reason))
         results = self.change(active=True, actor=actor, reason=reason)
-        failed = [r for r in results if r.ack is None]
+        failed = [r for r in results if not r.ok]
         if failed or not results:
             raise AdminError("not resumed everywhere: " + _failures(results))
         return results[0].ack  # type: ignore[return-value]
@@ -205,8 +205,20 @@ class Bridge:
         return Guard(self.engine, **options)
 
 
+def _served(ack: Acknowledgement) -> Acknowledgement:
+    """``ack`` when readers are served what was asked for; else :class:`NotServedError`."""
+    if not ack.confirmed:
+        served = "unknown" if ack.served is None else str(ack.served).lower()
+        raise NotServedError(
+            f"{'NOT RESUMED' if ack.active else 'NOT HALTED'}: acknowledged, but readers are "
+            f"served {served} ({ack.served_detail})",
+            ack,
+        )
+    return ack
+
+
 def _failures(results: list[TargetResult]) -> str:
-    return "; ".join(f"{r.target}: {r.error}" for r in results if r.ack is None) or "no answer"
+    return "; ".join(f"{r.target}: {r.error}" for r in results if not r.ok) or "no answer"
 
 
 def open_bridge(settings: Settings | None = None, **overrides: Any) -> Bridge:

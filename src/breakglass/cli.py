@@ -1,7 +1,14 @@
 """The ``breakglass`` command: status, halt, resume, watch, demo, probe, audit, relay.
 
 Exit codes: 0 active (or done), 3 halted (``status``), 1 an error (named
-on stderr, without secrets), 2 a usage error.
+on stderr, without secrets), 2 a usage error; ``halt``: 4 ``NOT HALTED``
+(failed, or readers are still served true); ``resume``: 4 refused by the
+resumption gate, 5 ``NOT RESUMED`` (failed, or readers are still served false).
+
+``halt`` and ``resume`` are confirmed by what readers are served after the
+change (the vendor's evaluation for the service's context), not by the
+vendor's on/off switch; they print what they changed (store path, or vendor
+project, environment and flag).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import logging
 import socket
 import sys
 import time
+from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -39,6 +47,10 @@ if TYPE_CHECKING:
 EXIT_HALTED = 3
 EXIT_REFUSED = 4
 """``resume`` refused by the resumption gate (the missing items are printed)."""
+EXIT_NOT_HALTED = 4
+"""``halt`` did not take effect (failed, or readers are still served true)."""
+EXIT_NOT_RESUMED = 5
+"""``resume`` did not take effect (failed, or readers are still served false)."""
 
 
 def default_actor() -> str:
@@ -162,20 +174,24 @@ def _change(
     try:
         bridge = _open(ctx)
     except BreakglassError as exc:
-        _fail(exc)
+        _not_changed(active=active, error=exc, fallback=[], as_json=as_json)
     if len(bridge.backends) > 1:
         _change_all(
             bridge, active=active, actor=actor, reason=reason, as_json=as_json, on_done=on_done
         )
         return
+    fallback = _fallback(bridge)
     started, tick = SYSTEM_CLOCK.now(), time.monotonic()
     try:
         ack: Acknowledgement = bridge.admin.set_active(active, actor=actor, reason=reason)
     except BreakglassError as exc:
-        _fail(exc)
+        _not_changed(active=active, error=exc, fallback=fallback, as_json=as_json)
     finally:
         bridge.close()  # flushes the audit record of this change and releases the admin's session
-    if on_done is not None:
+    info = ack_as_dict(ack, bridge.backend.name, actor=actor, reason=reason)
+    if not ack.confirmed:
+        _not_changed(active=active, ack=ack, info=info, fallback=fallback, as_json=as_json)
+    if on_done is not None:  # only once readers are served the change
         elapsed = (time.monotonic() - tick) * 1000
         on_done(
             [
@@ -184,25 +200,113 @@ def _change(
                 )
             ]
         )
-    info = {
+    if as_json:
+        click.echo(json.dumps({"ok": True, **info}))
+        return
+    flag, target = safe(ack.flag_key), safe(ack.target or bridge.backend.name)
+    if ack.created and not active:
+        # Nothing read this flag as active (a missing flag reads halted): this halt stopped nothing.
+        click.echo(f"{flag} created halted in {target}; readers of it are served false")
+        click.echo(
+            f"breakglass: warning: {flag} did not exist in {target}: this halt created it. "
+            "A running service reads another store or provider (check BREAKGLASS_STATE_DIR, "
+            "BREAKGLASS_LOCAL__PATH, BREAKGLASS_PROVIDER): it was NOT halted by this.",
+            err=True,
+        )
+        return
+    verb = "resumed" if active else "halted"
+    note = "" if ack.changed else " (it already was)"
+    click.echo(
+        f"{flag} {verb} through {safe(info['provider'])}{note}: readers are served "
+        f"{_word(active)} ({safe(ack.served_detail)})"
+    )
+    click.echo(
+        f"  changed: {target}; acknowledged at {info['acknowledged_at']}, "
+        f"change {safe(ack.change_id)}"
+    )
+    if ack.created:
+        click.echo(f"breakglass: note: {flag} did not exist in {target}: created it", err=True)
+
+
+def _word(value: bool | None) -> str:  # noqa: FBT001
+    return "unknown" if value is None else str(value).lower()
+
+
+def ack_as_dict(ack: Acknowledgement, provider: str, *, actor: str, reason: str) -> dict[str, Any]:
+    """The JSON shape of one acknowledged ``halt`` or ``resume``."""
+    return {
         "flag": ack.flag_key,
         "active": ack.active,
-        "provider": bridge.backend.name,
+        "provider": provider,
+        "target": ack.target,
+        "served": ack.served,
+        "served_detail": ack.served_detail,
+        "confirmed": ack.confirmed,
+        "created": ack.created,
         "acknowledged_at": isoformat_ms(ack.acknowledged_at),
         "change_id": ack.change_id,
         "changed": ack.changed,
         "actor": actor,
         "reason": reason,
     }
-    if as_json:
-        click.echo(json.dumps(info))
-    else:
-        verb = "resumed" if active else "halted"
-        note = "" if ack.changed else " (it already was)"
-        click.echo(
-            f"{ack.flag_key} {verb} through {info['provider']}{note}; "
-            f"acknowledged at {info['acknowledged_at']}, change {safe(ack.change_id)}"
+
+
+def _fallback(bridge: Bridge) -> list[str]:
+    """What a person can do when the command cannot halt: each vendor's dashboard, the kill switch."""
+    steps = []
+    for backend in bridge.backends:
+        url = getattr(backend.admin, "dashboard_url", None)
+        if isinstance(url, str) and url:
+            steps.append(f"turn the flag off by hand in {backend.name}'s dashboard: {url}")
+    if find_spec("breakglass_killswitch") is not None:  # the second, independent halt
+        steps.append(
+            'use the kill switch: breakglass-killswitch halt --reason "..." '
+            "(scales the inference service to zero, verified)"
         )
+    steps.append("or stop the guarded service's processes themselves")
+    return steps
+
+
+def _not_changed(
+    *,
+    active: bool,
+    fallback: list[str],
+    as_json: bool,
+    error: BreakglassError | None = None,
+    ack: Acknowledgement | None = None,
+    info: dict[str, Any] | None = None,
+) -> NoReturn:
+    """Say plainly that the change did not take effect, and what to do instead; exit 4 or 5."""
+    verdict = "NOT RESUMED" if active else "NOT HALTED"
+    if error is not None:
+        why = safe(error)
+    elif ack is not None and ack.served is None:
+        why = (
+            f"the change was acknowledged but what readers are served could not be confirmed "
+            f"({safe(ack.served_detail)})"
+        )
+    else:
+        served = _word(ack.served if ack else None)
+        why = (
+            f"the change was acknowledged but readers are still served {served} "
+            f"({safe(ack.served_detail if ack else None)})"
+        )
+    if as_json:
+        payload = {
+            "ok": False,
+            **(info or {"active": active}),
+            "verdict": verdict,
+            "error": {"type": type(error).__name__ if error else "NotServed", "message": why},
+            "fallback": [] if active else fallback,
+        }
+        click.echo(json.dumps(payload))
+    else:
+        click.echo(f"breakglass: {verdict}: {why}", err=True)
+        if ack is not None and ack.target:
+            click.echo(f"  changed: {safe(ack.target)}", err=True)
+        for step in [] if active else fallback:
+            click.echo(f"  fallback: {step}", err=True)
+    sys.exit(EXIT_NOT_RESUMED if active else EXIT_NOT_HALTED)
 
 
 def _change_all(
@@ -219,6 +323,7 @@ def _change_all(
         results = bridge.change(active=active, actor=actor, reason=reason)
     finally:
         bridge.close()
+    # A target counts only when its readers are served the asked-for value, not on its 2xx alone.
     acked = [r for r in results if r.ok]
     done = bool(acked) if not active else len(acked) == len(bridge.backends)
     if done and on_done is not None:
@@ -230,23 +335,31 @@ def _change_all(
         )
     else:
         for r in results:
-            if r.ack is not None:
+            if r.ok and r.ack is not None:
                 note = "" if r.ack.changed else " (it already was)"
                 click.echo(
-                    f"{r.target}: {'resumed' if active else 'halted'}{note}; acknowledged at "
+                    f"{r.target}: {'resumed' if active else 'halted'}{note} in "
+                    f"{safe(r.ack.target)}; readers are served {_word(active)}; acknowledged at "
                     f"{isoformat_ms(r.ack.acknowledged_at)}, change {safe(r.ack.change_id)}"
+                )
+            elif r.ack is not None:
+                click.echo(
+                    f"{r.target}: NOT changed for readers: acknowledged, but they are served "
+                    f"{_word(r.ack.served)} ({safe(r.ack.served_detail)})",
+                    err=True,
                 )
             else:
                 click.echo(f"{r.target}: NOT changed: {safe(r.error)}", err=True)
         if not active and not done:
             click.echo(
-                "breakglass: NOT HALTED: no provider acknowledged; halt in a vendor dashboard "
-                "or use the kill switch",
+                "breakglass: NOT HALTED: no provider serves false to readers after the change",
                 err=True,
             )
+            for step in _fallback(bridge):
+                click.echo(f"  fallback: {step}", err=True)
         elif active and not done:
             click.echo("breakglass: NOT RESUMED everywhere; the system stays halted", err=True)
-    sys.exit(0 if done else 1)
+    sys.exit(0 if done else (EXIT_NOT_RESUMED if active else EXIT_NOT_HALTED))
 
 
 _actor_option = click.option(

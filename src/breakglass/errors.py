@@ -14,7 +14,8 @@ Every error the library raises derives from :class:`BreakglassError`::
     │   ├── AdminAuthError        401/403: the token is wrong or lacks the permission
     │   ├── AdminNotFoundError    404: the project, environment or flag does not exist
     │   ├── AdminRejectedError    4xx other than the above: the vendor refused the change
-    │   └── AdminUnavailableError 5xx, 429 past the retry budget, timeouts, refused connections
+    │   ├── AdminUnavailableError 5xx, 429 past the retry budget, timeouts, refused connections
+    │   └── NotServedError        acknowledged, but readers are not served the asked-for value
     ├── AuditSourceError          a vendor's change log could not be read
     ├── AuditRecordError          an audit record cannot be kept as evidence (malformed)
     ├── ProbeError                a latency probe could not run safely
@@ -108,6 +109,19 @@ class AdminRejectedError(AdminError):
 
 class AdminUnavailableError(AdminError):
     """The vendor could not be reached or kept failing (5xx, 429, timeouts)."""
+
+
+class NotServedError(AdminError):
+    """The vendor acknowledged the change, but readers are not served the asked-for value.
+
+    For example a LaunchDarkly flag whose off variation serves ``true``, or an
+    Unleash flag whose strategies exclude the service. ``ack`` is the vendor's
+    acknowledgement, with what is served and why.
+    """
+
+    def __init__(self, message: str, ack: object) -> None:
+        super().__init__(message)
+        self.ack = ack
 
 
 class AuditSourceError(BreakglassError):

@@ -63,6 +63,20 @@ class FlagSource(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Served:
+    """What readers are served, as an admin found it after a change.
+
+    Attributes:
+        value: The boolean readers get, or ``None`` when it could not be told
+            (not a boolean, or the vendor's data could not be read in time).
+        detail: How it came about, in the vendor's terms (one line, no secrets).
+    """
+
+    value: bool | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class Acknowledgement:
     """The vendor's answer to a change made through :class:`FlagAdmin`.
 
@@ -72,6 +86,15 @@ class Acknowledgement:
         acknowledged_at: When the vendor's success answer arrived (UTC).
         change_id: The vendor's id for the change, where it gives one.
         changed: ``False`` when the flag already had this value.
+        served: What readers are served after the change, evaluated for the
+            service's context as the vendor's SDK computes it (off variations,
+            prerequisites, targeting, strategies, overrides), not the on/off
+            switch; ``None`` when the admin could not tell.
+        served_detail: How ``served`` was found, or why it differs from ``active``.
+        created: The change created the flag (or its store): nothing was reading
+            it as active before.
+        target: What was changed, for people: the store's path or the vendor's
+            project, environment and flag (no secrets).
     """
 
     flag_key: str
@@ -79,6 +102,15 @@ class Acknowledgement:
     acknowledged_at: datetime
     change_id: str | None = None
     changed: bool = True
+    served: bool | None = None
+    served_detail: str | None = None
+    created: bool = False
+    target: str | None = None
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether readers are served the value that was asked for (``served is active``)."""
+        return self.served is self.active
 
 
 @runtime_checkable
@@ -91,7 +123,13 @@ class FlagAdmin(Protocol):
 
     An admin may also offer ``target``, a string naming the vendor-side object it
     changes (no secrets): the probe refuses to run when its flag's target is the
-    production flag's, whatever the flag keys say.
+    production flag's, whatever the flag keys say; and ``dashboard_url``, where
+    a person can change the flag by hand when the API fails (the fallback
+    ``breakglass halt`` prints with ``NOT HALTED``).
+
+    Each acknowledgement says what readers are served after the change
+    (:attr:`Acknowledgement.served`), evaluated as the SDK evaluates it for the
+    service's context: a vendor's 2xx alone proves nothing.
     """
 
     def set_active(self, active: bool, *, actor: str, reason: str) -> Acknowledgement:  # noqa: FBT001 -- the value is the point

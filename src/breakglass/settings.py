@@ -52,8 +52,15 @@ CORE_SECTIONS = ("audit", "serve", "report")
 POLICY_FILE_ENV = "BREAKGLASS_POLICY_FILE"
 """The procedure's policy file (:mod:`breakglass.policy`), read apart from the settings."""
 
-NOT_SETTINGS = frozenset({CONFIG_FILE_ENV, POLICY_FILE_ENV})
-"""``BREAKGLASS_*`` variables that are not settings but are read by breakglass."""
+NOT_SETTINGS = frozenset(
+    {
+        CONFIG_FILE_ENV,
+        POLICY_FILE_ENV,
+        "BREAKGLASS_KILLSWITCH_CONFIG",  # breakglass-killswitch's own config file
+        "BREAKGLASS_KUBECTL",  # the kubectl the kill switch's tests drive
+    }
+)
+"""``BREAKGLASS_*`` variables that are not settings but are read by breakglass or its tools."""
 
 TEST_VARIABLE_PREFIX = "BREAKGLASS_TEST_"
 """Variables of the project's own test harness (never read by the library)."""

@@ -44,7 +44,8 @@ class TargetResult:
         target: The target's name (the provider, e.g. ``launchdarkly``).
         active: The value that was asked for.
         ack: The target's acknowledgement, or ``None`` when it failed.
-        error: One line saying what went wrong (never a secret), or ``None``.
+        error: One line saying what went wrong (never a secret), or ``None``; also set
+            when the target acknowledged but its readers are not served the new value.
         started_at: When the call started (UTC).
         finished_at: When it answered or failed (UTC).
         latency_ms: How long the call took, on the monotonic clock.
@@ -60,8 +61,8 @@ class TargetResult:
 
     @property
     def ok(self) -> bool:
-        """Whether the target acknowledged the change."""
-        return self.ack is not None
+        """Whether the target acknowledged the change and its readers are served the new value."""
+        return self.ack is not None and self.error is None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data."""
@@ -74,6 +75,10 @@ class TargetResult:
             "acknowledged_at": isoformat_ms(ack.acknowledged_at) if ack else None,
             "change_id": ack.change_id if ack else None,
             "changed": ack.changed if ack else None,
+            "served": ack.served if ack else None,
+            "served_detail": ack.served_detail if ack else None,
+            "created": ack.created if ack else None,
+            "where": ack.target if ack else None,
             "started_at": isoformat_ms(self.started_at),
             "finished_at": isoformat_ms(self.finished_at),
             "latency_ms": round(self.latency_ms, 1),
@@ -166,6 +171,13 @@ class Fanout:
         else:
             try:
                 ack = target.admin.set_active(self.active, actor=self._actor, reason=self._reason)
+                if not ack.confirmed:
+                    # A 2xx the readers do not see is no halt (or resume) at all.
+                    served = "unknown" if ack.served is None else str(ack.served).lower()
+                    error = (
+                        f"NotServedError: acknowledged, but readers are served {served} "
+                        f"({ack.served_detail})"
+                    )
             except BreakglassError as exc:
                 error = f"{type(exc).__name__}: {exc}"
             except Exception as exc:  # an adapter bug must not silence the other targets

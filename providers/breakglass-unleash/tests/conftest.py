@@ -398,6 +398,41 @@ class UnleashServer:
                 f"turning {name} {state}: HTTP {response.status_code} {response.text[:300]}"
             )
 
+    def only_strategy(
+        self, name: str, strategy: dict[str, Any], *, environment: str = "development"
+    ) -> None:
+        """Replace the flag's strategies in ``environment`` with ``strategy``, as in the dashboard."""
+        path = f"/admin/projects/default/features/{name}/environments/{environment}/strategies"
+        listed = self.admin("GET", path)
+        if listed.status_code != 200:
+            raise AssertionError(f"strategies of {name}: HTTP {listed.status_code}")
+        added = self.admin("POST", path, strategy)
+        if added.status_code != 200:
+            raise AssertionError(
+                f"strategy for {name}: HTTP {added.status_code} {added.text[:300]}"
+            )
+        for old in listed.json():
+            deleted = self.admin("DELETE", f"{path}/{old['id']}")
+            if deleted.status_code != 200:
+                raise AssertionError(f"deleting a strategy of {name}: HTTP {deleted.status_code}")
+
+    def exclude_every_app(self, name: str) -> None:
+        """One strategy whose constraint admits only an app that does not exist: on, yet false for all."""
+        self.only_strategy(
+            name,
+            {
+                "name": "default",
+                "parameters": {},
+                "constraints": [
+                    {"contextName": "appName", "operator": "IN", "values": ["someone-else"]}
+                ],
+            },
+        )
+
+    def default_strategy(self, name: str) -> None:
+        """Back to one unconstrained default strategy."""
+        self.only_strategy(name, {"name": "default", "parameters": {}, "constraints": []})
+
     def archive_flag(self, name: str) -> None:
         response = self.admin("DELETE", f"/admin/projects/default/features/{name}")
         if response.status_code not in (200, 202):

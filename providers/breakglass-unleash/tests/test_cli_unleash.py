@@ -215,3 +215,43 @@ def test_cli_end_to_end_on_unleash(
     ]
     assert ("disabled", False) in vendor, vendor
     assert ("enabled", True) in vendor[vendor.index(("disabled", False)) + 1 :], vendor
+
+
+# ---------------------------------------------------------------- confirmed by what readers are served
+
+EXIT_NOT_RESUMED = 5
+
+
+def test_halt_and_resume_are_confirmed_by_the_served_value(
+    unleash_server: UnleashServer, flag_name: str, cli: Cli
+) -> None:
+    """Not a 2xx alone: the SDK's evaluation of the client payload, and what was changed."""
+    unleash_server.create_flag(flag_name, enabled=True)
+    halted = cli("halt", "--actor", ACTOR, "--reason", HALT_REASON, "--json")
+    assert halted.returncode == 0, _describe(halted)
+    info = json.loads(halted.stdout)
+    assert (info["ok"], info["served"], info["confirmed"]) == (True, False, True)
+    assert "Unleash SDK evaluation" in info["served_detail"]
+    assert (
+        info["target"]
+        == f"Unleash project 'default', environment 'development', flag '{flag_name}'"
+    )
+    resumed = cli("resume", "--actor", ACTOR, "--reason", RESUME_REASON)
+    assert resumed.returncode == 0, _describe(resumed)
+    assert "readers are served true" in resumed.stdout
+
+
+def test_resume_whose_strategies_exclude_the_service_is_not_resumed(
+    unleash_server: UnleashServer, flag_name: str, cli: Cli
+) -> None:
+    """The switch is on, but a constraint leaves the service out: resume must not exit 0."""
+    unleash_server.create_flag(flag_name, enabled=False)
+    unleash_server.exclude_every_app(flag_name)
+    resumed = cli("resume", "--actor", ACTOR, "--reason", RESUME_REASON)
+    assert resumed.returncode == EXIT_NOT_RESUMED, _describe(resumed)
+    assert "NOT RESUMED" in resumed.stderr
+    assert "strategy(ies)" in resumed.stderr
+    assert _vendor_enabled(unleash_server, flag_name) is True  # the switch is not the truth
+    _wait_for_bulk(unleash_server, flag_name, enabled=True, timeout=5)
+    code, info = _status(cli)
+    assert (code, info["active"]) == (EXIT_HALTED, False)  # the readers agree with the verdict

@@ -48,6 +48,7 @@ class UnleashHarness:
         self._env = monkeypatch
         self._runs = 0
         self._archived = False
+        self._excluded = False
         self._wrong = (
             f"default:development.wrong-{secrets.token_hex(8)}",
             f"*:*.wrong-{secrets.token_hex(8)}",
@@ -110,7 +111,18 @@ class UnleashHarness:
     def stall(self) -> None:
         self.server.stall()
 
+    def serve_true_while_off(self) -> None:
+        raise NotExpressible("a disabled Unleash flag is false for every context")
+
+    def exclude_service_while_on(self) -> None:
+        # A constraint that leaves the service's app out: the switch on, readers served false.
+        self.server.exclude_every_app(self.flag)
+        self._excluded = True
+
     def restore(self) -> None:
+        if self._excluded:
+            self.server.default_strategy(self.flag)
+            self._excluded = False
         self.proxy.mode = "pass"
         self.server.resume()
         self.server.start()

@@ -45,6 +45,9 @@ def settings(**overrides: Any) -> UnleashSettings:
         "client_token": SecretStr(CLIENT),
         "admin_token": SecretStr(ADMIN),
         "request_timeout": 0.5,
+        # The served-value read after a change is proven against the protocol servers;
+        # here it meets no mocked endpoint and must give up at once (served: unknown).
+        "confirm_timeout": 0.01,
     }
     values.update(overrides)
     return UnleashSettings(**values)

@@ -241,7 +241,8 @@ class AuditRecorder:
             return
         seq = next(self._seq)
         verb = "resume" if active else "halt"
-        done = ack is not None
+        # Done only when readers are served the asked-for value: a 2xx alone is not a halt.
+        done = ack is not None and ack.confirmed
         occurred = ack.acknowledged_at if ack is not None else self._clock.now()
         raw: dict[str, object] = {
             "kind": "change",
@@ -254,6 +255,10 @@ class AuditRecorder:
             "acknowledged_at": isoformat_ms(ack.acknowledged_at) if ack is not None else None,
             "change_id": ack.change_id if ack is not None else None,
             "changed": ack.changed if ack is not None else None,
+            "served": ack.served if ack is not None else None,
+            "served_detail": ack.served_detail if ack is not None else None,
+            "created": ack.created if ack is not None else None,
+            "target": ack.target if ack is not None else None,
             "error": f"{type(error).__name__}: {error}" if error is not None else None,
             **self._process_info(seq),
         }
@@ -261,14 +266,16 @@ class AuditRecorder:
             AuditRecord(
                 provider=PROVIDER,
                 vendor_event_id=self._event_id(seq),
-                vendor_event_type=verb if done else f"{verb}-failed",
+                vendor_event_type=verb
+                if done
+                else (f"{verb}-not-served" if ack is not None else f"{verb}-failed"),
                 flag_key=flag_key,
                 action=(Action.ENABLED if active else Action.DISABLED) if done else Action.OTHER,
                 occurred_at=occurred,
                 pulled_at=occurred,
                 actor=Actor(kind=ActorKind.USER, id=actor, name=actor),
                 value_before=active if ack is not None and not ack.changed else None,
-                value_after=active if done else None,
+                value_after=active if done else (ack.served if ack is not None else None),
                 comment=reason,
                 raw=raw,
             )

@@ -29,14 +29,31 @@ class LocalAdmin:
         return f"LocalAdmin({self._store!r}, flag_key={self._flag_key!r})"
 
     def set_active(self, active: bool, *, actor: str, reason: str) -> Acknowledgement:  # noqa: FBT001
-        """Write the value; returns once it is committed to the file."""
+        """Write the value, then read back what a reader of this store is served.
+
+        ``created`` is set when the flag (or the store file) did not exist: then
+        nothing reading this store was active before, so a halt that creates it
+        stops nothing (a running service reads another store).
+        """
+        path = self._store.path.resolve()
+        existed = path.exists()
         change = self._store.write(self._flag_key, active, actor=actor, reason=reason)
+        served = self._store.read(self._flag_key)
+        if type(served) is bool:
+            detail = f"read back from {path}: {str(served).lower()}"
+        else:
+            detail = f"read back from {path}: not a boolean"
+            served = None
         return Acknowledgement(
             flag_key=self._flag_key,
             active=active,
             acknowledged_at=self._clock.now(),
             change_id=f"local:{change.change_id}",
             changed=change.value_before is not active,
+            served=served,
+            served_detail=detail,
+            created=change.action == "created" or not existed,
+            target=f"store {path}" + ("" if existed else " (a new file)"),
         )
 
     def get_active(self) -> bool | None:

@@ -1,4 +1,4 @@
-"""The shared provider conformance suite (``docs/conformance.md``, C1-C17).
+"""The shared provider conformance suite (``docs/conformance.md``, C1-C22).
 
 Written once here, run by every provider against its real or
 protocol-faithful server. A provider's test module supplies a harness and
@@ -25,7 +25,9 @@ import pytest
 from openfeature import api
 
 from breakglass.bridge import Bridge
+from breakglass.errors import NotServedError
 from breakglass.provider import register
+from breakglass.seams import Acknowledgement
 from breakglass.state import Cause, FlagState
 
 if TYPE_CHECKING:
@@ -105,6 +107,13 @@ class ConformanceHarness(Protocol):
     def away_causes(self) -> frozenset[Cause]:
         """Causes accepted while the vendor is away (normally ``stale``)."""
         ...
+
+    # Optional (a harness without them is NotExpressible for C21/C22):
+    #   serve_true_while_off(): make readers get true even with the vendor's switch off
+    #       (an off variation serving true, a change that never reaches the SDK's data);
+    #   exclude_service_while_on(): make readers get false with the switch on
+    #       (targeting, strategies or constraints that leave the service's context out).
+    # restore() undoes both.
 
 
 def wait_for(
@@ -404,6 +413,60 @@ class ProviderConformance:
             last = page.cursor
         assert [r for page in bridge.audit.pull(last) for r in page.records] == []
 
+    def test_c20_changes_confirmed_by_the_served_value(
+        self, harness: ConformanceHarness, bridge_factory: Callable[..., Bridge]
+    ) -> None:
+        """C20: every halt and resume says what readers are served (not the switch) and what it changed."""
+        harness.set_from_dashboard(True)
+        bridge = bridge_factory(max_staleness=30.0)
+        ack = bridge.halt(actor="conformance@test", reason="C20 halt")
+        assert (ack.served, ack.confirmed) == (False, True), ack.served_detail
+        assert ack.served_detail
+        assert ack.target
+        for secret in harness.secrets():
+            assert secret not in f"{ack.target} {ack.served_detail}", (
+                "a secret in the acknowledgement"
+            )
+        assert self._halted_within(bridge, self._bound(harness)) is not None
+        ack = bridge.resume(actor="conformance@test", reason="C20 resume")
+        assert (ack.served, ack.confirmed) == (True, True), ack.served_detail
+        assert self._active_within(bridge, self._resume_bound(harness)) is not None
+
+    def test_c21_halt_readers_do_not_see_is_not_halted(
+        self, harness: ConformanceHarness, bridge_factory: Callable[..., Bridge]
+    ) -> None:
+        """C21: a halt the vendor acknowledges but readers are still served true raises, never succeeds."""
+        self._check_not_served(harness, bridge_factory, active=False)
+
+    def test_c22_resume_readers_do_not_see_is_not_resumed(
+        self, harness: ConformanceHarness, bridge_factory: Callable[..., Bridge]
+    ) -> None:
+        """C22: a resume whose targeting leaves the service out raises; readers stay halted."""
+        self._check_not_served(harness, bridge_factory, active=True)
+
+    def _check_not_served(
+        self, harness: ConformanceHarness, bridge_factory: Callable[..., Bridge], *, active: bool
+    ) -> None:
+        harness.set_from_dashboard(not active)
+        _optional(harness, "exclude_service_while_on" if active else "serve_true_while_off")
+        try:
+            bridge = bridge_factory(max_staleness=30.0)
+            change = bridge.resume if active else bridge.halt
+            with pytest.raises(NotServedError) as raised:
+                change(actor="conformance@test", reason="C21/C22")
+            ack = raised.value.ack
+            assert isinstance(ack, Acknowledgement)
+            assert ack.served is not active, ack.served_detail
+            assert ("NOT RESUMED" if active else "NOT HALTED") in str(raised.value)
+            # The verdict agrees with the readers: they still read the old value.
+            if active:
+                time.sleep(self._resume_bound(harness))
+                assert bridge.engine.active is False, bridge.engine.state
+            else:
+                assert self._active_within(bridge, self._resume_bound(harness)) is not None
+        finally:
+            harness.restore()
+
     def test_c16_close_releases_threads(self, harness: ConformanceHarness) -> None:
         """C16: closing releases the provider's threads within a second."""
         harness.set_from_dashboard(True)
@@ -463,6 +526,17 @@ class ProviderConformance:
         assert took is not None, bridge.engine.state
         assert not loop.alive
         assert bridge.engine.active is False
+
+
+def _optional(harness: ConformanceHarness, name: str) -> None:
+    """Call the harness's optional situation ``name``; skip, with the reason, where it cannot be expressed."""
+    method = getattr(harness, name, None)
+    if method is None:
+        pytest.skip(f"not expressible by this vendor: the harness has no {name}()")
+    try:
+        method()
+    except NotExpressible as exc:
+        pytest.skip(f"not expressible by this vendor: {exc}")
 
 
 def wait_for_records(bridge: Bridge, cursor: str | None, count: int, timeout: float) -> list[Any]:

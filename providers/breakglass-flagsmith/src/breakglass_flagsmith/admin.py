@@ -44,7 +44,8 @@ from breakglass_flagsmith._http import (
     request_with_retries,
     server_message,
 )
-from breakglass_flagsmith.settings import ADMIN_TOKEN_SETTING
+from breakglass_flagsmith.served import served
+from breakglass_flagsmith.settings import ADMIN_TOKEN_SETTING, SAAS_ADMIN_API_URL
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -131,6 +132,21 @@ class FlagsmithAdmin:
         self._last_state: FeatureState | None = None
 
     @property
+    def dashboard_url(self) -> str | None:
+        """The feature's page in the Flagsmith dashboard (``None`` without project and environment)."""
+        settings = self._settings
+        if settings.project_id is None or not settings.environment_api_key:
+            return None
+        base = safe_url(settings.admin_base).split("/api/", 1)[0]
+        if base == SAAS_ADMIN_API_URL.split("/api/", 1)[0]:
+            base = "https://app.flagsmith.com"
+        environment = quote(settings.environment_api_key, safe="")
+        return (
+            f"{base}/project/{settings.project_id}/environment/{environment}/features"
+            f"?feature={quote(self._feature, safe='')}"
+        )
+
+    @property
     def target(self) -> str:
         """The vendor-side object this admin changes (compared by the probe to protect production)."""
         base = safe_url(self._settings.admin_base)
@@ -190,12 +206,20 @@ class FlagsmithAdmin:
             reason,
             safe_url(self._settings.admin_base),
         )
+        # The 2xx moved the environment default; what readers get is what the SDK evaluates.
+        check = served(self._settings, self._flag_key, active, self._settings.confirm_timeout)
         return Acknowledgement(
             flag_key=self._flag_key,
             active=active,
             acknowledged_at=acknowledged_at,
             change_id=change_id,
             changed=state.enabled is not active if known else True,
+            served=check.value,
+            served_detail=check.detail,
+            target=(
+                f"Flagsmith project {self._settings.project_id}, environment "
+                f"{self._settings.environment_api_key!r}, feature {self._feature!r}"
+            ),
         )
 
     def get_active(self) -> bool | None:

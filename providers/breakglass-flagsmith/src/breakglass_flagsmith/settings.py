@@ -74,6 +74,10 @@ class FlagsmithSettings(BaseSettings):
     request_timeout: float = Field(default=2.0, gt=0, le=60)
     """Seconds any single HTTP request may take; a hung server is a failed contact after this."""
 
+    confirm_timeout: float = Field(default=10.0, gt=0, le=120)
+    """Seconds ``halt``/``resume`` wait for a reader's read to show the change before reporting
+    what it does show."""
+
     feature_name: str | None = None
     """The feature's name in Flagsmith; defaults to ``BREAKGLASS_FLAG_KEY``."""
 

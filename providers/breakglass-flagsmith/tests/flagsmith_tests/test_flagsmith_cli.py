@@ -199,3 +199,81 @@ def test_cli_end_to_end_on_flagsmith(fs_server: FlagsmithServer, cli: Cli, tmp_p
         and r["action"] in ("disabled", "enabled")
     ]
     assert changes == [("disabled", True, False), ("enabled", False, True)], changes
+
+
+# ---------------------------------------------------------------- confirmed by what readers are served
+
+EXIT_NOT_HALTED = 4
+
+
+def _overrides_serving_true(doc: dict[str, Any]) -> None:
+    """A segment matching every identity and an identity override, both serving the feature on."""
+    (state,) = [s for s in doc["feature_states"] if s["feature"]["name"] == FEATURE]
+    on = {**state, "enabled": True, "django_id": state["django_id"] + 1000}
+    doc["project"]["segments"] = [
+        {
+            "id": 901,
+            "name": "everyone",
+            "rules": [
+                {
+                    "type": "ALL",
+                    "rules": [
+                        {
+                            "type": "ANY",
+                            "rules": [],
+                            "conditions": [
+                                {"operator": "PERCENTAGE_SPLIT", "property_": None, "value": "100"}
+                            ],
+                        }
+                    ],
+                    "conditions": [],
+                }
+            ],
+            "feature_states": [{**on, "feature_segment": {"priority": 0}}],
+        }
+    ]
+    doc["identity_overrides"] = [
+        {
+            "identifier": "someone",
+            "identity_uuid": "0b6e7b5c-8e7e-4a5c-9c53-5a7d3b1f0e01",
+            "created_date": "2026-01-01T00:00:00+00:00",
+            "environment_api_key": doc["api_key"],
+            "identity_features": [on],
+            "identity_traits": [],
+        }
+    ]
+    doc["use_identity_overrides_in_local_eval"] = True
+
+
+def test_halt_is_confirmed_with_overrides_serving_true(
+    fs_server: FlagsmithServer, cli: Cli
+) -> None:
+    """Segment and identity overrides do not reach the service (it reads no identity): halted."""
+    fs_server.document_hook = _overrides_serving_true
+    halted = cli("halt", "--actor", ACTOR, "--reason", HALT_REASON, "--json")
+    assert halted.returncode == 0, _describe(halted)
+    info = json.loads(halted.stdout)
+    assert (info["ok"], info["served"]) == (True, False), info
+    assert "segment and identity overrides do not apply" in info["served_detail"]
+    assert info["target"].startswith(f"Flagsmith project {fs_server.project['id']}")
+    code, status = _status(cli)
+    assert (code, status["active"]) == (EXIT_HALTED, False)
+
+
+def test_halt_acknowledged_but_still_served_true_is_not_halted(
+    fs_server: FlagsmithServer, cli: Cli
+) -> None:
+    """A 2xx whose change never reaches readers (here the SDK document keeps the feature on)."""
+
+    def stuck_on(doc: dict[str, Any]) -> None:
+        for state in doc["feature_states"]:
+            state["enabled"] = True
+
+    fs_server.document_hook = stuck_on
+    cli.env["BREAKGLASS_FLAGSMITH__CONFIRM_TIMEOUT"] = "1"
+    halted = cli("halt", "--actor", ACTOR, "--reason", HALT_REASON)
+    assert halted.returncode == EXIT_NOT_HALTED, _describe(halted)
+    assert "NOT HALTED" in halted.stderr
+    assert "still enabled=true" in halted.stderr
+    assert "fallback: turn the flag off by hand in flagsmith's dashboard" in halted.stderr
+    assert _vendor_enabled(fs_server) is False  # the management API says off: not the truth

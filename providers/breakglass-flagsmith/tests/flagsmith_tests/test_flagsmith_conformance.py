@@ -12,6 +12,7 @@ from breakglass.state import Cause
 from breakglass.testing.conformance import ConformanceHarness, NotExpressible, ProviderConformance
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from flagsmith_tests.server import FlagsmithServer
@@ -47,6 +48,7 @@ class FlagsmithHarness:
             "BREAKGLASS_FLAGSMITH__ENVIRONMENT_API_KEY": self.server.client_key,
             "BREAKGLASS_FLAGSMITH__REFRESH_INTERVAL": str(REFRESH_INTERVAL),
             "BREAKGLASS_FLAGSMITH__REQUEST_TIMEOUT": str(REQUEST_TIMEOUT),
+            "BREAKGLASS_FLAGSMITH__CONFIRM_TIMEOUT": "1",
         }
         for key, value in env.items():
             self._env.setenv(key, value)
@@ -78,6 +80,13 @@ class FlagsmithHarness:
     def stall(self) -> None:
         self.server.stall()
 
+    def serve_true_while_off(self) -> None:
+        # A change the SDK's data never shows (a cache, an unpublished version): readers stay on.
+        self.server.document_hook = _every_feature(enabled=True)
+
+    def exclude_service_while_on(self) -> None:
+        self.server.document_hook = _every_feature(enabled=False)
+
     def restore(self) -> None:
         self.server.restore()
         if self.server.vendor_value() is not True:
@@ -103,3 +112,11 @@ class TestFlagsmithConformance(ProviderConformance):
         self, fs_server: FlagsmithServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> ConformanceHarness:
         return FlagsmithHarness(fs_server, tmp_path, monkeypatch)
+
+
+def _every_feature(*, enabled: bool) -> Callable[[dict[str, Any]], None]:
+    def hook(document: dict[str, Any]) -> None:
+        for state in document["feature_states"]:
+            state["enabled"] = enabled
+
+    return hook

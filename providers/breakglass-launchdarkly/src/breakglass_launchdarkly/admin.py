@@ -32,6 +32,7 @@ from breakglass_launchdarkly._http import (
     request_with_retries,
     server_message,
 )
+from breakglass_launchdarkly.served import ServedCheck
 from breakglass_launchdarkly.settings import API_TOKEN_SETTING, PREFIX
 
 if TYPE_CHECKING:
@@ -99,6 +100,16 @@ class LaunchDarklyAdmin:
             f"{settings.api_base_url}/api/v2/flags/"
             f"{quote(settings.project_key, safe='')}/{quote(flag_key, safe='')}"
         )
+        self._check = ServedCheck(settings, flag_key)
+
+    @property
+    def dashboard_url(self) -> str:
+        """The flag's page in the LaunchDarkly dashboard (the REST API's ``_site`` link)."""
+        settings = self._settings
+        return (
+            f"{safe_url(settings.api_base_url)}/{quote(settings.project_key, safe='')}/"
+            f"{quote(settings.environment_key, safe='')}/features/{quote(self._flag_key, safe='')}"
+        )
 
     @property
     def target(self) -> str:
@@ -119,6 +130,7 @@ class LaunchDarklyAdmin:
     def close(self) -> None:
         """Release the HTTP connections."""
         self._session.close()
+        self._check.close()
 
     def set_active(self, active: bool, *, actor: str, reason: str) -> Acknowledgement:  # noqa: FBT001 -- the value is the point
         """Turn the flag's targeting on or off in the configured environment.
@@ -188,12 +200,21 @@ class LaunchDarklyAdmin:
             safe_url(settings.api_base_url),
             after.version,
         )
+        # The switch moved; what readers get is the SDK's evaluation (off variation,
+        # prerequisites, targeting), on the data the stream will carry.
+        served = self._check.served(after.version, settings.confirm_timeout)
         return Acknowledgement(
             flag_key=self._flag_key,
             active=active,
             acknowledged_at=acknowledged_at,
             change_id=None if after.version is None else str(after.version),
             changed=changed,
+            served=served.value,
+            served_detail=served.detail,
+            target=(
+                f"LaunchDarkly project {settings.project_key!r}, environment "
+                f"{settings.environment_key!r}, flag {self._flag_key!r}"
+            ),
         )
 
     def get_active(self) -> bool | None:

@@ -92,6 +92,10 @@ class LaunchDarklySettings(BaseSettings):
     context_key: str = "breakglass-system-active"
     """The key of the fixed service context the flag is evaluated for (rules may target it)."""
 
+    confirm_timeout: float = Field(default=10.0, gt=0.0, le=120.0)
+    """Seconds ``halt``/``resume`` wait for the SDK's data to carry the change before
+    reporting what readers are served as not confirmed."""
+
     http_proxy: str | None = None
     """An HTTP(S) proxy for every connection; unset: the ``https_proxy`` / ``no_proxy`` environment, as the SDK does."""
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import requests
-from ldclient import Context, LDClient
+from ldclient import LDClient
 from ldclient.config import Config, HTTPConfig
 from ldclient.feature_store import InMemoryFeatureStore
 from ldclient.interfaces import (
@@ -53,6 +53,7 @@ from breakglass_launchdarkly._http import (
     rate_limit_wait,
     scrub,
 )
+from breakglass_launchdarkly.served import service_context
 from breakglass_launchdarkly.settings import PREFIX, SDK_KEY_SETTING
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ class LaunchDarklySource:
             settings.verify_interval if verify_interval is None else verify_interval
         )
         self._secret = settings.sdk_key.get_secret_value()
-        self._context = Context.create(settings.context_key, "service")
+        self._context = service_context(settings)
         self._poll_url = settings.base_uri + POLL_PATH
         # One lock around "evaluate, then report": two threads report (the SDK's stream thread
         # and the verifier), and an older evaluation must never be reported after a newer one.

@@ -72,6 +72,23 @@ class _Flag:
     created: int
     deleted: bool = False
     last_modified: int = 0
+    # Targeting, in the shapes LaunchDarkly's flag data uses (SDK and REST alike).
+    off_variation: int | None = None  # None: the default, the last variation
+    fallthrough_variation: int = 0
+    prerequisites: list[dict[str, Any]] = field(default_factory=list)
+    context_targets: list[dict[str, Any]] = field(default_factory=list)
+    rules: list[dict[str, Any]] = field(default_factory=list)
+
+    def targeting(self) -> dict[str, Any]:
+        off = self.off_variation
+        return {
+            "prerequisites": [dict(p) for p in self.prerequisites],
+            "offVariation": (1 if len(self.variations) > 1 else 0) if off is None else off,
+            "fallthrough": {"variation": self.fallthrough_variation},
+            "targets": [],
+            "contextTargets": [dict(t) for t in self.context_targets],
+            "rules": [dict(r) for r in self.rules],
+        }
 
     def sdk_json(self) -> dict[str, Any]:
         if self.deleted:
@@ -81,13 +98,8 @@ class _Flag:
             "version": self.version,
             "on": self.on,
             "variations": list(self.variations),
-            "prerequisites": [],
             "salt": "",
-            "offVariation": 1 if len(self.variations) > 1 else 0,
-            "fallthrough": {"variation": 0},
-            "targets": [],
-            "contextTargets": [],
-            "rules": [],
+            **self.targeting(),
             "trackEvents": False,
             "trackEventsFallthrough": False,
             "debugEventsUntilDate": None,
@@ -297,6 +309,34 @@ class FakeLaunchDarkly:
             self._audit_entry(flag, "updateVariations", "updated the variations of", before, None)
             self._publish_patch(flag)
 
+    def set_targeting(
+        self,
+        key: str,
+        *,
+        off_variation: int | None = None,
+        fallthrough_variation: int = 0,
+        prerequisites: list[dict[str, Any]] | None = None,
+        context_targets: list[dict[str, Any]] | None = None,
+        rules: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Set the flag's off variation, default rule, prerequisites, targets and rules, as the dashboard would.
+
+        Shapes as in LaunchDarkly's flag data: a prerequisite is ``{"key", "variation"}``, a
+        context target ``{"contextKind", "values", "variation"}``, a rule ``{"id", "variation",
+        "clauses": [{"contextKind", "attribute", "op", "values", "negate"}]}``.
+        """
+        with self._lock:
+            flag = self._flags[key]
+            before = self._rest_json(flag)
+            flag.off_variation = off_variation
+            flag.fallthrough_variation = fallthrough_variation
+            flag.prerequisites = list(prerequisites or [])
+            flag.context_targets = list(context_targets or [])
+            flag.rules = list(rules or [])
+            self._bump(flag)
+            self._audit_entry(flag, "updateTargeting", "updated the targeting of", before, None)
+            self._publish_patch(flag)
+
     def delete_flag(self, key: str) -> None:
         """Delete the flag (readers get a stream ``delete``)."""
         with self._lock:
@@ -392,12 +432,7 @@ class FakeLaunchDarkly:
             "sel": "",
             "lastModified": flag.last_modified,
             "version": flag.version,
-            "targets": [],
-            "contextTargets": [],
-            "rules": [],
-            "fallthrough": {"variation": 0},
-            "offVariation": 1 if len(flag.variations) > 1 else 0,
-            "prerequisites": [],
+            **flag.targeting(),
             "_site": {"href": f"/{self.project}/{self.environment}/features/{flag.key}"},
             "_environmentName": self.environment.title(),
             "trackEvents": False,

@@ -187,3 +187,85 @@ def test_cli_end_to_end_on_launchdarkly(fake: FakeLaunchDarkly, cli: Cli, tmp_pa
     assert HALT_REASON in vendor[0]["comment"], vendor[0]["comment"]
     assert ACTOR in vendor[0]["comment"], vendor[0]["comment"]
     assert RESUME_REASON in vendor[1]["comment"], vendor[1]["comment"]
+
+
+# ---------------------------------------------------------------- confirmed by what readers are served
+
+EXIT_NOT_HALTED = 4
+EXIT_NOT_RESUMED = 5
+SERVICE = {"contextKind": "service", "values": ["breakglass-system-active"]}
+
+
+def test_halt_is_confirmed_by_the_served_value(fake: FakeLaunchDarkly, cli: Cli) -> None:
+    """A plain halt: exit 0, readers served false, and it says which project/environment/flag."""
+    halted = cli("halt", "--actor", ACTOR, "--reason", HALT_REASON)
+    assert halted.returncode == 0, _describe(halted)
+    assert "readers are served false" in halted.stdout
+    assert "the flag is off; its off variation serves false" in halted.stdout
+    assert f"project '{fake.project}', environment '{fake.environment}', flag '{FLAG}'" in (
+        halted.stdout
+    )
+
+
+def test_halt_with_an_off_variation_serving_true_is_not_halted(
+    fake: FakeLaunchDarkly, cli: Cli
+) -> None:
+    """One dashboard click (off variation = true) made every halt a no-op that exited 0."""
+    fake.set_targeting(FLAG, off_variation=0)
+    halted = cli("halt", "--actor", ACTOR, "--reason", HALT_REASON)
+    assert halted.returncode == EXIT_NOT_HALTED, _describe(halted)
+    assert "NOT HALTED" in halted.stderr
+    assert "off variation serves true" in halted.stderr
+    assert f"/{fake.project}/{fake.environment}/features/{FLAG}" in halted.stderr  # the fallback
+    assert fake.flag_on(FLAG) is False  # the switch did move: the switch is not the truth
+    as_json = cli("halt", "--actor", ACTOR, "--reason", HALT_REASON, "--json")
+    assert as_json.returncode == EXIT_NOT_HALTED, _describe(as_json)
+    info = json.loads(as_json.stdout)
+    assert (info["ok"], info["served"], info["verdict"]) == (False, True, "NOT HALTED")
+    assert info["error"]["message"]
+    assert any("dashboard" in step for step in info["fallback"])
+
+
+@pytest.mark.parametrize(
+    ("targeting", "words"),
+    [
+        ({"context_targets": [{**SERVICE, "variation": 1}]}, "individual targeting"),
+        (
+            {
+                "rules": [
+                    {
+                        "id": "rule-0",
+                        "variation": 1,
+                        "clauses": [
+                            {
+                                "contextKind": "service",
+                                "attribute": "key",
+                                "op": "in",
+                                "values": SERVICE["values"],
+                                "negate": False,
+                            }
+                        ],
+                        "trackEvents": False,
+                    }
+                ]
+            },
+            "rule 0 serves false",
+        ),
+        ({"prerequisites": [{"key": "gate", "variation": 0}]}, "prerequisite flag 'gate'"),
+        ({"fallthrough_variation": 1}, "default rule serves false"),
+    ],
+)
+def test_resume_that_leaves_readers_halted_is_not_resumed(
+    fake: FakeLaunchDarkly, cli: Cli, targeting: dict[str, Any], words: str
+) -> None:
+    """The flag is on, but targeting serves the service false: resume must not exit 0."""
+    fake.add_flag("gate", on=False)
+    fake.set_on(FLAG, on=False)
+    fake.set_targeting(FLAG, **targeting)
+    resumed = cli("resume", "--actor", ACTOR, "--reason", RESUME_REASON)
+    assert resumed.returncode == EXIT_NOT_RESUMED, _describe(resumed)
+    assert "NOT RESUMED" in resumed.stderr
+    assert words in resumed.stderr
+    assert fake.flag_on(FLAG) is True
+    code, info = _status(cli)
+    assert (code, info["active"]) == (EXIT_HALTED, False)  # the readers agree with the verdict

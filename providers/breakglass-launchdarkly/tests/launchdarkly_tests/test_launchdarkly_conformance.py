@@ -82,6 +82,14 @@ class LaunchDarklyHarness:
     def stall(self) -> None:
         self.fake.stall()
 
+    def serve_true_while_off(self) -> None:
+        self.fake.set_targeting(FLAG, off_variation=0)  # the off variation serves true
+        self._damaged = True
+
+    def exclude_service_while_on(self) -> None:
+        self.fake.set_targeting(FLAG, fallthrough_variation=1)  # the default rule serves false
+        self._damaged = True
+
     def restore(self) -> None:
         self.fake.restore()
         if self._damaged:

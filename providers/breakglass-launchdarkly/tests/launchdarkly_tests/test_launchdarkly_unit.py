@@ -59,6 +59,9 @@ def settings(**overrides: Any) -> LaunchDarklySettings:
         "api_token": SecretStr(TOKEN),
         "api_base_url": API,
         "request_timeout": 0.5,
+        # The served-value read after a change is proven against the protocol servers;
+        # here it meets no mocked endpoint and must give up at once (served: unknown).
+        "confirm_timeout": 0.01,
     }
     values.update(overrides)
     return LaunchDarklySettings(**values)

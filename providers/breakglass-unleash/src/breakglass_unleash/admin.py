@@ -30,6 +30,7 @@ from breakglass_unleash._http import (
     request_with_retries,
     server_message,
 )
+from breakglass_unleash.served import ServedCheck
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -84,6 +85,14 @@ class UnleashAdmin:
             f"{settings.admin_base}/admin/projects/{project}/features/{feature}"
             f"/environments/{environment}"
         )
+        self._check = ServedCheck(settings, flag_key)
+
+    @property
+    def dashboard_url(self) -> str:
+        """The flag's page in the Unleash admin UI."""
+        base = safe_url(self._settings.admin_base).removesuffix("/api")
+        project = quote(self._settings.project, safe="")
+        return f"{base}/projects/{project}/features/{quote(self._flag_key, safe='')}"
 
     @property
     def target(self) -> str:
@@ -103,6 +112,7 @@ class UnleashAdmin:
     def close(self) -> None:
         """Release the HTTP connections."""
         self._session.close()
+        self._check.close()
 
     def set_active(self, active: bool, *, actor: str, reason: str) -> Acknowledgement:  # noqa: FBT001 -- the value is the point
         """Turn the flag on or off in the configured environment.
@@ -144,12 +154,20 @@ class UnleashAdmin:
             reason,
             safe_url(self._settings.admin_base),
         )
+        # A 2xx moved the switch; what readers get is the SDK's evaluation of the client payload.
+        served = self._check.served(active, self._settings.confirm_timeout)
         return Acknowledgement(
             flag_key=self._flag_key,
             active=active,
             acknowledged_at=acknowledged_at,
             change_id=None,
             changed=before is not active,
+            served=served.value,
+            served_detail=served.detail,
+            target=(
+                f"Unleash project {self._settings.project!r}, environment "
+                f"{self._settings.environment!r}, flag {self._flag_key!r}"
+            ),
         )
 
     def get_active(self) -> bool | None:

@@ -57,6 +57,10 @@ class UnleashSettings(BaseSettings):
     request_timeout: float = Field(default=2.0, gt=0, le=60)
     """Seconds any single HTTP request may take; a hung server is a failed contact after this."""
 
+    confirm_timeout: float = Field(default=10.0, gt=0, le=120)
+    """Seconds ``halt``/``resume`` wait for the client API to show the change before reporting
+    what readers are served from what it does show."""
+
     @field_validator("url", "admin_url")
     @classmethod
     def _api_base(cls, value: str | None) -> str | None:

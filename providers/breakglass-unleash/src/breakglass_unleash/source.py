@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import requests
-from UnleashClient.cache import BaseCache
 from UnleashClient.clients.unleash_client import UnleashClient
 from UnleashClient.utils import InstanceAllowType
 
@@ -43,6 +42,8 @@ from breakglass.observation import Observation
 from breakglass.reading import ReadingLoop, stall_allowance
 from breakglass.retry import safe_url
 from breakglass_unleash._http import describe_exception, new_session, retry_after_seconds
+from breakglass_unleash.cache import MemoryCache
+from breakglass_unleash.served import service_context
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -57,41 +58,6 @@ _REVISION_TICK = 1.25
 """Seconds: Unleash recomputes its bulk revision once a second; the rest is margin."""
 _MAX_RATE_LIMIT_PAUSE = 10.0
 _CLOSE_WAIT = 0.9
-
-
-class _MemoryCache(BaseCache):
-    """The SDK's cache, kept in memory only.
-
-    The SDK's default ``FileCache`` persists the last payload on disk and loads
-    it at the next start, even when the server is unreachable; a stale ``true``
-    would come back from the dead. This cache dies with the process.
-    """
-
-    bootstrapped = False
-
-    def __init__(self) -> None:
-        self._data: dict[str, Any] = {}
-        self._lock = threading.Lock()
-
-    def set(self, key: str, value: Any) -> None:
-        with self._lock:
-            self._data[key] = value
-
-    def mset(self, data: dict[str, Any]) -> None:
-        with self._lock:
-            self._data.update(data)
-
-    def get(self, key: str, default: Any | None = None) -> Any:
-        with self._lock:
-            return self._data.get(key, default)
-
-    def exists(self, key: str) -> bool:
-        with self._lock:
-            return key in self._data
-
-    def destroy(self) -> None:
-        with self._lock:
-            self._data.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +82,7 @@ class UnleashSource:
         self._flag_key = flag_key
         self._clock = clock
         self._flag_url = f"{settings.url}/client/features/{quote(flag_key, safe='')}"
-        self._context = {"sessionId": f"breakglass:{settings.app_name}"}
+        self._context = service_context(settings)
         self._lock = threading.Lock()
         self._current = Observation.unread(SOURCE_NAME)
         self._stop = threading.Event()
@@ -326,7 +292,7 @@ class UnleashSource:
             custom_headers={"Authorization": settings.client_token.get_secret_value()},
             # requests' response hook: the only place the SDK shows a 304 (= still fresh).
             custom_options={"hooks": {"response": [self._on_sdk_response]}},
-            cache=_MemoryCache(),
+            cache=MemoryCache(),
             multiple_instance_mode=InstanceAllowType.SILENTLY_ALLOW,
         )
 
