@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Self
 
 from breakglass.audit.recorder import AuditRecorder
+from breakglass.authority import halt_authority
 from breakglass.clock import SYSTEM_CLOCK, Clock
 from breakglass.engine import StateEngine
 from breakglass.errors import AdminError, ConfigurationError, NotServedError
@@ -23,6 +25,9 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from breakglass.seams import Acknowledgement, AuditSource, FlagAdmin
+
+
+logger = logging.getLogger("breakglass")
 
 
 class Bridge:
@@ -87,7 +92,15 @@ class Bridge:
         return f"Bridge(provider={self.name!r}, flag_key={self.settings.flag_key!r})"
 
     def start(self) -> Self:
-        """Start reading (returns at once; the flag reads halted until confirmed)."""
+        """Start reading (returns at once; the flag reads halted until confirmed).
+
+        Logs a warning for each way this process could change the flag itself
+        (see :mod:`breakglass.authority`): a guarded service should only read it.
+        """
+        for line in self.halt_authority():
+            logger.warning(
+                "%s: a guarded service that can change its flag can un-halt itself", line
+            )
         self.engine.start()
         if self.role is not None and self.report_settings.url is not None and self.reporter is None:
             self.reporter = Reporter(
@@ -95,6 +108,10 @@ class Bridge:
             )
             self.reporter.start()
         return self
+
+    def halt_authority(self) -> list[str]:
+        """How this process could change the flag (empty when it can only read it)."""
+        return halt_authority(self.backends)
 
     def close(self) -> None:
         """Stop reading and release threads and sockets (the admin's and audit's too, if they hold any)."""

@@ -156,9 +156,19 @@ def status(ctx: _Context, *, as_json: bool, wait: float) -> None:
         with _open(ctx) as bridge:
             state = bridge.engine.wait_for_confirmation(wait)
             info = state_as_dict(state, bridge)
+            authority = bridge.halt_authority()
     except BreakglassError as exc:
         _fail(exc)
-    click.echo(json.dumps(info) if as_json else _describe(info))
+    if as_json:
+        click.echo(json.dumps({**info, "can_change_flag": authority}))
+    else:
+        click.echo(_describe(info))
+        for line in authority:
+            click.echo(
+                f"breakglass: warning: {safe(line)}; a guarded service running like this could "
+                "un-halt itself (see the privilege-separated layout in docs/deployment.md)",
+                err=True,
+            )
     sys.exit(0 if info["active"] else EXIT_HALTED)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from breakglass.authority import file_authority
 from breakglass.clock import SYSTEM_CLOCK, Clock
 from breakglass.observation import NoValue
 from breakglass.seams import Acknowledgement
@@ -24,6 +25,10 @@ class LocalAdmin:
     def target(self) -> str:
         """The vendor-side object this admin changes (compared by the probe to protect production)."""
         return f"local:{self._store.path.resolve()}:{self._flag_key}"
+
+    def halt_authority(self) -> str | None:
+        """How this process could change the flag (``None``: it can only read the store)."""
+        return file_authority(self._store.path)
 
     def __repr__(self) -> str:
         return f"LocalAdmin({self._store!r}, flag_key={self._flag_key!r})"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sqlite3
+import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,8 @@ from breakglass.observation import NoValue
 if TYPE_CHECKING:
     from datetime import datetime
     from pathlib import Path
+
+logger = logging.getLogger("breakglass")
 
 _SCHEMA = (
     # A random id per store file: change numbers restart when a file is recreated, ids must not.
@@ -116,7 +120,11 @@ class LocalStore:
         return LocalReader(self.path)
 
     def write(self, key: str, value: object, *, actor: str, reason: str) -> LocalChange:
-        """Set the flag to ``value`` and log the change; returns the log entry."""
+        """Set the flag to ``value`` and log the change; returns the log entry.
+
+        The file never stays writable by group or others (a umask of 002 would
+        let the guarded service's group un-halt it): only its owner may change it.
+        """
         now = self._clock.now()
         with connect(self.path) as conn:
             _migrate(conn)
@@ -129,7 +137,9 @@ class LocalStore:
                 " version = flags.version + 1, updated_at = excluded.updated_at",
                 (key, json.dumps(value), isoformat_ms(now)),
             )
-            return self._log(conn, key, action, before, value, actor, reason, now)
+            change = self._log(conn, key, action, before, value, actor, reason, now)
+        _owner_only_writes(self.path)
+        return change
 
     def delete(self, key: str, *, actor: str, reason: str) -> LocalChange:
         """Remove the flag (it then reads as missing) and log the change."""
@@ -222,6 +232,17 @@ class LocalStore:
 _READ = "SELECT value FROM flags WHERE key = ?"
 
 
+def _owner_only_writes(path: Path) -> None:
+    """Drop the group and other write bits of ``path`` (never adds a permission)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o022:
+            path.chmod(mode & ~0o022)
+    except OSError as exc:
+        # The value is written already: say so loudly, but do not turn a done halt into a failure.
+        logger.warning("cannot drop group/other write permission of %s: %s", path, exc)
+
+
 class LocalReader:
     """Reads one flag again and again over one kept connection (for a single polling thread).
 
@@ -250,7 +271,8 @@ class LocalReader:
         try:
             if self._conn is None or identity != self._identity:
                 self.close()
-                # mode=rw: never create the file, but allow rolling back a crashed writer's journal.
+                # mode=rw: never create the file, but allow rolling back a crashed writer's journal
+                # (SQLite opens a file this process may not write read-only: the separated layout).
                 self._conn = sqlite3.connect(
                     f"file:{self.path}?mode=rw",
                     uri=True,

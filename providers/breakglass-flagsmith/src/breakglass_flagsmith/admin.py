@@ -146,6 +146,10 @@ class FlagsmithAdmin:
             f"?feature={quote(self._feature, safe='')}"
         )
 
+    def halt_authority(self) -> str:
+        """This process holds management credentials: it could change the flag."""
+        return f"this process holds Flagsmith management credentials ({ADMIN_TOKEN_SETTING})"
+
     @property
     def target(self) -> str:
         """The vendor-side object this admin changes (compared by the probe to protect production)."""

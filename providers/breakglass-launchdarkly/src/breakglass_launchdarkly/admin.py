@@ -111,6 +111,10 @@ class LaunchDarklyAdmin:
             f"{quote(settings.environment_key, safe='')}/features/{quote(self._flag_key, safe='')}"
         )
 
+    def halt_authority(self) -> str:
+        """This process holds management credentials: it could change the flag."""
+        return f"this process holds LaunchDarkly management credentials ({API_TOKEN_SETTING})"
+
     @property
     def target(self) -> str:
         """The vendor-side object this admin changes (compared by the probe to protect production)."""

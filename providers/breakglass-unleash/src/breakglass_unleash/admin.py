@@ -94,6 +94,10 @@ class UnleashAdmin:
         project = quote(self._settings.project, safe="")
         return f"{base}/projects/{project}/features/{quote(self._flag_key, safe='')}"
 
+    def halt_authority(self) -> str:
+        """This process holds management credentials: it could change the flag."""
+        return f"this process holds Unleash management credentials ({TOKEN_SETTING})"
+
     @property
     def target(self) -> str:
         """The vendor-side object this admin changes (compared by the probe to protect production)."""
