@@ -58,6 +58,9 @@ NOT_SETTINGS = frozenset(
         POLICY_FILE_ENV,
         "BREAKGLASS_KILLSWITCH_CONFIG",  # breakglass-killswitch's own config file
         "BREAKGLASS_KUBECTL",  # the kubectl the kill switch's tests drive
+        "BREAKGLASS_CHROMIUM",  # the browser that renders resumption reports
+        "BREAKGLASS_ACK_SECRET",  # docs/notifications.md: ack_secret = "env:BREAKGLASS_ACK_SECRET"
+        "BREAKGLASS_TOKEN",  # docs/serve.md: a bearer token in the operator's shell
     }
 )
 """``BREAKGLASS_*`` variables that are not settings but are read by breakglass or its tools."""
