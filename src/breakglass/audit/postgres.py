@@ -322,7 +322,12 @@ class PostgresAuditStore:
                     "INSERT INTO audit_cursors (provider, flag_key, cursor, updated_at)"
                     " VALUES (%s, %s, %s, %s) ON CONFLICT (provider, flag_key) DO UPDATE SET"
                     " cursor = excluded.cursor, updated_at = excluded.updated_at",
-                    (cursor.provider, cursor.flag_key, cursor.cursor, SYSTEM_CLOCK.now()),
+                    (
+                        cursor.provider,
+                        cursor.flag_key,
+                        column_text(cursor.cursor),
+                        SYSTEM_CLOCK.now(),
+                    ),
                 )
         return SaveResult(inserted=inserted, duplicates=duplicates, conflicts=conflicts)
 

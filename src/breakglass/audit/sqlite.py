@@ -259,7 +259,7 @@ class SqliteAuditStore:
                     "INSERT INTO audit_cursors (provider, flag_key, cursor, updated_at)"
                     " VALUES (?, ?, ?, ?) ON CONFLICT (provider, flag_key) DO UPDATE SET"
                     " cursor = excluded.cursor, updated_at = excluded.updated_at",
-                    (cursor.provider, cursor.flag_key, cursor.cursor, _now()),
+                    (cursor.provider, cursor.flag_key, column_text(cursor.cursor), _now()),
                 )
         return SaveResult(inserted=inserted, duplicates=duplicates, conflicts=conflicts)
 
