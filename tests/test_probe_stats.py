@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from breakglass.errors import AdminUnavailableError
 from breakglass.probe import Bounds, ProbeOptions, ProbeResult, Round, nearest_rank, summarize
-from breakglass.probe.runner import _Run
+from breakglass.probe.runner import _acknowledged_mono, _Run
 from breakglass.probe.wire import Kind, ReaderEvent, error_line, parse, state_line
 from breakglass.seams import Acknowledgement
 from breakglass.settings import Settings
@@ -232,3 +233,14 @@ def test_a_failed_restore_is_reported_never_hidden(monkeypatch: pytest.MonkeyPat
     assert "restore failed: AdminUnavailableError: 503 from the vendor" in (result.aborted or "")
     assert "was not restored" in (result.error or "")
     assert not result.passed
+
+
+def test_propagation_is_timed_from_the_acknowledgement_not_from_the_served_check() -> None:
+    """set_active returns after confirming what readers are served; the clock starts at the ack."""
+    now = time.monotonic()
+    two_seconds_ago = datetime.now(UTC) - timedelta(seconds=2)
+    acked = _acknowledged_mono(two_seconds_ago, started=now - 10)
+    assert now - 3 < acked < now - 1  # generous: only the order of magnitude matters
+    # Never before the call started (a wall clock stepped forward), never after it returned.
+    assert _acknowledged_mono(datetime.now(UTC) - timedelta(hours=1), started=now) == now
+    assert _acknowledged_mono(datetime.now(UTC) + timedelta(hours=1), started=now - 1) >= now

@@ -42,6 +42,7 @@ from breakglass.state import Cause
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from datetime import datetime
     from types import FrameType
 
     from breakglass.probe.fleet import Reader
@@ -432,7 +433,7 @@ class _Run:
         self.uncertain = True
         started = time.monotonic()
         ack = admin.set_active(target, actor=options.actor, reason=reason)
-        acked = time.monotonic()
+        acked = _acknowledged_mono(ack.acknowledged_at, started)
         self.current = target
         self.uncertain = False
         observed: list[float | None] = [None] * options.readers
@@ -558,3 +559,16 @@ def run_probe(
     """
     check_flag_key(settings, options)
     return _Run(settings, options, on_round, say or (lambda _line: None)).run()
+
+
+def _acknowledged_mono(acknowledged_at: datetime, started: float) -> float:
+    """When the vendor acknowledged, on the monotonic clock.
+
+    ``set_active`` returns only after it confirmed what readers are served,
+    which may take a while longer than the acknowledgement itself (Unleash's
+    client API trails by a revision tick): propagation is measured from the
+    acknowledgement, mapped from the wall clock and kept within the call.
+    """
+    returned = time.monotonic()
+    since = (SYSTEM_CLOCK.now() - acknowledged_at).total_seconds()
+    return min(returned, max(started, returned - max(0.0, since)))
