@@ -288,3 +288,29 @@ def test_cli_resume_goes_through_the_same_gate(
     assert closed.closed_by == "bob"
     entries = gate.store.entries(suspension.id)
     assert [e.data["classification"] for e in entries if e.kind == "resume"] == ["drill"]
+
+
+def test_the_gate_resists_forged_actors_bad_input_and_revoked_tokens(gated: Running) -> None:
+    with _client(gated, "halter") as halter:
+        assert halter.post("/v1/halt", json={"reason": "x"}).status_code == 200
+    with _client(gated, "approver") as a1:
+        # The approver is the token's identity: a body naming someone else is refused outright.
+        forged = a1.post("/v1/resume/approvals", json={"actor": "ceo@example.org"})
+        assert forged.status_code == 422
+        bad_class = a1.post("/v1/resume", json={"reason": "ok", "classification": "blame"})
+        assert bad_class.status_code == 422
+        control = a1.post("/v1/resume/checklist/root-cause", json={"answer": "ok\x1b[2Jfake"})
+        assert control.status_code == 422
+        too_long = a1.post("/v1/resume/checklist/root-cause", json={"answer": "x" * 2001})
+        assert too_long.status_code == 422
+        assert a1.get("/v1/resume").json()["approvals"] == []
+    assert gated.server.services.tokens.revoke("approver-2", by="test")
+    time.sleep(0.5)  # the token list is re-read every 0.2 s here
+    with _client(gated, "approver-2") as revoked:
+        assert revoked.post("/v1/resume/approvals", json={}).status_code == 401
+    # A console form without its CSRF token changes nothing.
+    with httpx.Client(base_url=gated.url) as browserless:
+        answer = browserless.post("/console/resume/approve", data={"csrf": "guess"})
+        assert answer.status_code in (401, 403)
+    with _client(gated, "viewer") as viewer:
+        assert viewer.get("/v1/resume").json()["approvals"] == []

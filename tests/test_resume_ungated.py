@@ -102,8 +102,9 @@ def test_dashboard_resume_is_detected_alerted_and_undone(  # noqa: PLR0915 -- on
     assert page[0]["payload"]["severity"] == "critical"
     assert "UNGATED RESUME" in page[0]["payload"]["summary"]
 
-    # The console's stream and the record say so; the gated resume closes it all.
+    # The gate shows it (the console's resume panel too); the gated resume closes it all.
     with enforced.client("approver") as c:
+        assert c.get("/v1/resume").json()["ungated"][0]["outcome"] == "undone"
         c.post("/v1/resume/checklist/root-cause", json={"answer": "a dashboard user did not know"})
         assert c.post("/v1/resume/approvals", json={}).status_code == 200
         resumed = c.post(

@@ -56,6 +56,8 @@ class GateView:
     conditions: list[dict[str, Any]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     """What stops a resume now, one line each (the classification is asked at the resume)."""
+    ungated: list[dict[str, Any]] = field(default_factory=list)
+    """Resumes seen outside the gate during this suspension (each undone or not)."""
 
     @property
     def prerequisites_missing(self) -> list[str]:
@@ -73,6 +75,7 @@ class GateView:
             "approvals_needed": self.approvals_needed,
             "conditions": self.conditions,
             "classifications": list(CLASSIFICATIONS),
+            "ungated": self.ungated,
         }
 
 
@@ -132,6 +135,7 @@ class PolicyGate:
     def view_of(self, suspension: Suspension, entries: list[Entry]) -> GateView:
         """What is done and missing, from a suspension and its entries."""
         view = GateView(suspension, approvals_needed=self.policy.approvals)
+        view.ungated = [e.data for e in entries if e.kind == "ungated"]
         checks = {e.key: e for e in entries if e.kind == CHECK}
         for item in self.items(suspension):
             tick = checks.get(item.id)
