@@ -556,3 +556,18 @@ def test_a_record_the_store_refuses_does_not_stick_the_pull(tmp_path: Path) -> N
     assert real.problems()[0].detail.startswith("local:2: the store refused it")
     again = pull_history(store, Source(), provider="local", flag_key="system-active")
     assert (again.error, again.stored) == (None, 0)
+
+
+def test_a_signing_key_others_can_read_is_warned_about(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from breakglass.cli import main
+
+    generate(tmp_path / "k.pem", tmp_path / "k.pub")
+    assert not load_signer(tmp_path / "k.pem").exposed  # keygen writes it 0600
+    (tmp_path / "k.pem").chmod(0o644)
+    env = {"BREAKGLASS_STATE_DIR": str(tmp_path / "state")}
+    args = ["audit", "export", "--sign-key", str(tmp_path / "k.pem"), "--out", str(tmp_path / "e")]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert "is readable by other users" in result.output

@@ -347,6 +347,12 @@ def export(  # noqa: PLR0913 -- one parameter per option
                 return
             key_path = sign_key or audit_settings.signing_key
             signer = load_signer(key_path) if key_path is not None else None
+            if signer is not None and signer.exposed:
+                click.echo(
+                    f"breakglass: warning: the signing key {safe(key_path)} is readable by other "
+                    "users; whoever reads it can sign forgeries (chmod 600)",
+                    err=True,
+                )
             stamper = _stamper(tsa_url or audit_settings.tsa_url)
             with _output(out, binary=True) as handle:
                 manifest = export_jsonl(

@@ -47,10 +47,16 @@ def key_id(public: Ed25519PublicKey) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Signer:
-    """A private key that signs export hashes (its repr never shows the key)."""
+    """A private key that signs export hashes (its repr never shows the key).
+
+    Attributes:
+        key_id: The public key's short name (:func:`key_id`).
+        exposed: The key file is readable by other users than its owner.
+    """
 
     _key: Ed25519PrivateKey
     key_id: str
+    exposed: bool = False
 
     def __repr__(self) -> str:
         return f"Signer(key_id={self.key_id!r})"
@@ -145,7 +151,11 @@ def load_signer(path: Path) -> Signer:
         ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigurationError(f"{path} holds a {type(key).__name__}, not an Ed25519 key")
-    return Signer(key, key_id(key.public_key()))
+    try:
+        exposed = bool(path.stat().st_mode & 0o077)
+    except OSError:
+        exposed = False
+    return Signer(key, key_id(key.public_key()), exposed)
 
 
 def load_public_key(path: Path) -> PublicKey:
