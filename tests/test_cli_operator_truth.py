@@ -80,6 +80,11 @@ def test_a_settings_error_during_halt_is_not_halted(
     assert halted.exit_code == EXIT_NOT_HALTED
     assert "NOT HALTED" in halted.output
     assert "BREAKGLASS_MAX_STALENESS" in halted.output
+    resumed = run.invoke(main, ["resume", "--reason", "go", "--json"])
+    assert resumed.exit_code == EXIT_NOT_RESUMED
+    info = json.loads(resumed.output)
+    assert (info["ok"], info["verdict"]) == (False, "NOT RESUMED")
+    assert "BREAKGLASS_MAX_STALENESS" in info["error"]["message"]
 
 
 def test_outside_text_is_escaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -422,7 +422,7 @@ def resume(
             else []
         )
     except BreakglassError as exc:
-        _fail(exc)
+        _not_changed(active=True, error=exc, fallback=[], as_json=as_json)
     if missing:
         click.echo("breakglass: resume refused by the resumption gate; missing:", err=True)
         for line in missing:
