@@ -130,6 +130,12 @@ def test_resume_panel_lists_what_is_missing_and_resumes_with_two_approvers(  # n
             page.get_by_role("button", name="Discard selected").click()
             expect(page.locator("#held")).to_contain_text("No decisions held.")
             c.shot("resume-07-reviewed")
+            # The suspension report, from the history, in the same login.
+            with page.expect_navigation():
+                page.locator("#history").get_by_role("link", name="HTML").first.click()
+            expect(page.get_by_role("heading", name="Suspension report")).to_be_visible()
+            expect(page.locator("body")).to_contain_text("Closed as precautionary")
+            c.shot("resume-08-report")
         states = sorted(h.state for h in holds.decisions(("released", "discarded")))
         assert states == ["discarded", "released"]
         assert serve.wait_active(True)

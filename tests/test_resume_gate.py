@@ -18,9 +18,10 @@ import httpx
 import pytest
 
 from breakglass.errors import ConfigurationError
+from breakglass.local.store import LocalStore
 from breakglass.policy import parse_policy
 from breakglass.serve.auth import Role
-from breakglass.testing.serve import Running, running_serve
+from breakglass.testing.serve import FLAG, Running, running_serve
 from tests.resume_policies import CHECKLIST
 
 if TYPE_CHECKING:
@@ -237,7 +238,7 @@ def test_without_a_policy_an_approver_resumes_alone(
         assert c.post("/v1/resume", json={"reason": "y"}).status_code == 200
 
 
-def test_cli_resume_goes_through_the_same_gate(
+def test_cli_resume_goes_through_the_same_gate(  # noqa: PLR0915 -- one story
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from click.testing import CliRunner
@@ -256,10 +257,15 @@ def test_cli_resume_goes_through_the_same_gate(
     monkeypatch.setenv("BREAKGLASS_POLICY_FILE", str(policy))
     monkeypatch.chdir(tmp_path)
     run = CliRunner()
-    # No suspension yet (the flag was never set): the gate has nothing to resume from.
-    first = run.invoke(main, ["resume", "--reason", "first start", "--classification", "drill"])
-    assert first.exit_code == 4, first.output
-    assert "no open suspension" in first.output
+    # First start: the flag does not exist yet, nothing was halted, so nothing to gate.
+    first = run.invoke(main, ["resume", "--reason", "first start"])
+    assert first.exit_code == 0, first.output
+    assert "first start" in first.output
+    # A flag turned off where no suspension was recorded: the gate refuses, saying so.
+    LocalStore(tmp_path / "state" / "local.db").write(FLAG, value=False, actor="x", reason="y")
+    unrecorded = run.invoke(main, ["resume", "--reason", "r", "--classification", "drill"])
+    assert unrecorded.exit_code == 4, unrecorded.output
+    assert "no open suspension" in unrecorded.output
 
     halted = run.invoke(main, ["halt", "--actor", "bob", "--reason", "drill begins"])
     assert halted.exit_code == 0, halted.output

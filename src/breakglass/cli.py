@@ -35,6 +35,7 @@ from breakglass.relay.cli import relay
 from breakglass.safe_text import safe
 from breakglass.serve.cli import serve
 from breakglass.settings import Settings, load_settings
+from breakglass.state import Cause
 from breakglass.targets import TargetResult
 
 if TYPE_CHECKING:
@@ -416,6 +417,12 @@ def resume(
 
     try:
         gate = cli_gate(ctx.settings())
+        if gate is not None and gate.store.open_suspension() is None and _never_set(ctx):
+            # First start: nothing was ever halted, so there is no suspension to close.
+            click.echo(
+                "breakglass: the flag does not exist yet; creating it (first start)", err=True
+            )
+            gate = None
         missing = (
             authorise(gate, actor=actor, reason=reason, classification=classification)
             if gate is not None
@@ -435,6 +442,12 @@ def resume(
             close(gate, actor=actor, reason=reason)
 
     _change(ctx, active=True, actor=actor, reason=reason, as_json=as_json, on_done=closed)
+
+
+def _never_set(ctx: _Context) -> bool:
+    """Whether the flag does not exist at the provider (a first start, not a halt)."""
+    with _open(ctx) as bridge:
+        return bridge.engine.wait_for_confirmation(5.0).cause is Cause.FLAG_MISSING
 
 
 @main.command()
