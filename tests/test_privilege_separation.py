@@ -169,6 +169,11 @@ def test_status_and_the_bridge_warn_when_this_process_can_change_the_flag(
     bridge.close()
     assert "can un-halt itself" in caplog.text
     assert "flag store" in caplog.text
+    caplog.clear()
+    control_plane = Bridge.from_settings(_settings(state / "local.db", state))
+    control_plane.start(halt_authority=True)  # breakglass serve: meant to change the flag
+    control_plane.close()
+    assert "can un-halt itself" not in caplog.text
     env = {"BREAKGLASS_STATE_DIR": str(state)}
     result = CliRunner().invoke(main, ["status", "--json"], env=env)
     assert result.exit_code == 0, result.output

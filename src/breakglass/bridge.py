@@ -91,13 +91,15 @@ class Bridge:
     def __repr__(self) -> str:
         return f"Bridge(provider={self.name!r}, flag_key={self.settings.flag_key!r})"
 
-    def start(self) -> Self:
+    def start(self, *, halt_authority: bool = False) -> Self:
         """Start reading (returns at once; the flag reads halted until confirmed).
 
         Logs a warning for each way this process could change the flag itself
         (see :mod:`breakglass.authority`): a guarded service should only read it.
+        ``halt_authority=True`` says this process is meant to change the flag
+        (``breakglass serve``, the operator's control plane): no warning then.
         """
-        for line in self.halt_authority():
+        for line in [] if halt_authority else self.halt_authority():
             logger.warning(
                 "%s: a guarded service that can change its flag can un-halt itself", line
             )

@@ -67,7 +67,7 @@ def build(
     store = open_store(settings, serve, clock)
     if gate is None:
         gate = policy_gate(store, clock)
-    bridge = Bridge.from_settings(settings, clock=clock).start()
+    bridge = Bridge.from_settings(settings, clock=clock).start(halt_authority=True)
     try:
         try:
             session_key = store.session_key()
