@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -235,25 +236,37 @@ def _many_changes(path: Path, count: int) -> None:
 def _kill_until_done(
     env: dict[str, str], count_stored: Any, total: int, rng: random.Random
 ) -> tuple[int, int]:
-    """Run the pull, SIGKILL it at random moments, until one run finishes; return (kills, mid-way kills)."""
+    """Run the pull, SIGKILL it half-way through, until one run finishes; return (kills, mid-way kills).
+
+    A run is killed once it has stored a random number of new records, not after a fixed time, so a
+    slow machine still kills mid-way; after a few mid-way kills one run is left to finish.
+    """
     kills = midway = 0
     for _attempt in range(60):
+        before = count_stored()
         proc = subprocess.Popen(
             [sys.executable, "-m", "breakglass", "audit", "pull", "--page-pause", "0.02", "--json"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        try:
-            proc.wait(timeout=rng.uniform(0.4, 1.6))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.communicate(timeout=10)  # reaps it and closes the pipes
+        target = before + rng.randint(200, 3000) if midway < 3 else total + 1
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and time.monotonic() < deadline:
+            if count_stored() >= target:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        if proc.poll() is None and time.monotonic() >= deadline:
+            proc.kill()
+            proc.communicate(timeout=10)
+            pytest.fail("a pull made no progress for 240 s")
+        out, err = proc.communicate(timeout=10)  # reaps it and closes the pipes
+        if proc.returncode == -signal.SIGKILL:
             kills += 1
             if 0 < count_stored() < total:
                 midway += 1
             continue
-        out, err = proc.communicate(timeout=10)
         assert proc.returncode == 0, err.decode()
         [report] = json.loads(out)
         assert report["malformed"] == 0
