@@ -2,15 +2,82 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
+import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from breakglass import forking
 from breakglass.errors import StoreError, StoreMissingError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+
+_FORK_WAIT = 2.0
+"""Seconds fork() waits for SQLite work in flight before it goes ahead anyway."""
+
+
+class _ForkGate:
+    """Keeps ``fork()`` out of the middle of an SQLite unit of work.
+
+    SQLite keeps its file locks' bookkeeping per process. A child forked while a
+    parent thread was inside a transaction inherits that bookkeeping but not the
+    thread that would end it: every connection the child opens on that file then
+    reads "database is locked" for ever (a halted child that never recovers). So
+    ``fork()`` waits, bounded, until no unit of work is in flight, and holds new
+    ones back until it returns.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._forking = False
+
+    @contextmanager
+    def unit(self) -> Iterator[None]:
+        with self._cond:
+            while self._forking:
+                self._cond.wait()
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy -= 1
+                if self._busy == 0:
+                    self._cond.notify_all()
+
+    def before(self) -> None:
+        self._cond.acquire()
+        self._forking = True
+        deadline = time.monotonic() + _FORK_WAIT
+        while self._busy and (remaining := deadline - time.monotonic()) > 0:
+            self._cond.wait(remaining)
+        # Held across fork(): nothing can start a unit of work until the fork is done.
+
+    def after_in_parent(self) -> None:
+        self._forking = False
+        self._cond.notify_all()
+        self._cond.release()
+
+    def after_in_child(self) -> None:
+        # The units of the parent's other threads do not exist here.
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._forking = False
+
+
+FORK_GATE = _ForkGate()
+"""Every unit of SQLite work in breakglass runs inside ``FORK_GATE.unit()``."""
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=FORK_GATE.before, after_in_parent=FORK_GATE.after_in_parent)
+# In the child, the gate opens before any object restarts its readers (which read SQLite).
+forking.in_child(FORK_GATE.after_in_child)
 
 
 @contextmanager
@@ -26,6 +93,14 @@ def connect(
     One connection per unit of work keeps the store safe to use from any
     thread and from many processes at once.
     """
+    with FORK_GATE.unit(), _connect(path, timeout=timeout, create=create, write=write) as conn:
+        yield conn
+
+
+@contextmanager
+def _connect(
+    path: Path, *, timeout: float, create: bool, write: bool
+) -> Iterator[sqlite3.Connection]:
     try:
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)

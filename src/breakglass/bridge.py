@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from types import TracebackType
 
-    from breakglass.seams import Acknowledgement, AuditSource, FlagAdmin
+    from breakglass.seams import Acknowledgement, AuditSource, FlagAdmin, FlagSource
 
 
 logger = logging.getLogger("breakglass")
@@ -62,14 +62,15 @@ class Bridge:
         # Nothing remembered unless every source may be: the relay keeps its workers' state.
         durable = all(b.durable for b in self.backends)
         store = StateStore(settings.state_file, self.name, settings.flag_key) if durable else None
+        self._clock = clock
         self.engine = StateEngine(
             settings.flag_key,
             [b.source for b in self.backends],
             max_staleness=settings.max_staleness,
             store=store,
             clock=clock,
+            sources_after_fork=self._rebuild_after_fork,
         )
-        self._clock = clock
         # The bridge's own evidence (observed flips, halts, resumes); off the request path.
         self.recorder = AuditRecorder.for_bridge(settings, self.name, clock=clock)
         self.recorder.attach(self.engine)
@@ -90,6 +91,14 @@ class Bridge:
 
     def __repr__(self) -> str:
         return f"Bridge(provider={self.name!r}, flag_key={self.settings.flag_key!r})"
+
+    def _rebuild_after_fork(self) -> list[FlagSource]:
+        """In a forked child: every provider's seams built afresh (own SDK clients, sockets, threads)."""
+        self.backends = [
+            load_plugin(b.name).create(self.settings, self._clock) for b in self.backends
+        ]
+        self.backend = self.backends[0]
+        return [b.source for b in self.backends]
 
     def start(self, *, halt_authority: bool = False) -> Self:
         """Start reading (returns at once; the flag reads halted until confirmed).

@@ -12,6 +12,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
+from breakglass import forking
 from breakglass.clock import SYSTEM_CLOCK, Clock
 from breakglass.errors import StoreError
 from breakglass.observation import NoValue, Observation
@@ -58,6 +59,9 @@ class StateEngine:
         max_staleness: Seconds a confirmation stays fresh.
         store: The durable last-known state; ``None`` keeps nothing across restarts.
         clock: The clocks to read (tests pass a manual one).
+        sources_after_fork: Builds new sources in a forked child (the parent's
+            reader threads do not survive ``fork()``); without it a started
+            engine's child reads halted, cause ``reader_stopped``.
 
     Thread-safety: sources report from their own threads; listeners are called
     one at a time, in decision order, from whichever thread caused the change.
@@ -71,10 +75,12 @@ class StateEngine:
         max_staleness: float,
         store: StateStore | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        sources_after_fork: Callable[[], Sequence[FlagSource]] | None = None,
     ) -> None:
         self.flag_key = flag_key
         self.max_staleness = max_staleness
         self._sources = list(sources)
+        self._sources_after_fork = sources_after_fork
         self._store = store
         self._clock = clock
         self._lock = threading.Lock()
@@ -94,6 +100,7 @@ class StateEngine:
         self._notified: FlagState | None = None
         self._started = False
         self._closed = False
+        self._forked = False
         self._wake = threading.Event()
         self._answered = threading.Event()
         self._timer: threading.Thread | None = None
@@ -101,6 +108,7 @@ class StateEngine:
         self._state = initial
         self.deadline: float = HALTED_DEADLINE
         """Monotonic time until which the flag is active; read lock-free on the hot path."""
+        forking.in_child(self._after_fork, restart=self._restart_after_fork)
 
     def __repr__(self) -> str:
         return f"StateEngine(flag_key={self.flag_key!r}, sources={list(self._observations)!r})"
@@ -154,6 +162,52 @@ class StateEngine:
         self._wake.set()
         if self._timer is not None:
             self._timer.join(timeout=2.0)
+
+    def _after_fork(self) -> None:
+        """In a forked child: fresh locks, nothing from the parent, halted until its own readers confirm."""
+        self._lock = threading.Lock()
+        self._notify_lock = threading.RLock()
+        self._wake = threading.Event()
+        self._answered = threading.Event()
+        self.deadline = HALTED_DEADLINE
+        forked = FlagState(
+            active=False,
+            cause=Cause.UNCONFIRMED,
+            detail="forked: halted until this process's own readers confirm",
+        )
+        # The parent's decision and its remembered state were the parent's; this process has
+        # seen nothing yet. Announced to no one: the listeners' state is reset the same way.
+        self._state = self._notified = forked
+        self._remembered, self._remembered_deadline = None, HALTED_DEADLINE
+        self._saved = None
+        self._timer = None
+
+    def _restart_after_fork(self) -> None:
+        """In a forked child, once every lock is fresh: this process's own readers."""
+        if not self._started or self._closed:
+            return
+        rebuilt: Sequence[FlagSource] | None = None
+        if self._sources_after_fork is not None:
+            try:
+                rebuilt = self._sources_after_fork()
+            except Exception:
+                logger.exception("cannot rebuild the sources after fork; serving halted")
+        if rebuilt is None:
+            self._observations = {
+                src.name: Observation.unread(src.name).stopped(
+                    "the reader threads did not survive fork()"
+                )
+                for src in self._sources
+            }
+            self._state = self._notified = decide(
+                self._observations.values(), self._clock.monotonic(), self.max_staleness
+            )
+            return
+        self._sources = list(rebuilt)
+        self._observations = {src.name: Observation.unread(src.name) for src in self._sources}
+        self._started = False
+        self._forked = True
+        self.start()
 
     # ------------------------------------------------------------------ reading
 
@@ -220,7 +274,8 @@ class StateEngine:
         except StoreError as exc:
             self._store_failed(str(exc))
             return
-        if self._remembered is not None:
+        if self._remembered is not None and not self._forked:
+            # A forked child serves no remembered true: it starts halted (a remembered false holds).
             self._remembered_deadline = remembered_deadline(
                 self._remembered,
                 self._clock.monotonic(),

@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from breakglass import forking
 from breakglass.clock import SystemClock
 from breakglass.errors import BreakglassError
 from breakglass.state import Cause, public_reason
@@ -174,6 +175,7 @@ class Guard:
     """
 
     __slots__ = (
+        "__weakref__",
         "_admitted",
         "_clock",
         "_completed",
@@ -228,6 +230,7 @@ class Guard:
         self._halted = False
         self._halted_since: datetime | None = None
         self._refusal: Refusal | None = None
+        forking.in_child(self._after_fork)
         # Subscribe before reading the state, so no change between the two is missed.
         self._unsubscribe: Callable[[], None] | None = engine.subscribe(self._on_state)
         state = engine.state
@@ -242,6 +245,16 @@ class Guard:
 
     def __repr__(self) -> str:
         return f"Guard({self._engine!r}, retry_after={self.retry_after})"
+
+    def _after_fork(self) -> None:
+        """In a forked child: a fresh lock, no requests in flight, halted like the child's engine."""
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = self._admitted = self._completed = self._drained = self._refused = 0
+        self._epoch = 0
+        self._halted = True
+        self._halted_since = None
+        self._refusal = self._refusal_for(self._engine.state)
 
     # ------------------------------------------------------------------ the hot path
 

@@ -36,6 +36,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from breakglass import forking
 from breakglass.audit.codec import prepare
 from breakglass.audit_record import Action, Actor, ActorKind, AuditRecord
 from breakglass.clock import SYSTEM_CLOCK, Clock, isoformat_ms
@@ -125,6 +126,22 @@ class AuditRecorder:
         """Records written to the store so far."""
         self.dropped = 0
         """Records lost: queue overflow while the store was down, or unwritten at close."""
+        forking.in_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent writes its own queue; this process starts an empty one."""
+        self._cond = threading.Condition()
+        self._thread = None
+        self._store = None  # a database connection must not be shared with the parent
+        self._pending.clear()
+        self._closing = False
+        self._writing = 0
+        self._baseline = None
+        self._pid = os.getpid()
+        self._token = secrets.token_hex(4)
+        self._seq = itertools.count(1)
+        # The parent's exit hook was copied too; a child registers its own when it first writes.
+        atexit.unregister(self._at_exit)
 
     def __repr__(self) -> str:
         return (

@@ -12,6 +12,7 @@ import threading
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
+from breakglass._sqlite import FORK_GATE
 from breakglass.audit.codec import COLUMNS, StoredRecord, column_text
 from breakglass.audit.migrations import (
     LATEST,
@@ -148,6 +149,12 @@ class SqliteAuditStore:
         cursor with it, so the next pull fetches the page again: no fsync needed.
         Everything else (the bridge's own records exist nowhere else) is synced.
         """
+        with FORK_GATE.unit():
+            yield from self._tx_body(write=write, conn=conn, refetchable=refetchable)
+
+    def _tx_body(
+        self, *, write: bool, conn: sqlite3.Connection | None, refetchable: bool
+    ) -> Iterator[sqlite3.Connection]:
         if not self._ready:
             self.migrate()
         conn = conn or self._connection()

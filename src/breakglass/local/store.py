@@ -11,7 +11,7 @@ import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from breakglass._sqlite import connect
+from breakglass._sqlite import FORK_GATE, connect
 from breakglass.clock import SYSTEM_CLOCK, Clock, isoformat_ms, parse_iso
 from breakglass.errors import StoreError, StoreMissingError
 from breakglass.observation import NoValue
@@ -268,6 +268,10 @@ class LocalReader:
             self.close()
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
         identity = (stat.st_dev, stat.st_ino)
+        with FORK_GATE.unit():
+            return self._read(key, identity)
+
+    def _read(self, key: str, identity: tuple[int, int]) -> object:
         try:
             if self._conn is None or identity != self._identity:
                 self.close()
