@@ -64,8 +64,13 @@ class ServedCheck:
         self._session.close()
 
     def served(self, min_version: int | None, timeout: float) -> Served:
-        """The evaluation once the SDK data holds ``min_version`` of the flag (or ``timeout`` passed)."""
+        """The evaluation once the SDK data holds ``min_version`` of the flag (or ``timeout`` passed).
+
+        When the data never shows that version, what it does hold is what readers
+        are served: it is evaluated all the same, with the reason appended.
+        """
         deadline = time.monotonic() + timeout
+        latest: tuple[dict[Any, dict[str, Any]], object] | None = None
         while True:
             data, problem = self._fetch()
             if data is not None:
@@ -73,13 +78,19 @@ class ServedCheck:
                 version = flag.get("version") if isinstance(flag, dict) else None
                 if min_version is None or (type(version) is int and version >= min_version):
                     return self._evaluate(data, version)
+                latest = (data, version)
                 problem = (
-                    f"the SDK data has version {version} of the flag, not yet the changed "
+                    f"the SDK data has version {version} of the flag, not the changed "
                     f"version {min_version}"
                 )
             if time.monotonic() + _RETRY_PAUSE > deadline:
-                return Served(None, f"not confirmed within {timeout:g} s: {problem}")
+                break
             time.sleep(_RETRY_PAUSE)
+        late = f"after {timeout:g} s {problem}"
+        if latest is None:
+            return Served(None, f"not confirmed: {late}")
+        served = self._evaluate(*latest)
+        return Served(served.value, f"{served.detail} ({late})")
 
     def _fetch(self) -> tuple[dict[Any, dict[str, Any]] | None, str]:
         settings = self._settings

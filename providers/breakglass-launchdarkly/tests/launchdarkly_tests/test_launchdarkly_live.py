@@ -26,6 +26,7 @@ from breakglass.settings import Settings
 from breakglass.state import Cause, FlagState
 from breakglass.testing.conformance import wait_for
 from breakglass_launchdarkly import LaunchDarklyAudit, load_launchdarkly_settings
+from breakglass_launchdarkly.served import ServedCheck
 from launchdarkly_tests.fake_ld import FakeLaunchDarkly
 
 if TYPE_CHECKING:
@@ -94,6 +95,24 @@ def test_toggle_through_the_rest_api_carries_actor_and_reason(
     assert bridge.admin.get_active() is False
     bridge.resume(actor="oncall@example.com", reason="fixed")
     assert _active_within(bridge, 1.0)
+
+
+def test_served_check_that_never_sees_the_version_still_reports_what_is_served(
+    fake: FakeLaunchDarkly, ld_env: Callable[..., None]
+) -> None:
+    """SDK data that never carries the changed version is evaluated anyway, with the reason."""
+    ld_env(fake)
+    check = ServedCheck(load_launchdarkly_settings(), FLAG)
+    try:
+        current = fake.sdk_version(FLAG)
+        assert current is not None
+        seen = check.served(current + 1000, timeout=0.5)
+        assert seen.value is True  # the flag is on: that is what readers get meanwhile
+        assert f"not the changed version {current + 1000}" in seen.detail
+        fresh = check.served(current, timeout=5.0)
+        assert (fresh.value, "(after" in fresh.detail) == (True, False)
+    finally:
+        check.close()
 
 
 def test_propagation_on_loopback_within_50_ms(
