@@ -30,12 +30,11 @@ stored, the client gets the 503 notice, as without holding.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from breakglass.guard import Guard, Suspended
+from breakglass.middleware._hold import held_body, hold_request, matches, parse_routes
 from breakglass.middleware._notice import render
 
 if TYPE_CHECKING:
@@ -78,7 +77,7 @@ class GuardMiddleware:
         self.guard = guard
         self.exempt_paths = frozenset(exempt_paths)
         self.hold = hold
-        self.hold_routes = tuple(_route(r) for r in hold_routes)
+        self.hold_routes = parse_routes(hold_routes)
         self.hold_max_body = hold_max_body
 
     def __repr__(self) -> str:
@@ -112,11 +111,7 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
 
     def _holds(self, scope: Scope) -> bool:
-        method, path = scope.get("method", ""), scope["path"]
-        return any(
-            (m is None or m == method) and (path == p or path.startswith(p.rstrip("/") + "/"))
-            for m, p in self.hold_routes
-        )
+        return matches(self.hold_routes, scope.get("method", ""), scope["path"])
 
     async def _hold(self, scope: Scope, receive: Receive, send: Send, exc: Suspended) -> None:
         assert self.hold is not None  # noqa: S101 -- checked by the caller
@@ -132,36 +127,24 @@ class GuardMiddleware:
                 await _send_http_notice(send, exc)
                 return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        request = {
-            "method": scope.get("method"),
-            "path": scope["path"],
-            "query": scope.get("query_string", b"").decode("latin-1"),
-            "content_type": headers.get("content-type"),
-            "body_b64": base64.b64encode(bytes(body)).decode(),
-        }
-        key = headers.get("idempotency-key")
         from breakglass.hold.store import HoldError
 
         try:
             held = await asyncio.to_thread(
-                self.hold.hold,
-                "http-request",
-                request,
-                because=exc.refusal.reason,
-                key=f"http:{key}" if key else None,
+                hold_request,
+                self.hold,
+                exc,
+                method=scope.get("method", ""),
+                path=scope["path"],
+                query=scope.get("query_string", b"").decode("latin-1"),
+                content_type=headers.get("content-type"),
+                idempotency_key=headers.get("idempotency-key"),
+                body=bytes(body),
             )
         except HoldError:
             await _send_http_notice(send, exc)
             return
-        answer = json.dumps(
-            {
-                "status": "held",
-                "ticket": held.ticket,
-                "reason": held.held_because,
-                "detail": "the service is suspended; this request is kept for review and "
-                "released or discarded after the suspension",
-            }
-        ).encode()
+        answer = held_body(held)
         await send(
             {
                 "type": "http.response.start",
@@ -173,14 +156,6 @@ class GuardMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": answer})
-
-
-def _route(text: str) -> tuple[str | None, str]:
-    """``"POST /path"`` -> ``("POST", "/path")``; ``"/path"`` -> ``(None, "/path")``."""
-    method, _, path = text.strip().rpartition(" ")
-    if not path.startswith("/"):
-        raise ValueError(f"a hold route is '[METHOD] /path', not {text!r}")
-    return (method.upper() or None), path
 
 
 async def _send_http_notice(send: Send, exc: Suspended) -> None:

@@ -9,6 +9,9 @@ exhausted or closed (PEP 3333: the server calls ``close()`` once it has sent
 the response, even after an error), not merely until the application returns:
 a streaming response is still being produced after that. Threaded servers call
 the middleware from many threads at once; the guard's counters are thread-safe.
+
+Holding works as in the ASGI middleware: ``hold=`` a :class:`breakglass.hold.HoldQueue`
+and ``hold_routes`` answer such a request while halted with ``202`` and a ticket.
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from breakglass.guard import Guard, Suspended, Ticket
+from breakglass.middleware._hold import held_body, hold_request, matches, parse_routes
 from breakglass.middleware._notice import render
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from breakglass.hold.queue import HoldQueue
 
 
 class GuardWSGIMiddleware:
@@ -35,11 +41,21 @@ class GuardWSGIMiddleware:
     """
 
     def __init__(
-        self, app: WSGIApplication, guard: Guard, *, exempt_paths: Iterable[str] = ()
+        self,
+        app: WSGIApplication,
+        guard: Guard,
+        *,
+        exempt_paths: Iterable[str] = (),
+        hold: HoldQueue | None = None,
+        hold_routes: Iterable[str] = (),
+        hold_max_body: int = 1 << 20,
     ) -> None:
         self.app = app
         self.guard = guard
         self.exempt_paths = frozenset(exempt_paths)
+        self.hold = hold
+        self.hold_routes = parse_routes(hold_routes)
+        self.hold_max_body = hold_max_body
 
     def __repr__(self) -> str:
         return f"GuardWSGIMiddleware({self.app!r}, {self.guard!r})"
@@ -51,6 +67,17 @@ class GuardWSGIMiddleware:
         try:
             ticket = self.guard.admit()
         except Suspended as exc:
+            method = environ.get("REQUEST_METHOD", "")
+            if self.hold is not None and matches(
+                self.hold_routes, method, environ.get("PATH_INFO", "")
+            ):
+                held = self._hold(environ, exc)
+                if held is not None:
+                    start_response(
+                        "202 Accepted",
+                        [("Content-Type", "application/json"), ("Content-Length", str(len(held)))],
+                    )
+                    return [held]
             notice = render(exc.refusal)
             start_response(notice.status_line, list(notice.headers))
             return [notice.body]
@@ -61,6 +88,33 @@ class GuardWSGIMiddleware:
             # The app failed before handing over a response: nothing more will run for it.
             ticket.release()
             raise
+
+    def _hold(self, environ: WSGIEnvironment, exc: Suspended) -> bytes | None:
+        """The 202 body once the request is stored; ``None`` when it cannot be (answer 503)."""
+        from breakglass.hold.store import HoldError
+
+        assert self.hold is not None  # noqa: S101 -- checked by the caller
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return None
+        if length > self.hold_max_body:
+            return None
+        body = environ["wsgi.input"].read(length) if length else b""
+        try:
+            held = hold_request(
+                self.hold,
+                exc,
+                method=environ.get("REQUEST_METHOD", ""),
+                path=environ.get("PATH_INFO", ""),
+                query=environ.get("QUERY_STRING", ""),
+                content_type=environ.get("CONTENT_TYPE"),
+                idempotency_key=environ.get("HTTP_IDEMPOTENCY_KEY"),
+                body=body,
+            )
+        except HoldError:
+            return None
+        return held_body(held)
 
 
 class _GuardedResponse:
