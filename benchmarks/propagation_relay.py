@@ -99,7 +99,8 @@ def run(provider: str, *, readers: int, via: str | None, rounds: int, seed: int)
         os.environ.update(saved)
         counts = fake.stop() if fake is not None else {}
     seconds = time.monotonic() - started
-    reads = {k: v for k, v in counts.items() if not k.split(" ", 1)[-1].startswith("/api/")}
+    # SDK reads only: not the probe's own REST calls, and a 304 is already counted as its GET.
+    reads = {k: v for k, v in counts.items() if k.startswith("GET ") and "/api/" not in k}
     halts = data["figures"]["fleet"]["halt"]["propagation_ms"]
     return {
         "provider": provider,
