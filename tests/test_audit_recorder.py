@@ -7,6 +7,7 @@ import logging
 import re
 import threading
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -122,6 +123,40 @@ def test_a_failed_change_is_recorded_and_still_raised(tmp_path: Path) -> None:
         None,
     )
     assert record["raw"]["error"] == "AdminUnavailableError: vendor down (timeout)"
+    recorder.close()
+
+
+def test_a_halt_readers_do_not_see_is_recorded_as_not_served(tmp_path: Path) -> None:
+    """The vendor said 2xx, but readers are still served true: the record must not say 'disabled'."""
+
+    class OffVariationTrue:
+        def set_active(self, active: bool, *, actor: str, reason: str) -> Acknowledgement:
+            return Acknowledgement(
+                KEY,
+                active,
+                datetime.now(UTC),
+                change_id="7",
+                served=True,
+                served_detail="the flag is off; its off variation serves true",
+                target="LaunchDarkly project 'p', environment 'e', flag 'system-active'",
+            )
+
+        def get_active(self) -> bool | None:
+            return False
+
+    store = SqliteAuditStore(tmp_path / "audit.db")
+    recorder = AuditRecorder(lambda: store, backend="launchdarkly", flag_key=KEY)
+    recorder.wrap_admin(OffVariationTrue()).set_active(False, actor="alice", reason="stop it")
+    assert recorder.flush(5.0)
+    [record] = _own(store)
+    assert (record["vendor_event_type"], record["action"], record["value_after"]) == (
+        "halt-not-served",
+        "other",
+        True,
+    )
+    assert record["raw"]["served"] is True
+    assert "off variation serves true" in record["raw"]["served_detail"]
+    assert record["raw"]["target"].startswith("LaunchDarkly project")
     recorder.close()
 
 
