@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -264,7 +263,7 @@ class Switch:
                 )
             deadline = started + self.config.halt_bound
             outcomes = failures + self._parallel(
-                targets, lambda t: self._halt_one(t, episode_id, deadline, started)
+                targets, lambda t: self._halt_one(t, episode_id, deadline, started), deadline
             )
             report = Report(
                 "halt",
@@ -290,13 +289,44 @@ class Switch:
             logger.error("%s", report.summary())
         return report
 
-    def _parallel(self, targets: list[Target], work: Callable[[Target], Outcome]) -> list[Outcome]:
-        if not targets:
-            return []
-        with ThreadPoolExecutor(
-            max_workers=min(16, len(targets)), thread_name_prefix="killswitch"
-        ) as pool:
-            return list(pool.map(work, targets))
+    def _parallel(
+        self, targets: list[Target], work: Callable[[Target], Outcome], deadline: float
+    ) -> list[Outcome]:
+        """Run ``work`` for every target at once; a target still busy at the deadline has failed.
+
+        Daemon threads, so a platform that never answers cannot hold the report (or
+        the process's exit) past the bound: each call is also bounded by its own timeout.
+        """
+        results: dict[int, Outcome] = {}
+
+        def run(index: int, target: Target) -> None:
+            try:
+                results[index] = work(target)
+            except Exception as exc:  # one target's bug must not hide the others
+                logger.error("%s: unexpected %s", target.key, type(exc).__name__, exc_info=exc)  # noqa: TRY400
+                results[index] = Outcome(
+                    target.key, ok=False, detail="failed", error=f"unexpected {type(exc).__name__}"
+                )
+
+        threads = [
+            threading.Thread(target=run, args=(i, t), name=f"killswitch-{i}", daemon=True)
+            for i, t in enumerate(targets)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            # A little past the deadline: a target's last check may be in flight.
+            thread.join(max(0.0, deadline + self.config.poll_interval + 1.0 - time.monotonic()))
+        return [
+            results.get(i)
+            or Outcome(
+                t.key,
+                ok=False,
+                detail="no answer",
+                error="no answer from the platform within the bound (it may be frozen or overloaded)",
+            )
+            for i, t in enumerate(targets)
+        ]
 
     def _halt_one(self, target: Target, episode: str, deadline: float, started: float) -> Outcome:
         try:
@@ -465,6 +495,7 @@ class Switch:
             outcomes = self._parallel(
                 [self.from_key(k) for k in sorted(recorded)],
                 lambda t: self._resume_one(t, recorded[t.key], deadline, started),
+                deadline,
             )
             report = Report(
                 "resume",

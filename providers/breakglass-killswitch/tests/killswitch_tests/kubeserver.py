@@ -235,6 +235,8 @@ class KubeApiServer:
         self._drift: dict[str, float] = {}
         self._rv = 1000
         self._stop = threading.Event()
+        self.frozen = threading.Event()
+        """Set: connections are accepted and requests read, but nothing is answered (a frozen server)."""
         self.httpd: ThreadingHTTPServer | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -261,6 +263,7 @@ class KubeApiServer:
 
     def stop(self) -> None:
         self._stop.set()
+        self.frozen.clear()
         if self.httpd is not None:
             self.httpd.shutdown()
             self.httpd.server_close()
@@ -977,6 +980,8 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        while self.api.frozen.is_set() and not self.api._stop.is_set():
+            time.sleep(0.05)
         headers = dict(self.headers.items()) | {"X-Path": parts.path}
         try:
             code, payload = self.api.handle(

@@ -128,6 +128,29 @@ def test_a_dead_api_server_is_not_halted_within_the_bound(
     assert switch.store.open_episode() is not None  # the halt is on record, to be completed
 
 
+def test_a_frozen_api_server_is_not_halted_and_the_halt_still_returns(
+    tmp_path: Path, kube: KubeApiServer
+) -> None:
+    config = write_config(
+        tmp_path, kube, kube.token(), targets=STANDARD_TARGETS, extra="halt_bound = 4"
+    )
+    config.write_text(
+        config.read_text()
+        .replace("halt_bound = 20\n", "")
+        .replace("request_timeout = 5", "request_timeout = 2")
+    )
+    switch = _switch(config)
+    kube.frozen.set()  # connections open, no answers: like a SIGSTOPped API server
+
+    report = switch.halt(OPERATOR, "incident")
+
+    assert not report.ok
+    assert report.summary().startswith("NOT HALTED")
+    # The report comes at the bound, whatever the platform does (with slack for a loaded machine).
+    assert report.elapsed_s < 4 + 10
+    assert "no answer from the platform within the bound" in report.summary()
+
+
 def test_a_second_halt_keeps_the_first_record_and_a_lost_store_falls_back_to_the_annotation(
     tmp_path: Path, kube: KubeApiServer
 ) -> None:
