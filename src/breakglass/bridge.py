@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from types import TracebackType
 
+    from breakglass.killswitch import KillswitchAdmin
     from breakglass.seams import Acknowledgement, AuditSource, FlagAdmin, FlagSource
 
 
@@ -79,6 +80,7 @@ class Bridge:
         """How this reader reports to serve (``bridge``, ``worker``, ``relay``); ``None``: it does not.
         Reports go only where ``report.url`` is set."""
         self.reporter: Reporter | None = None
+        self._killswitch: list[KillswitchAdmin] | None = None
 
     @classmethod
     def from_settings(
@@ -157,14 +159,31 @@ class Bridge:
         return self.recorder.wrap_admin(self.backend.admin, backend=self.backend.name)
 
     def targets(self) -> list[Target]:
-        """Every provider as a place to halt, each change recorded (``admin`` ``None`` without credentials)."""
-        return [
+        """Every provider as a place to halt, each change recorded (``admin`` ``None`` without credentials).
+
+        With ``[killswitch]`` configured, the infrastructure kill switch is one more target.
+        """
+        targets = [
             Target(
                 b.name,
                 None if b.admin is None else self.recorder.wrap_admin(b.admin, backend=b.name),
             )
             for b in self.backends
         ]
+        if self._killswitch is None:
+            from breakglass.killswitch import KillswitchAdmin, load_killswitch_settings
+
+            settings = load_killswitch_settings()
+            self._killswitch = (
+                [KillswitchAdmin(settings, self.settings.flag_key, clock=self._clock)]
+                if settings.url is not None
+                else []
+            )
+        targets += [
+            Target("killswitch", self.recorder.wrap_admin(admin, backend="killswitch"))
+            for admin in self._killswitch
+        ]
+        return targets
 
     def change(
         self, *, active: bool, actor: str, reason: str, timeout: float | None = None

@@ -186,7 +186,7 @@ def _change(
         bridge = _open(ctx)
     except BreakglassError as exc:
         _not_changed(active=active, error=exc, fallback=[], as_json=as_json)
-    if len(bridge.backends) > 1:
+    if len(bridge.targets()) > 1:  # several providers, or the kill switch too
         _change_all(
             bridge, active=active, actor=actor, reason=reason, as_json=as_json, on_done=on_done
         )
@@ -336,7 +336,7 @@ def _change_all(
         bridge.close()
     # A target counts only when its readers are served the asked-for value, not on its 2xx alone.
     acked = [r for r in results if r.ok]
-    done = bool(acked) if not active else len(acked) == len(bridge.backends)
+    done = bool(acked) if not active else len(acked) == len(results)
     if done and on_done is not None:
         on_done(results)
     if as_json:

@@ -46,7 +46,7 @@ DOTENV_FILE = ".env"
 MAX_STALENESS_LIMIT = 86_400.0
 """One day: a remembered ``true`` older than this is never worth serving."""
 
-CORE_SECTIONS = ("audit", "serve", "report")
+CORE_SECTIONS = ("audit", "serve", "report", "killswitch")
 """Sections the core reads with :func:`load_section`; installed adapters add their own name."""
 
 POLICY_FILE_ENV = "BREAKGLASS_POLICY_FILE"
