@@ -178,18 +178,16 @@ class KillswitchAdmin:
         if not active:
             status, answer = self._call("POST", "/v1/halt", {"reason": f"{reason} (by {actor})"})
             self._check(status, answer, "the halt")
-            return Acknowledgement(
-                self._flag_key,
-                active=False,
-                acknowledged_at=self._clock.now(),
-                change_id=answer.get("episode"),
+            # The switch answers 200 only once it verified that nothing serves.
+            return self._ack(
+                active=False, change_id=answer.get("episode"), detail=answer.get("summary")
             )
         status, info = self._call("GET", "/v1/status")
         self._check(status, info, "status")
         episode = (info.get("episode") or {}).get("id")
         if episode is None:
-            return Acknowledgement(
-                self._flag_key, active=True, acknowledged_at=self._clock.now(), changed=False
+            return self._ack(
+                active=True, changed=False, detail="nothing is halted by the kill switch"
             )
         status, answer = self._call(
             "POST",
@@ -200,8 +198,26 @@ class KillswitchAdmin:
             },
         )
         self._check(status, answer, "the resume")
+        return self._ack(active=True, change_id=episode, detail=answer.get("summary"))
+
+    def _ack(
+        self,
+        *,
+        active: bool,
+        change_id: str | None = None,
+        changed: bool = True,
+        detail: Any = None,
+    ) -> Acknowledgement:
+        # "Served" is what the switch verified: nothing serving after a halt, restored after a resume.
         return Acknowledgement(
-            self._flag_key, active=True, acknowledged_at=self._clock.now(), change_id=episode
+            self._flag_key,
+            active=active,
+            acknowledged_at=self._clock.now(),
+            change_id=change_id,
+            changed=changed,
+            served=active,
+            served_detail=str(detail)[:300] if detail else None,
+            target=self.target,
         )
 
     def _authorise(self, episode: str, actor: str, reason: str) -> str:

@@ -87,7 +87,7 @@ def test_the_flag_and_the_kill_switch_halt_and_resume_together(
         _breakglass(tmp_path, env, "halt", "--reason", "again")
         unsigned = {k: v for k, v in env.items() if not k.endswith("SIGNING_KEY")}
         refused = _breakglass(tmp_path, unsigned, "resume", "--reason", "no key")
-        assert refused.returncode == 1
+        assert refused.returncode != 0
         assert "killswitch: NOT changed" in refused.stderr
         assert "NOT RESUMED everywhere" in refused.stderr
         assert kube.get("apps", "deployments", NS, "model-server")["spec"]["replicas"] == 0
