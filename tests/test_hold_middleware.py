@@ -18,6 +18,7 @@ from breakglass.hold import HoldQueue, HoldStore
 from breakglass.local.store import LocalStore
 from breakglass.middleware import GuardMiddleware, GuardWSGIMiddleware
 from breakglass.serve.store import SqliteServeStore
+from breakglass.state import Cause
 from breakglass.testing.serve import FLAG, UvicornThread, local_settings
 
 if TYPE_CHECKING:
@@ -36,8 +37,9 @@ def halted(tmp_path: Path) -> Iterator[tuple[Bridge, HoldQueue, HoldStore]]:
         guard = bridge.guard()
         LocalStore(tmp_path / "local.db").write(FLAG, value=False, actor="t", reason="halt")
         deadline = time.monotonic() + 5
-        while guard.active and time.monotonic() < deadline:
+        while bridge.engine.state.cause is not Cause.OFF and time.monotonic() < deadline:
             time.sleep(0.01)
+        assert bridge.engine.state.cause is Cause.OFF
         assert not guard.active
         store = HoldStore(SqliteServeStore(tmp_path / "serve.db"))
         yield bridge, HoldQueue(store, guard), store
