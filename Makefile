@@ -11,8 +11,11 @@ export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: demo test lint typecheck unit install bench clean kubectl
 
+# The demo drill: serve, readers and notification receivers on loopback, the whole procedure,
+# signed evidence (HTML, PDF, JSON) kept under build/demo-drill/.
 demo: install
-	$(VENV)/bin/breakglass demo
+	rm -rf build/demo-drill
+	$(VENV)/bin/breakglass drill local --keep build/demo-drill
 
 test: install lint typecheck unit
 
@@ -50,7 +53,7 @@ $(OPENSSL):
 	@command -v apt-get >/dev/null || { echo "make: the Debian package 'openssl' is missing (and there is no apt-get): install openssl" >&2; exit 1; }
 	apt-get update -qq && apt-get install -y -qq openssl || { echo "make: could not install the Debian package 'openssl': run apt-get install -y openssl" >&2; exit 1; }
 
-# The suspension report's PDF is checked by opening it: pdftotext and pdftoppm (poppler-utils).
+# The suspension report's and the drill's PDFs are checked by opening them: pdftotext and pdftoppm (poppler-utils).
 $(PDFTOPPM):
 	@command -v apt-get >/dev/null || { echo "make: the Debian package 'poppler-utils' is missing (and there is no apt-get): install poppler-utils" >&2; exit 1; }
 	apt-get update -qq && apt-get install -y -qq poppler-utils || { echo "make: could not install the Debian package 'poppler-utils': run apt-get install -y poppler-utils" >&2; exit 1; }

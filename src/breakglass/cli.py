@@ -27,6 +27,7 @@ import click
 from breakglass.audit.cli import audit
 from breakglass.bridge import Bridge
 from breakglass.clock import SYSTEM_CLOCK, isoformat_ms
+from breakglass.drill.cli import drill
 from breakglass.errors import BreakglassError
 from breakglass.notify.cli import notify
 from breakglass.plugins import available_providers
@@ -532,3 +533,4 @@ main.add_command(audit)
 main.add_command(relay)
 main.add_command(serve)
 main.add_command(notify)
+main.add_command(drill)

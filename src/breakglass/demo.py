@@ -119,7 +119,9 @@ class DemoReport:
         return "\n".join(lines)
 
 
-def _inference_app(work_seconds: float) -> Callable[..., Awaitable[None]]:
+def inference_app(work_seconds: float) -> Callable[..., Awaitable[None]]:
+    """A sample ASGI "inference" service: each request takes ``work_seconds``."""
+
     async def app(
         scope: MutableMapping[str, Any],
         receive: Callable[[], Awaitable[Any]],
@@ -142,7 +144,7 @@ def _inference_app(work_seconds: float) -> Callable[..., Awaitable[None]]:
     return app
 
 
-class _Server:
+class SampleServer:
     """uvicorn on 127.0.0.1, on a free port, in a thread."""
 
     def __init__(self, app: Any) -> None:
@@ -155,6 +157,7 @@ class _Server:
         self._thread = threading.Thread(target=self._server.run, name="demo-uvicorn", daemon=True)
 
     def start(self) -> str:
+        """Start it; its endpoint's URL."""
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
@@ -165,6 +168,7 @@ class _Server:
         return f"http://127.0.0.1:{port}/v1/infer"
 
     def stop(self) -> None:
+        """Stop it (requests in flight finish first)."""
         self._server.should_exit = True
         self._thread.join(timeout=10)
 
@@ -327,7 +331,7 @@ def run_demo(options: DemoOptions, progress: Callable[[str], Any] | None = None)
                 report.problems.append(f"the flag did not read active: {bridge.engine.state}")
                 return report
             guard = bridge.guard()
-            server = _Server(GuardMiddleware(_inference_app(options.work_ms / 1000), guard))
+            server = SampleServer(GuardMiddleware(inference_app(options.work_ms / 1000), guard))
             url = server.start()
             say(f"sample inference service on {url}")
             try:

@@ -3,7 +3,7 @@
 The settings (:mod:`breakglass.settings`) say how this process reaches the flag;
 the policy says what the organisation has decided about a break-glass: who is
 told and how (``[notify]``), who may resume and after which checks
-(``[resume]``), and, as its feature lands, what a drill measures. Each concern is one section,
+(``[resume]``), and what the annual drill runs and must show (``[drill]``). Each concern is one section,
 one pydantic model; the root :class:`Policy` lists them. A section is added by
 adding a field to :class:`Policy`, with a default so older files stay valid.
 
@@ -22,8 +22,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
+from breakglass.drill.plan import DrillPlan
 from breakglass.errors import ConfigurationError
 from breakglass.notify.config import NotifyPolicy
 from breakglass.policy_types import PolicyModel
@@ -45,6 +46,24 @@ class Policy(PolicyModel):
     resume: ResumePolicy = Field(default_factory=ResumePolicy)
     """What must hold before the system runs again (``[resume]``): checked as soon as a
     policy file exists, with the defaults when the section is not written."""
+
+    drill: DrillPlan | None = None
+    """The annual drill (``[drill]``): absent, ``breakglass drill run`` refuses to start."""
+
+    @model_validator(mode="after")
+    def _drill_names(self) -> Policy:
+        # The drill names groups and checklist items of the other sections: a typo there
+        # would make a drill that checks nothing, so it stops the start like any other.
+        if self.drill is None:
+            return self
+        unknown = [g for g in self.drill.groups if g not in self.notify.groups]
+        if unknown:
+            raise ValueError(f"drill.groups: not in [notify.groups]: {', '.join(unknown)}")
+        items = {i.id for i in self.resume.checklist}
+        missing = [c.item for c in self.drill.criteria if c.item not in items]
+        if missing:
+            raise ValueError(f"drill.criteria: not in the [resume] checklist: {', '.join(missing)}")
+        return self
 
 
 def policy_file() -> Path:

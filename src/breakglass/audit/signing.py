@@ -65,6 +65,10 @@ class Signer:
         """The signature of ``export_hash`` (hex text), base64."""
         return base64.b64encode(self._key.sign(export_hash.encode("ascii"))).decode("ascii")
 
+    def public_key(self) -> PublicKey:
+        """The matching public key (to check what this key signed)."""
+        return PublicKey(self._key.public_key(), self.key_id)
+
 
 @dataclass(frozen=True, slots=True)
 class PublicKey:

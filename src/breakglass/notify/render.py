@@ -17,6 +17,21 @@ from breakglass.notify.event import EventKind, SuspensionEvent
 
 TEST_MARK = "[TEST]"
 """Prefix of every test notification's title: nobody must mistake a test for a halt."""
+DRILL_MARK = "[DRILL]"
+"""Prefix of every notification of a drill's halt and resume (``breakglass drill run``)."""
+DRILL_INCIDENT_PREFIX = "DRILL-"
+"""A halt whose incident reference starts with this is a drill: the drill halts with one."""
+
+
+def is_drill(event: SuspensionEvent) -> bool:
+    """Whether ``event`` belongs to a drill (its halt named a ``DRILL-…`` incident)."""
+    return bool(event.incident and event.incident.startswith(DRILL_INCIDENT_PREFIX))
+
+
+def _prefix(event: SuspensionEvent) -> str:
+    if event.kind is EventKind.TEST:
+        return f"{TEST_MARK} "
+    return f"{DRILL_MARK} " if is_drill(event) else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +52,7 @@ class Message:
     body: tuple[str, ...] = ()
     test: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    drill: bool = False
 
     def text(self) -> str:
         """The whole message as plain text (e-mail body, chat fallback)."""
@@ -48,6 +64,12 @@ class Message:
             lines += ["", *(f"{label}: {url}" for label, url in self.links)]
         if self.test:
             lines += ["", "This is a test of the notification chain. No action is needed."]
+        if self.drill:
+            lines += [
+                "",
+                "This is a DRILL of the break-glass procedure: acknowledge as you would for a "
+                "real halt; the drill measures how long it takes.",
+            ]
         return "\n".join(lines) + "\n"
 
 
@@ -64,7 +86,7 @@ def operator_message(
 ) -> Message:
     """The message for the people of the procedure (every group but the deployers)."""
     test = event.kind is EventKind.TEST
-    prefix = f"{TEST_MARK} " if test else ""
+    prefix = _prefix(event)
     system = policy.system
     if event.kind is EventKind.RESUME:
         title = f"{prefix}RESUMED: {system} may run again"
@@ -79,7 +101,7 @@ def operator_message(
     elif test:
         title = f"{prefix}{system}: test of the notification chain (nothing is halted)"
     else:
-        title = f"HALTED: {system} is suspended"
+        title = f"{prefix}HALTED: {system} is suspended"
     what = f"{system} (flag {event.flag_key})"
     facts: list[tuple[str, str]] = [
         ("What", what),
@@ -101,7 +123,9 @@ def operator_message(
         links.append(("Console", policy.console_url))
     if ack_url and event.kind is not EventKind.RESUME:
         links.append(("Acknowledge", ack_url))
-    return Message(title=title, facts=tuple(facts), links=tuple(links), test=test)
+    return Message(
+        title=title, facts=tuple(facts), links=tuple(links), test=test, drill=is_drill(event)
+    )
 
 
 def status_url(policy: NotifyPolicy, deployer: str) -> str | None:
@@ -116,7 +140,7 @@ def deployer_message(event: SuspensionEvent, policy: NotifyPolicy, deployer: str
     notice = policy.deployer_notice
     contact = entry.contact or notice.contact
     test = event.kind is EventKind.TEST
-    prefix = f"{TEST_MARK} " if test else ""
+    prefix = _prefix(event)
     since = parse_iso(event.since)
     body: tuple[str, ...]
     if event.kind is EventKind.RESUME:
@@ -155,7 +179,9 @@ def deployer_message(event: SuspensionEvent, policy: NotifyPolicy, deployer: str
         )
     url = status_url(policy, deployer)
     links = (("Status page", url),) if url else ()
-    return Message(title=title, facts=facts, links=links, body=body, test=test)
+    return Message(
+        title=title, facts=facts, links=links, body=body, test=test, drill=is_drill(event)
+    )
 
 
 def next_update_at(event: SuspensionEvent, policy: NotifyPolicy) -> str:

@@ -61,6 +61,15 @@ def render_pdf(record: dict[str, Any], *, chromium: str | None = None) -> bytes:
     Raises:
         ReportRenderError: Playwright or chromium is missing, or printing failed.
     """
+    return print_pdf(render_html(record), chromium=chromium)
+
+
+def print_pdf(html: str, *, chromium: str | None = None) -> bytes:
+    """A self-contained HTML page printed to PDF (A4) by headless chromium, offline.
+
+    Raises:
+        ReportRenderError: Playwright or chromium is missing, or printing failed.
+    """
     executable = chromium or os.environ.get(CHROMIUM_ENV) or DEFAULT_CHROMIUM
     if not Path(executable).exists():
         raise ReportRenderError(
@@ -74,7 +83,6 @@ def render_pdf(record: dict[str, Any], *, chromium: str | None = None) -> bytes:
         raise ReportRenderError(
             "the PDF is printed through Playwright: install breakglass[pdf]"
         ) from None
-    html = render_html(record)
     args = ["--no-sandbox"] if os.geteuid() == 0 else []
     try:
         with sync_playwright() as p:

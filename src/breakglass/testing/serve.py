@@ -30,13 +30,22 @@ if TYPE_CHECKING:
 FLAG = "system-active"
 
 
+def bind_loopback() -> socket.socket:
+    """A TCP socket bound to a free port on 127.0.0.1."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 class UvicornThread:
     """uvicorn in a background thread on a socket already bound to 127.0.0.1 (a free port)."""
 
-    def __init__(self, app: ASGIApp, *, graceful: float = 2.0) -> None:
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.socket.bind(("127.0.0.1", 0))
+    def __init__(
+        self, app: ASGIApp, *, graceful: float = 2.0, sock: socket.socket | None = None
+    ) -> None:
+        # A caller that must know the address before the app exists binds the socket itself.
+        self.socket = sock if sock is not None else bind_loopback()
         self.port: int = self.socket.getsockname()[1]
         config = uvicorn.Config(
             app,

@@ -37,6 +37,7 @@ def envelope(out: Outgoing) -> dict[str, Any]:
         "data": {
             "kind": event.kind.value,
             "test": out.message.test,
+            "drill": out.message.drill,
             "suspension_id": event.suspension_id,
             "group": out.group,
             "title": out.message.title,

@@ -1,0 +1,408 @@
+"""``breakglass drill``: the whole procedure on a loopback environment, and its signed evidence.
+
+serve on the embedded local provider, three readers (two guarding a sample
+inference service) reporting to it, the notification chain sending signed
+webhooks to local receivers that acknowledge through the link's button, and
+the resumption gate of the policy file walked by the participants. The
+first page of the PDF is saved under ``build/test-output/drill/`` so a
+person can look at it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from breakglass.audit.signing import generate, load_public_key, load_signer
+from breakglass.audit.store import AuditQuery, open_audit_store
+from breakglass.cli import main
+from breakglass.clock import SYSTEM_CLOCK, isoformat_ms
+from breakglass.drill.cli import run_and_record
+from breakglass.drill.evidence import (
+    FILES,
+    SIGNATURE_SCHEMA,
+    due,
+    evidence_hash,
+    history,
+    verify_evidence,
+    write_evidence,
+)
+from breakglass.drill.local import local_environment
+from breakglass.drill.runner import DrillRunner
+from breakglass.errors import ConfigurationError
+from breakglass.policy import load_policy, parse_policy
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from breakglass.drill.local import LocalEnvironment
+
+OUTPUT = Path(__file__).resolve().parents[1] / "build" / "test-output" / "drill"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[LocalEnvironment]:
+    with local_environment(tmp_path / "env") as started:
+        yield started
+
+
+def _run(env: LocalEnvironment, lines: list[str] | None = None) -> tuple[dict[str, Any], Path]:
+    policy = load_policy(env.policy_path)
+    return run_and_record(
+        env.settings,
+        policy,
+        load_signer(env.signing_key),
+        env.evidence_dir,
+        progress=lambda phase, text: lines.append(f"{phase} {text}") if lines is not None else None,
+    )
+
+
+def _serving(env: LocalEnvironment) -> bool:
+    headers = {"Authorization": f"Bearer {env.tokens['readers']}"}
+    status = httpx.get(f"{env.serve_url}/v1/status", headers=headers, timeout=30).json()
+    return bool(status["active"]) and status["suspension"] is None
+
+
+def _verdicts(data: dict[str, Any]) -> dict[str, str]:
+    return {r["id"]: r["verdict"] for r in data["requirements"]}
+
+
+def _first_page(pdf: Path, name: str) -> Path:
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    stem = OUTPUT / name
+    subprocess.run(
+        ["pdftoppm", "-png", "-r", "80", "-f", "1", "-l", "1", "-singlefile", str(pdf), str(stem)],
+        check=True,
+        timeout=120,
+    )
+    return stem.with_suffix(".png")
+
+
+@pytest.mark.live
+def test_a_full_drill_passes_and_leaves_signed_evidence(env: LocalEnvironment) -> None:
+    lines: list[str] = []
+    data, folder = _run(env, lines)
+
+    assert data["verdict"] == "passed", json.dumps(data["deficiencies"])
+    assert _verdicts(data) == {
+        "preflight": "pass",
+        "halt-time": "pass",
+        "drain": "pass",
+        "alerts": "pass",
+        "kill-switch": "not-planned",
+        "resumption": "pass",
+        "back": "pass",
+    }
+    # The real path: serve halted as the lead, three readers refused, traffic saw the 503s.
+    assert data["halt"]["by"] == "drill-lead"
+    assert len(data["readers"]) == 3
+    assert all(0 <= r["halted_after_s"] <= 5 for r in data["readers"])
+    traffic = data["traffic"][0]
+    assert traffic["refused"] > 0
+    assert traffic["dropped"] == traffic["leaked"] == 0
+    assert traffic["served_after_resume"] > 0
+    acked = {g["group"]: g for g in data["notifications"]}
+    assert set(acked) == {"on-call", "governance-lead"}
+    assert all(g["acknowledged_via"] == "link" for g in acked.values())
+    assert [s["what"] for s in data["resumption"]["steps"]][-2:] == ["approval", "approval"]
+    assert data["resumption"]["record"]["classification"] == "drill"
+    assert _serving(env)
+    assert any(line.startswith("readers 3 of 3 readers refusing") for line in lines)
+
+    _check_evidence(env, data, folder)
+    _check_history(env, data)
+
+
+def _check_evidence(env: LocalEnvironment, data: dict[str, Any], folder: Path) -> None:
+    # Every alert said it was a drill, in the title people see first.
+    titles = [r["title"] for r in env.receiver.received]
+    assert any(t.startswith("[DRILL] HALTED:") for t in titles), titles
+    assert any(t.startswith("[DRILL] RESUMED:") for t in titles), titles
+    assert all(t.startswith("[DRILL] ") for t in titles)
+
+    # The evidence: JSON, self-contained HTML with two inline plots, a PDF, a signature.
+    assert sorted(p.name for p in folder.iterdir()) == [*sorted(FILES), "signature.json"]
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    assert page.count("<svg") == 2
+    assert "<script" not in page
+    assert "src=" not in page
+    assert "<link" not in page
+    assert (folder / "report.pdf").read_bytes().startswith(b"%PDF-")
+    shot = _first_page(folder / "report.pdf", "passed-drill-page-1")
+    assert shot.stat().st_size > 10_000
+    shutil.copy(folder / "report.html", OUTPUT / "passed-drill.html")
+
+    key = load_public_key(env.public_key)
+    assert verify_evidence(folder, key).ok
+
+    # Recorded in the audit trail with the evidence hash.
+    signature = json.loads((folder / "signature.json").read_text())
+    store = open_audit_store(env.settings)
+    try:
+        rows = list(store.iter_rows(AuditQuery(providers=("breakglass-drill",))))
+    finally:
+        store.close()
+    assert len(rows) == 1
+    assert rows[0].vendor_event_type == "drill-report"
+    raw = json.loads(rows[0].canonical)["raw"]
+    assert raw["evidence_hash"] == signature["evidence_hash"]
+    assert raw["verdict"] == "passed"
+
+
+def _check_history(env: LocalEnvironment, data: dict[str, Any]) -> None:
+    # history and due through the CLI.
+    cli = CliRunner()
+    common = ["--evidence-dir", str(env.evidence_dir), "--public-key", str(env.public_key)]
+    listed = cli.invoke(main, ["drill", "history", *common])
+    assert listed.exit_code == 0, listed.output
+    assert "passed" in listed.output
+    assert data["drill_id"] in listed.output
+    assert cli.invoke(main, ["drill", "due", *common]).exit_code == 0
+    overdue = cli.invoke(main, ["drill", "due", *common, "--interval-days", "0"])
+    assert overdue.exit_code == 1
+    assert overdue.output.startswith("DUE:")
+
+
+@pytest.mark.live
+def test_a_tampered_or_forged_report_is_detected(env: LocalEnvironment, tmp_path: Path) -> None:
+    _, folder = _run(env)
+    key = load_public_key(env.public_key)
+    cli = CliRunner()
+
+    def check(where: Path) -> tuple[int, str]:
+        result = cli.invoke(
+            main, ["drill", "verify", str(where), "--public-key", str(env.public_key)]
+        )
+        return result.exit_code, result.output
+
+    assert check(folder)[0] == 0
+
+    # One changed verdict in the JSON.
+    tampered = tmp_path / "tampered" / folder.name
+    shutil.copytree(folder, tampered)
+    report = tampered / "report.json"
+    report.write_text(report.read_text().replace('"passed"', '"failed"', 1))
+    code, out = check(tampered)
+    assert code == 1
+    assert "report.json was changed after signing" in out
+
+    # A forger who recomputes every hash still cannot sign.
+    forged = tmp_path / "forged" / folder.name
+    shutil.copytree(tampered, forged)
+    signature = json.loads((forged / "signature.json").read_text())
+    signature["files"]["report.json"] = hashlib.sha256(report.read_bytes()).hexdigest()
+    signature["evidence_hash"] = evidence_hash(signature["drill_id"], signature["files"])
+    (forged / "signature.json").write_text(json.dumps(signature))
+    result = verify_evidence(forged, key)
+    assert result.problems == ["the signature is not valid (forged or altered)"]
+
+    # A PDF swapped for another, a file removed: each named.
+    swapped = tmp_path / "swapped" / folder.name
+    shutil.copytree(folder, swapped)
+    (swapped / "report.pdf").write_bytes(b"%PDF-1.4 another report")
+    (swapped / "report.html").unlink()
+    problems = verify_evidence(swapped, key).problems
+    assert "report.pdf was changed after signing (SHA-256 differs)" in problems
+    assert "report.html is missing" in problems
+
+    # Another key's public half does not vouch for it.
+    generate(tmp_path / "other.key", tmp_path / "other.pub")
+    other = verify_evidence(folder, load_public_key(tmp_path / "other.pub"))
+    assert not other.ok
+    assert other.problems[0].startswith("signed with key")
+
+
+@pytest.mark.live
+def test_a_group_that_never_acknowledges_is_a_deficiency(tmp_path: Path) -> None:
+    with local_environment(
+        tmp_path / "env", silent=frozenset({"governance-lead"}), ack_within="3s"
+    ) as env:
+        data, folder = _run(env)
+        assert _serving(env)  # the drill still walked the gate and resumed
+
+    assert data["verdict"] == "failed"
+    verdicts = _verdicts(data)
+    assert verdicts["alerts"] == "fail"
+    assert verdicts["halt-time"] == verdicts["resumption"] == verdicts["back"] == "pass"
+    assert [d["text"] for d in data["deficiencies"]] == [
+        "governance-lead: never acknowledged (timeframe 3 s)"
+    ]
+    groups = {g["group"]: g for g in data["notifications"]}
+    assert groups["governance-lead"]["delivered_after_s"] is not None
+    assert groups["on-call"]["acknowledged_after_s"] is not None
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    assert "not acknowledged" in page
+    assert "governance-lead: never acknowledged" in page
+    _first_page(folder / "report.pdf", "failed-drill-page-1")
+
+    key = load_public_key(env.public_key)
+    cli = CliRunner()
+    common = ["--evidence-dir", str(env.evidence_dir), "--public-key", str(env.public_key)]
+    # A failed drill does not count: the drill is still due.
+    assert cli.invoke(main, ["drill", "due", *common]).exit_code == 1
+    assert history(env.evidence_dir, key)[0].open == ["D1"]
+
+    # The Technical Owner's remediation, tracked to closure.
+    bad = cli.invoke(main, ["drill", "remediate", str(folder), "D9", "--action", "x", "--by", "o"])
+    assert bad.exit_code == 1
+    assert "has no deficiency 'D9'" in bad.output
+    progress = ["--action", "paging policy for governance being changed", "--by", "owner"]
+    assert (
+        cli.invoke(main, ["drill", "remediate", str(folder), "D1", *progress, "--open"]).exit_code
+        == 0
+    )
+    assert history(env.evidence_dir, key)[0].open == ["D1"]
+    done = ["--action", "governance lead now on the pager rotation", "--by", "owner"]
+    closed = cli.invoke(main, ["drill", "remediate", str(folder), "D1", *done])
+    assert closed.exit_code == 0, closed.output
+    entry = history(env.evidence_dir, key)[0]
+    assert entry.open == []
+    assert entry.verdict == "failed"  # remediation closes the deficiency, not the verdict
+    assert verify_evidence(folder, key).ok  # remediation.jsonl sits beside the signed files
+
+
+@pytest.mark.live
+def test_ctrl_c_mid_drill_restores_and_still_reports(env: LocalEnvironment) -> None:
+    policy = load_policy(env.policy_path)
+    assert policy.drill is not None
+
+    def progress(phase: str, text: str) -> None:
+        del text
+        if phase == "alerts":
+            raise KeyboardInterrupt
+
+    data = DrillRunner(policy.drill, policy, progress=progress).run()
+    assert data["interrupted"] is True
+    assert data["restore"] == {
+        "needed": True,
+        "restored": True,
+        "detail": "resumed through the gate after the drill stopped early",
+    }
+    assert data["verdict"] == "failed"
+    assert _verdicts(data)["alerts"] == "not-run"
+    assert _serving(env)
+    assert data["back"]["readers_back"] == 3
+
+
+@pytest.mark.live
+def test_a_failed_preflight_halts_nothing(env: LocalEnvironment, tmp_path: Path) -> None:
+    text = env.policy_path.read_text().replace("count = 2", "count = 7")
+    path = tmp_path / "policy.toml"
+    path.write_text(text)
+    policy = load_policy(path)
+    assert policy.drill is not None
+    data = DrillRunner(policy.drill, policy).run()
+    assert data["aborted"] == "pre-flight failed: nothing was halted"
+    assert data["halt"] is None
+    failed = [c for c in data["preflight"] if not c["ok"]]
+    assert [c["check"] for c in failed] == ["readers of credit-scoring-api reporting"]
+    assert failed[0]["detail"] == "2 active, 7 must stop"
+    assert _verdicts(data)["halt-time"] == "not-run"
+    assert data["restore"] is None
+    assert _serving(env)
+
+
+PLAN = {
+    "environment": "staging",
+    "serve_url": "https://serve.staging.example",
+    "lead": "lead",
+    "declared_halt_time": "30s",
+    "readers": [{"service": "api", "count": 2}],
+    "participants": [{"name": "lead", "role": "lead", "token": "bgt_0123_s3cr3t"}],
+}
+
+
+def test_the_plan_is_strict_and_names_the_key() -> None:
+    plan = parse_policy({"drill": PLAN}).drill
+    assert plan is not None
+    assert plan.declared_halt_time == timedelta(seconds=30)
+    assert plan.interval == timedelta(days=365)
+    assert "s3cr3t" not in repr(plan)
+    for bad, expected in [
+        ({**PLAN, "declard_halt_time": "1s"}, "drill.declard_halt_time: unknown key"),
+        (
+            {**PLAN, "declared_halt_time": "soon"},
+            "drill.declared_halt_time: 'soon' is not a duration",
+        ),
+        ({**PLAN, "readers": []}, "drill.readers: List should have at least 1 item"),
+        ({**PLAN, "lead": "nobody"}, "lead 'nobody' is not one of the participants"),
+        ({**PLAN, "serve_url": "ftp://x"}, "drill.serve_url: must be an http(s) URL"),
+        ({**PLAN, "groups": ["on-call"]}, "drill.groups: not in [notify.groups]: on-call"),
+        (
+            {**PLAN, "criteria": [{"item": "root-cause", "by": "ghost"}]},
+            "criterion 'root-cause': 'ghost' is not a participant",
+        ),
+        (
+            {**PLAN, "criteria": [{"item": "rootcause", "by": "lead"}]},
+            "not in the [resume] checklist: rootcause",
+        ),
+    ]:
+        with pytest.raises(ConfigurationError) as caught:
+            parse_policy({"drill": bad})
+        assert expected in str(caught.value), str(caught.value)
+
+
+def _evidence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, started: str, verdict: str) -> None:
+    key = tmp_path / "k.key"
+    if not key.exists():
+        generate(key, tmp_path / "k.pub")
+    drill_id = f"drill-{started.replace('-', '').replace(':', '')[:15]}Z-0000"
+    data: dict[str, Any] = {
+        "drill_id": drill_id,
+        "started_at": started,
+        "environment": "staging",
+        "verdict": verdict,
+        "deficiencies": [],
+        "limitations": [],
+    }
+
+    def printer(d: dict[str, Any], s: dict[str, Any]) -> bytes:
+        del d, s
+        return b"%PDF-1.4 stand-in for the printed page"
+
+    # Only the evidence layer is under test here: the template needs a whole drill's data.
+    monkeypatch.setattr(
+        "breakglass.drill.report.render_html",
+        lambda d, signature=None: f"<html>{d['drill_id']}</html>",
+    )
+    write_evidence(tmp_path / "drills", data, load_signer(key), pdf_printer=printer)
+
+
+def test_due_counts_only_verified_passed_drills_within_the_interval(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    now = SYSTEM_CLOCK.now()
+    key = tmp_path / "k.pub"
+    year = timedelta(days=365)
+    assert due([], year, now) == (True, "no passed drill on record")
+    _evidence(monkeypatch, tmp_path, isoformat_ms(now - timedelta(days=400)), "passed")
+    _evidence(monkeypatch, tmp_path, isoformat_ms(now - timedelta(days=30)), "failed")
+    entries = history(tmp_path / "drills", load_public_key(key))
+    assert [e.verdict for e in entries] == ["failed", "passed"]
+    overdue, text = due(entries, year, now)
+    assert overdue
+    assert "400 days ago; one is due every 365 days" in text
+    assert not due(entries, timedelta(days=500), now)[0]
+
+    _evidence(monkeypatch, tmp_path, isoformat_ms(now - timedelta(days=10)), "passed")
+    entries = history(tmp_path / "drills", load_public_key(key))
+    assert not due(entries, year, now)[0]
+
+    # A passed report whose signature no longer holds does not count.
+    newest = tmp_path / "drills" / entries[0].drill_id
+    signature = json.loads((newest / "signature.json").read_text())
+    assert signature["schema"] == SIGNATURE_SCHEMA
+    signature["signature"] = signature["signature"][::-1]
+    (newest / "signature.json").write_text(json.dumps(signature))
+    entries = history(tmp_path / "drills", load_public_key(key))
+    assert entries[0].verdict == "INVALID"
+    assert due(entries, year, now)[0]
