@@ -437,6 +437,15 @@ class Control:
         outcome.pending = (
             [t.name for t in fan.targets if t.name not in {r.target for r in final}] if fan else []
         )
+        if not outcome.done and any(r.ok for r in final):
+            # Answered NOT HALTED (no acknowledgement within halt_timeout), yet a target did halt
+            # later: the system is halted after all, and everyone who heard "failed" must hear it.
+            outcome.done = True
+            outcome.problems.append("a target acknowledged after the answer; the system is halted")
+            self.metrics.halts.labels("halted_late").inc()
+            outcome.suspension_id = self._open_suspension(outcome)
+            self.hub.publish("halt", outcome.to_dict())
+            self.listeners.emit(self._event("halt", outcome))
         if outcome.suspension_id is None and outcome.recording is not None:
             outcome.recording.join(_RECORD_BUDGET + 5)
             outcome.suspension_id = next(iter(outcome.recorded), None)

@@ -6,11 +6,13 @@ acknowledges is a halt even when the other fails; a resume needs both.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -213,3 +215,85 @@ def test_a_frozen_vendor_api_does_not_delay_the_halt(
             assert "AdminUnavailableError" in last["error"]
     finally:
         frozen.close()
+
+
+class SlowLink:
+    """A TCP relay to the LaunchDarkly server that holds each new connection for ``delay`` seconds."""
+
+    def __init__(self, port: int, delay: float) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._target = port
+        self._delay = delay
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        time.sleep(self._delay)
+        upstream = socket.create_connection(("127.0.0.1", self._target))
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_halt_acknowledged_after_the_answer_is_announced(
+    fake: FakeLaunchDarkly, tmp_path: Path, ld_env: Callable[..., None]
+) -> None:
+    """LaunchDarkly's API answers after a second; serve said NOT HALTED at 0.3 s, then announces the halt."""
+    from breakglass.serve.settings import ServeSettings
+    from breakglass.testing.serve import local_settings, running_serve
+
+    class Heard:
+        def __init__(self) -> None:
+            self.kinds: list[str] = []
+
+        def on_event(self, event: Any) -> None:
+            self.kinds.append(event.kind)
+
+    heard = Heard()
+    link = SlowLink(int(fake.url.rsplit(":", 1)[1]), delay=1.0)
+    ld_env(fake, API_BASE_URL=f"http://127.0.0.1:{link.port}", REQUEST_TIMEOUT="5")
+    settings = local_settings(tmp_path, providers=["launchdarkly"])
+    serve_settings = ServeSettings(path=tmp_path / "serve.db", halt_timeout=0.3)
+    try:
+        with running_serve(
+            tmp_path, settings=settings, serve=serve_settings, listeners=[heard]
+        ) as serve:
+            assert serve.wait_active(True)
+            with serve.client("halter") as c:
+                answer = c.post("/v1/halt", json={"reason": "slow vendor"})
+                assert answer.status_code == 503, answer.text
+                assert answer.json()["type"] == "/problems/not-halted"
+                assert answer.json()["pending"] == ["launchdarkly"]
+                assert serve.wait_active(False, 15.0), "the late acknowledgement did not halt"
+                deadline = time.monotonic() + 15
+                while "halt-complete" not in heard.kinds and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                suspension = c.get("/v1/status").json()["suspension"]
+    finally:
+        link.close()
+    assert heard.kinds == ["halt-failed", "halt", "halt-complete"]
+    assert fake.flag_on(FLAG) is False
+    assert suspension is not None
+    assert suspension["targets"]["launchdarkly"]["ok"] is True
