@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from breakglass import forking
 from breakglass.reports.report import ReaderReport
 
 if TYPE_CHECKING:
@@ -72,14 +73,17 @@ class Reporter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._unsubscribe = engine.subscribe(self._on_state)
+        self._started = False
         self.sent = 0
         """Reports serve accepted (for tests and diagnostics)."""
+        forking.in_child(self._after_fork, restart=self._restart_after_fork)
 
     def __repr__(self) -> str:
         return f"Reporter({self._url!r}, role={self._role!r})"
 
     def start(self) -> None:
         """Start the sending thread; the first report goes at once."""
+        self._started = True
         self._last_active = self._engine.state.active
         self._thread = threading.Thread(target=self._run, name="breakglass-reporter", daemon=True)
         self._thread.start()
@@ -143,6 +147,21 @@ class Reporter:
             )
             self._failing = True
         return ok
+
+    def _after_fork(self) -> None:
+        # A forked child is another reader: its own instance, its own count, no flip seen yet.
+        self._instance = os.urandom(8).hex()
+        self._seq = 0
+        self._flipped_at = None
+        self._last_active = False  # the child starts halted (breakglass.forking)
+        self._wake = threading.Event()
+        self._thread = None
+        self.sent = 0
+
+    def _restart_after_fork(self) -> None:
+        if self._started and not self._stop.is_set():
+            self._stop = threading.Event()
+            self.start()
 
     def _on_state(self, state: FlagState) -> None:
         # The engine's thread, maybe during a halt: note and wake, nothing more.
