@@ -2,12 +2,16 @@
 
 Run:  BREAKGLASS_STATE_DIR=/tmp/bg .venv/bin/uvicorn examples.asgi_service:app --port 8000
 Then: .venv/bin/breakglass --state-dir /tmp/bg halt --reason "drill" and watch requests get 503.
+
+With ``--workers 4`` each worker imports this module and runs its own bridge;
+every response names the worker that served it (``x-worker-pid``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -39,4 +43,36 @@ async def inference(
     await send({"type": "http.response.body", "body": body})
 
 
-app = GuardMiddleware(inference, guard, exempt_paths={"/healthz"})
+ASGIApp = Callable[
+    [
+        MutableMapping[str, Any],
+        Callable[[], Awaitable[MutableMapping[str, Any]]],
+        Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ],
+    Awaitable[None],
+]
+
+
+def named(app: ASGIApp) -> ASGIApp:
+    """Add the serving process's pid to every response, refusals included."""
+
+    async def wrapper(
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        async def send_named(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                pid = str(os.getpid()).encode()
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (b"x-worker-pid", pid)],
+                }
+            await send(message)
+
+        await app(scope, receive, send_named)
+
+    return wrapper
+
+
+app = named(GuardMiddleware(inference, guard, exempt_paths={"/healthz"}))
