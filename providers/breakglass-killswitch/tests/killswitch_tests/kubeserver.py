@@ -237,6 +237,8 @@ class KubeApiServer:
         self._stop = threading.Event()
         self.frozen = threading.Event()
         """Set: connections are accepted and requests read, but nothing is answered (a frozen server)."""
+        self.hang: tuple[str, str] | None = None
+        """(method, path suffix): such requests are read and never answered (until stop)."""
         self.httpd: ThreadingHTTPServer | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -982,6 +984,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         while self.api.frozen.is_set() and not self.api._stop.is_set():
             time.sleep(0.05)
+        hang = self.api.hang
+        while hang is not None and self.command == hang[0] and parts.path.endswith(hang[1]):
+            if self.api._stop.wait(0.05) or self.api.hang is None:
+                break
         headers = dict(self.headers.items()) | {"X-Path": parts.path}
         try:
             code, payload = self.api.handle(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -13,6 +16,7 @@ from breakglass_killswitch.rbac import render_rbac
 from breakglass_killswitch.workloads import ANN_REPLICAS
 from killswitch_tests.cluster import NS
 from killswitch_tests.conftest import STANDARD_TARGETS, write_config
+from killswitch_tests.support import CLI
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -149,6 +153,43 @@ def test_a_frozen_api_server_is_not_halted_and_the_halt_still_returns(
     # The report comes at the bound, whatever the platform does (with slack for a loaded machine).
     assert report.elapsed_s < 4 + 10
     assert "no answer from the platform within the bound" in report.summary()
+
+
+def test_a_switch_killed_mid_halt_loses_nothing(tmp_path: Path, kube: KubeApiServer) -> None:
+    config = write_config(tmp_path, kube, kube.token(), targets=STANDARD_TARGETS)
+    kube.hang = (
+        "PUT",
+        "/deployments/model-server/scale",
+    )  # the process dies right before the scale lands
+    process = subprocess.Popen(
+        [CLI, "--config", str(config), "halt", "--reason", "incident"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    # Recorded and annotated: the scale request is the next one, and it never gets an answer.
+    while ANN_REPLICAS not in (
+        kube.get("apps", "deployments", NS, "model-server")["metadata"].get("annotations") or {}
+    ):
+        if time.monotonic() > deadline:
+            pytest.fail("the halt never annotated the Deployment")
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    kube.hang = None
+    assert (
+        kube.get("apps", "deployments", NS, "model-server")["spec"]["replicas"] == 3
+    )  # not halted yet
+
+    switch = _switch(config)
+    assert switch.halt(OPERATOR, "again, after the kill").ok
+    episode = switch.store.open_episode()
+    assert episode is not None
+    assert switch.store.recorded(episode.id)["deployment/inference/model-server"]["replicas"] == 3
+    _approve_twice(switch)
+    assert switch.resume(OPERATOR, "fixed").ok
+    assert kube.get("apps", "deployments", NS, "model-server")["spec"]["replicas"] == 3
 
 
 def test_a_second_halt_keeps_the_first_record_and_a_lost_store_falls_back_to_the_annotation(
