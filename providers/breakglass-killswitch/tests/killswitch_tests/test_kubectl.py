@@ -208,3 +208,103 @@ def test_kubectl_meets_conflicts_404_and_rbac_as_from_a_cluster(
     )
     assert denied.returncode != 0
     assert 'cannot patch resource "deployments/scale" in API group "apps"' in denied.stderr
+
+
+def test_the_three_patch_types_as_both_clients_send_them(
+    tmp_path: Path, kube: KubeApiServer
+) -> None:
+    from breakglass_killswitch.config import KubernetesConfig
+    from breakglass_killswitch.kube import Kube
+
+    (tmp_path / "kubeconfig").write_text(json.dumps(kube.kubeconfig(kube.token())))
+    kubeconfig = tmp_path / "kubeconfig"
+
+    def replicas() -> int:
+        value: int = kube.get("apps", "deployments", "inference", "model-server")["spec"][
+            "replicas"
+        ]
+        return value
+
+    kubectl(
+        kubeconfig,
+        "patch",
+        "deploy",
+        "model-server",
+        "-n",
+        "inference",
+        "--type=json",
+        "-p",
+        '[{"op": "replace", "path": "/spec/replicas", "value": 4}]',
+    )
+    assert replicas() == 4
+    kubectl(
+        kubeconfig,
+        "patch",
+        "deploy",
+        "model-server",
+        "-n",
+        "inference",
+        "--type=merge",
+        "-p",
+        '{"spec": {"replicas": 5}}',
+    )
+    assert replicas() == 5
+    kubectl(
+        kubeconfig,
+        "patch",
+        "deploy",
+        "model-server",
+        "-n",
+        "inference",
+        "-p",
+        '{"spec": {"replicas": 6}}',
+    )
+    assert replicas() == 6
+    kinds = [
+        ct for m, p, ct, _ in kube.log if m == "PATCH" and p.endswith("/deployments/model-server")
+    ]
+    assert kinds == [
+        "application/json-patch+json",
+        "application/merge-patch+json",
+        "application/strategic-merge-patch+json",
+    ]
+
+    client = Kube(KubernetesConfig(kubeconfig=kubeconfig))
+    try:
+        apps = client.apps
+        client.call(
+            "json patch",
+            apps.patch_namespaced_deployment,
+            "model-server",
+            "inference",
+            [{"op": "replace", "path": "/spec/replicas", "value": 7}],
+        )
+        assert replicas() == 7
+        client.call(
+            "strategic merge patch",
+            apps.patch_namespaced_deployment,
+            "model-server",
+            "inference",
+            {"spec": {"replicas": 8}},
+        )
+        assert replicas() == 8
+        failed = kubectl(
+            kubeconfig,
+            "patch",
+            "deploy",
+            "model-server",
+            "-n",
+            "inference",
+            "--type=json",
+            "-p",
+            '[{"op": "test", "path": "/spec/replicas", "value": 1}]',
+            check=False,
+        )
+        assert failed.returncode != 0
+        assert "invalid" in failed.stderr.lower()  # 422, as kubectl renders it
+    finally:
+        client.close()
+    kinds = [
+        ct for m, p, ct, _ in kube.log if m == "PATCH" and p.endswith("/deployments/model-server")
+    ]
+    assert kinds[3:5] == ["application/json-patch+json", "application/strategic-merge-patch+json"]
