@@ -5,12 +5,17 @@
 * :mod:`~breakglass.audit.pull` — fetch what is new from a provider's :class:`AuditSource`;
 * :mod:`~breakglass.audit.recorder` — the bridge's own evidence (observed flips, halts, resumes);
 * :mod:`~breakglass.audit.export` and :mod:`~breakglass.audit.verify` — hash-chained JSON Lines
-  (and CSV), and the check that an export is intact.
+  (and CSV), and the check that an export is intact;
+* :mod:`~breakglass.audit.integrity` — the store's own chain and export log, checked;
+* :mod:`~breakglass.audit.signing` and :mod:`~breakglass.audit.timestamp` — Ed25519 signatures
+  and RFC 3161 time stamps of an export hash;
+* :mod:`~breakglass.audit.spool` — where the bridge's own records wait while the store is down.
 
 See ``docs/audit-record.md`` and ``docs/compliance.md``.
 """
 
 from breakglass.audit.export import Manifest, export_csv, export_jsonl
+from breakglass.audit.integrity import StoreCheck, check_store
 from breakglass.audit.pull import PullReport, pull_history
 from breakglass.audit.recorder import AuditRecorder, RecordingAdmin
 from breakglass.audit.settings import AuditSettings, load_audit_settings
@@ -25,7 +30,9 @@ __all__ = [
     "Manifest",
     "PullReport",
     "RecordingAdmin",
+    "StoreCheck",
     "VerifyResult",
+    "check_store",
     "export_csv",
     "export_jsonl",
     "load_audit_settings",
