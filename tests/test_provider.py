@@ -8,13 +8,17 @@ from typing import TYPE_CHECKING
 
 import pytest
 from openfeature import api
+from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import EventDetails, ProviderEvent
 from openfeature.flag_evaluation import Reason
+from openfeature.hook import Hook, HookContext, HookHints
 from openfeature.provider import ProviderStatus
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
 from breakglass.engine import StateEngine
+from breakglass.guard import Guard
 from breakglass.provider import SystemActiveProvider, register
+from breakglass.state import Cause, FlagState
 from breakglass.testing import ManualClock, ScriptedSource
 
 if TYPE_CHECKING:
@@ -143,10 +147,101 @@ def test_reasons(
 def test_other_flags_and_types_are_not_served(
     wired: tuple[ScriptedSource, SystemActiveProvider],
 ) -> None:
-    """Another key is FLAG_NOT_FOUND; the served key as a string is a type mismatch."""
+    """Another key as a string is FLAG_NOT_FOUND; the served key as a string is a type mismatch."""
     client = api.get_client("breakglass")
-    assert client.get_boolean_details("other-flag", False).error_code == "FLAG_NOT_FOUND"
+    assert client.get_string_details("other-flag", "x").error_code == "FLAG_NOT_FOUND"
     assert client.get_string_details(KEY, "x").error_code == "TYPE_MISMATCH"
+
+
+def test_a_misspelt_key_reads_false_not_the_callers_default(
+    wired: tuple[ScriptedSource, SystemActiveProvider],
+) -> None:
+    """`system_active` for `system-active`: False, sync and async, even while the flag is on."""
+    source, _ = wired
+    source.confirm(True)
+    client = api.get_client("breakglass")
+    assert client.get_boolean_value("system_active", True) is False
+    assert asyncio.run(client.get_boolean_value_async("system_active", True)) is False
+    details = client.get_boolean_details("system_active", True)
+    assert details.error_code is None
+    assert details.flag_metadata["cause"] == "unknown_flag"
+
+
+def test_the_resolve_path_cannot_raise(clock: ManualClock) -> None:
+    """An exception while answering is False (reason ERROR), never the caller's default."""
+
+    class Exploding(StateEngine):
+        @property
+        def state(self) -> FlagState:
+            raise RecursionError("maximum recursion depth exceeded")
+
+    source = ScriptedSource("vendor", clock)
+    engine = Exploding(KEY, [source], max_staleness=30.0, clock=clock)
+    register(SystemActiveProvider(engine), "breakglass")
+    try:
+        assert _both_apis(default=True) == (False, False)
+        details = api.get_client("breakglass").get_boolean_details(KEY, True)
+        assert (details.reason, details.error_code) == (Reason.ERROR, None)
+        assert "RecursionError" in str(details.flag_metadata["detail"])
+    finally:
+        engine.close()
+
+
+def test_shutdown_of_openfeature_never_closes_a_shared_engine(clock: ManualClock) -> None:
+    """By default the provider does not own the engine: api.shutdown() leaves the guard deciding."""
+    source = ScriptedSource("vendor", clock)
+    engine = StateEngine(KEY, [source], max_staleness=30.0, clock=clock)
+    guard = Guard(engine)
+    register(SystemActiveProvider(engine), "breakglass")
+    try:
+        source.confirm(True)
+        assert guard.active
+        api.shutdown()
+        assert engine.state.cause is Cause.ACTIVE, "the guard's engine must survive api.shutdown()"
+        source.confirm(False)
+        assert guard.active is False
+    finally:
+        engine.close()
+
+
+class _RaisingHook(Hook):
+    def before(self, hook_context: HookContext, hints: HookHints) -> EvaluationContext | None:
+        raise RuntimeError("a hook's bug")
+
+
+@pytest.mark.parametrize("where", ["shutdown", "replaced", "hook"])
+def test_where_openfeature_decides_only_a_false_default_fails_closed(
+    wired: tuple[ScriptedSource, SystemActiveProvider], where: str
+) -> None:
+    """Pinned limits (docs/architecture.md, How it fails): OpenFeature serves the caller's default.
+
+    The provider is not asked at all after api.shutdown() or when a hook raises: `True` as
+    the default then reads true, `False` reads false. When another provider is bound to the
+    domain, that provider answers. Hence the rules: pass False, check who answers the
+    domain, or read guard.active.
+    """
+    source, _ = wired
+    source.confirm(False)
+    if where == "shutdown":
+        api.shutdown()
+    elif where == "replaced":
+        api.set_provider_and_wait(
+            InMemoryProvider({KEY: InMemoryFlag("on", {"on": True, "off": False})}),
+            domain="breakglass",
+        )
+    else:
+        api.add_hooks([_RaisingHook()])
+    try:
+        if where == "replaced":
+            # Another provider answers for the domain: no default helps; only a check of who
+            # answers does (or guard.active, which OpenFeature cannot touch).
+            assert api.get_provider_metadata("breakglass").name != "breakglass"
+            assert _both_apis(default=False) == (True, True)
+        else:
+            assert _both_apis(default=False) == (False, False)
+            assert _both_apis(default=True) == (True, True), "OpenFeature's decision, not ours"
+    finally:
+        api.clear_hooks()
 
 
 def test_domain_leaves_the_default_provider_alone(

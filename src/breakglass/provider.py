@@ -7,6 +7,14 @@ unsure state is answered with ``False`` itself, with a reason (``STALE``,
 ``ERROR``, ``DEFAULT``) and metadata (cause, source, confirmed_at, age_ms).
 Register it with :func:`register`, under a domain, so it never replaces the
 host's default provider and is ready before the first read.
+
+The resolve path cannot raise (an exception would hand the caller's default
+back), and any boolean asked of this provider under a key it does not serve
+(``system_active`` for ``system-active``) is answered ``False`` too. Where
+OpenFeature itself decides without asking the provider (after
+``api.shutdown()``, when another provider is bound to the domain, when a hook
+raises, before the provider is ready) only the caller's default can fail
+closed: pass ``False`` (see "How it fails" in ``docs/architecture.md``).
 """
 
 from __future__ import annotations
@@ -76,8 +84,11 @@ class SystemActiveProvider(AbstractProvider):
 
     Args:
         engine: The engine that decides. :meth:`initialize` starts it and
-            :meth:`shutdown` closes it unless ``owns_engine`` is ``False``.
-        owns_engine: Whether the provider's lifecycle drives the engine's.
+            :meth:`shutdown` closes it only when ``owns_engine`` is ``True``.
+        owns_engine: Whether the provider's shutdown closes the engine. Off by
+            default: an engine is usually shared with a guard, and
+            ``api.shutdown()`` (or another provider replacing this one) must
+            never stop the guard's decisions.
 
     Evaluations read the engine's precomputed state: no I/O, no lock. The
     provider emits ``PROVIDER_CONFIGURATION_CHANGED`` when the flag flips and
@@ -85,7 +96,7 @@ class SystemActiveProvider(AbstractProvider):
     changes (from the engine's thread; OpenFeature runs handlers on a pool).
     """
 
-    def __init__(self, engine: StateEngine, *, owns_engine: bool = True) -> None:
+    def __init__(self, engine: StateEngine, *, owns_engine: bool = False) -> None:
         super().__init__()
         self._engine = engine
         self._owns_engine = owns_engine
@@ -93,6 +104,7 @@ class SystemActiveProvider(AbstractProvider):
         self._unsubscribe: Callable[[], None] | None = None
         self._last_active: bool | None = None
         self._last_health: str | None = None
+        self._warned_keys: set[str] = set()
 
     def __repr__(self) -> str:
         return f"SystemActiveProvider(flag_key={self._flag_key!r})"
@@ -102,19 +114,22 @@ class SystemActiveProvider(AbstractProvider):
         return Metadata(name="breakglass")
 
     def initialize(self, evaluation_context: EvaluationContext) -> None:
-        """Start the engine (near-instant: sources connect in the background). Never raises."""
+        """Start the engine unless already started (near-instant: sources connect in the background).
+
+        Never raises. Starting is idempotent, so an engine the bridge started is
+        left as it is; one nobody started is started here, not left unread.
+        """
         del evaluation_context
-        state = self._engine.state
-        self._last_active, self._last_health = state.active, _health(state.cause)
-        self._unsubscribe = self._engine.subscribe(self._on_change)
-        if self._owns_engine:
-            try:
-                self._engine.start()
-            except Exception:
-                logger.exception("breakglass engine failed to start; serving halted")
+        try:
+            state = self._engine.state
+            self._last_active, self._last_health = state.active, _health(state.cause)
+            self._unsubscribe = self._engine.subscribe(self._on_change)
+            self._engine.start()
+        except Exception:
+            logger.exception("breakglass engine failed to start; serving halted")
 
     def shutdown(self) -> None:
-        """Stop listening, and close the engine if this provider owns it."""
+        """Stop listening, and close the engine only if this provider owns it."""
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -129,11 +144,47 @@ class SystemActiveProvider(AbstractProvider):
         default_value: bool,  # noqa: FBT001 -- OpenFeature's signature
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[bool]:
-        """Answer the served flag from the engine; ``default_value`` never decides it."""
-        del evaluation_context
-        if flag_key != self._flag_key:
-            return _not_found(flag_key, default_value)
-        return self._details(self._engine.state)
+        """Answer from the engine; never raises, and ``default_value`` never decides.
+
+        A key this provider does not serve is answered ``False`` as well: in the
+        domain of a stop button, a misspelt key must not run on the caller's
+        default. An unexpected exception is answered ``False`` (reason ``ERROR``).
+        """
+        del evaluation_context, default_value
+        try:
+            if flag_key != self._flag_key:
+                return self._unknown_key(flag_key)
+            return self._details(self._engine.state)
+        except Exception as exc:
+            logger.exception("breakglass could not answer %r; serving False", flag_key)
+            return FlagResolutionDetails(
+                value=False,
+                reason=Reason.ERROR,
+                variant="off",
+                flag_metadata={
+                    "cause": Cause.ERROR.value,
+                    "detail": f"breakglass could not read its decision: {type(exc).__name__}",
+                },
+            )
+
+    def _unknown_key(self, flag_key: str) -> FlagResolutionDetails[bool]:
+        if flag_key not in self._warned_keys:
+            self._warned_keys.add(flag_key)
+            logger.warning(
+                "OpenFeature asked breakglass for %r, but it serves %r: answering False",
+                flag_key,
+                self._flag_key,
+            )
+        # No error_code: OpenFeature would replace this False with the caller's default.
+        return FlagResolutionDetails(
+            value=False,
+            reason=Reason.ERROR,
+            variant="off",
+            flag_metadata={
+                "cause": "unknown_flag",
+                "detail": f"breakglass serves {self._flag_key!r}, not {flag_key!r}",
+            },
+        )
 
     async def resolve_boolean_details_async(
         self,
