@@ -320,3 +320,45 @@ def test_the_gate_resists_forged_actors_bad_input_and_revoked_tokens(gated: Runn
         assert answer.status_code in (401, 403)
     with _client(gated, "viewer") as viewer:
         assert viewer.get("/v1/resume").json()["approvals"] == []
+
+
+def test_the_documented_resume_policy_is_valid() -> None:
+    """docs/resume.md's ``[resume]`` example parses as it is written."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "resume.md").read_text()
+    (block,) = [b for b in re.findall(r"```toml\n(.*?)```", text, re.DOTALL) if "[resume]" in b]
+    policy = parse_policy(tomllib.loads(block)).resume
+    assert policy.enforce
+    assert [i.id for i in policy.checklist] == ["root-cause", "dpo"]
+    assert policy.condition("staging-probe") is not None
+
+
+def test_a_halt_made_elsewhere_is_recorded_and_gated(gated: Running) -> None:
+    """The kill switch (or a person at a dashboard) reports its halt: a suspension, under the gate."""
+    with _client(gated, "viewer") as viewer:
+        denied = viewer.post("/v1/suspensions", json={"via": "killswitch", "reason": "x"})
+        assert denied.status_code == 403
+    with _client(gated, "halter") as halter:
+        first = halter.post(
+            "/v1/suspensions",
+            json={"via": "killswitch", "reason": "scaled to zero", "incident": "INC-9"},
+        )
+        assert first.status_code == 201, first.text
+        assert first.json()["opened"] is True
+        sid = first.json()["suspension_id"]
+        again = halter.post("/v1/suspensions", json={"via": "dashboard", "reason": "also off"})
+        assert again.json() == {"suspension_id": sid, "opened": False}
+        bad = halter.post("/v1/suspensions", json={"via": "Kill\nSwitch", "reason": "x"})
+        assert bad.status_code == 422
+    assert gated.server.bridge.engine.active  # recording halts nothing by itself
+    with _client(gated, "approver") as a1:
+        gate = a1.get("/v1/resume").json()
+        assert gate["suspension_id"] == sid
+        assert any("approvals: 0 of 2" in m for m in gate["missing"])
+        record = a1.get(f"/v1/suspensions/{sid}").json()
+        assert [h["via"] for h in record["halts"]] == ["killswitch", "dashboard"]
+        assert record["opened_by"] == "token:halter-1"
+        assert record["incident"] == "INC-9"

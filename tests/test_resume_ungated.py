@@ -160,3 +160,44 @@ def test_a_halt_made_outside_serve_opens_a_suspension(
         assert "outside serve" in record["reason"]
         # The notification chain was told of this halt too.
         assert wait_until(lambda: receivers.pd_incidents == [f"breakglass/{sid}/on-call"])
+
+
+def test_a_kill_switch_suspension_is_not_undone_by_a_blip_but_a_dashboard_flip_is(
+    tmp_path: Path, policy_env: Path, receivers: Receivers
+) -> None:
+    """The kill switch halted the infrastructure, not the flag: the flag reading on again after a
+    stale spell resumes nothing. Turning the flag off and on in a dashboard meanwhile is ungated."""
+    import sqlite3
+
+    from breakglass.state import Cause
+    from breakglass.testing.serve import local_settings
+
+    policy_env.write_text(_policy(receivers, enforce=True), encoding="utf-8")
+    settings = local_settings(tmp_path, max_staleness=1.0)
+    with running_serve(tmp_path, settings) as running:
+        assert running.wait_active(True)
+        with running.client("halter") as c:
+            sid = c.post(
+                "/v1/suspensions", json={"via": "killswitch", "reason": "scaled to zero"}
+            ).json()["suspension_id"]
+        # A stale spell: the local store locked for longer than max_staleness, then readable again.
+        lock = sqlite3.connect(tmp_path / "local.db", isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        assert wait_until(
+            lambda: running.server.bridge.engine.state.cause is Cause.STALE, timeout=10
+        )
+        lock.execute("ROLLBACK")
+        lock.close()
+        assert running.wait_active(True, timeout=10)
+        time.sleep(1.0)
+        assert _record(running, sid)["ungated"] == []
+        assert running.server.bridge.engine.active
+
+        dashboard = LocalStore(tmp_path / "local.db")
+        dashboard.write(FLAG, value=False, actor="ops", reason="off in the dashboard")
+        assert wait_until(
+            lambda: "reader" in [h.get("via") for h in _record(running, sid)["halts"]], timeout=10
+        )
+        dashboard.write(FLAG, value=True, actor="ops", reason="on again")
+        assert wait_until(lambda: _record(running, sid)["ungated"], timeout=10)
+        assert wait_until(lambda: dashboard.read(FLAG) is False, timeout=10)

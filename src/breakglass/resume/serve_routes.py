@@ -7,6 +7,7 @@
 * ``POST /v1/resume/checklist/{item}`` ``{"answer": …}`` — tick an item;
 * ``POST /v1/resume/approvals`` ``{"comment": …}`` — approve, as the authenticated identity;
 * ``POST /v1/resume/conditions/{id}`` — a probe report (``breakglass probe --json``);
+* ``POST /v1/suspensions`` ``{"via": "killswitch", "reason": …}`` — record a halt made another way;
 * ``GET  /v1/suspensions/{id}`` — the suspension record;
 * ``GET  /v1/suspensions/{id}/report.html`` and ``/report.pdf`` — the suspension report;
 * ``POST /console/resume/check`` and ``/console/resume/approve`` — the console's forms.
@@ -19,17 +20,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Form, Request
 from pydantic import BaseModel, Field
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from breakglass.clock import isoformat_ms
 from breakglass.errors import AuthError, BreakglassError
 from breakglass.resume.gate import GateError, GateView, PolicyGate
 from breakglass.resume.record import audit_record, build_record
 from breakglass.serve.app import PROVIDER, Caller, Services, audit_event
+from breakglass.serve.auth import Role
+from breakglass.serve.listeners import SuspensionEvent
 from breakglass.serve.problems import problem
+from breakglass.serve.store import Suspension
 
 if TYPE_CHECKING:
     from breakglass.serve.auth import Identity
@@ -44,6 +50,21 @@ class TickBody(BaseModel):
     model_config = {"extra": "forbid"}
 
     answer: str | None = Field(default=None, max_length=2000, description="The free-text answer.")
+
+
+class ElsewhereHalt(BaseModel):
+    """The body of ``POST /v1/suspensions``: a halt made another way, recorded (nothing is halted)."""
+
+    model_config = {"extra": "forbid"}
+
+    via: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[a-z0-9][a-z0-9 ._-]*$",
+        description="killswitch, ...",
+    )
+    reason: str = Field(min_length=1, max_length=2000)
+    incident: str | None = Field(default=None, max_length=200)
 
 
 class ApproveBody(BaseModel):
@@ -113,6 +134,44 @@ def export_record(services: Services, suspension_id: str) -> None:
     services.recorder.record(
         audit_record(record, flag_key=services.control.bridge.settings.flag_key, provider=PROVIDER)
     )
+
+
+def record_halt_elsewhere(
+    services: Services, identity: Identity, body: ElsewhereHalt
+) -> tuple[str, bool]:
+    """Open (or join) the suspension for a halt made outside serve; its id, and whether it is new."""
+    now = services.clock.now()
+    halt = {
+        "at": isoformat_ms(now),
+        "actor": identity.to_dict(),
+        "via": body.via,
+        "reason": body.reason,
+    }
+    fresh = Suspension(
+        id=uuid.uuid4().hex,
+        opened_at=now,
+        opened_by=identity.actor,
+        reason=body.reason,
+        incident=body.incident,
+        personal_data_affected=False,
+        business_continuity=False,
+        halts=[halt],
+        targets={},
+    )
+    sid = services.control.store.record_halt(fresh)
+    opened = sid == fresh.id
+    if opened:
+        services.control.listeners.emit(
+            SuspensionEvent(
+                kind="halt",
+                suspension_id=sid,
+                actor=identity.to_dict(),
+                reason=f"{body.reason} (halted via {body.via})",
+                at=now,
+                incident=body.incident,
+            )
+        )
+    return sid, opened
 
 
 def _gate_problem(request: Request, exc: GateError) -> Response:
@@ -205,6 +264,25 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901 -- one place lists the routes
             condition_id,
             body,
         )
+
+    @app.post(
+        "/v1/suspensions",
+        tags=["v1"],
+        summary="Record a halt made another way (the kill switch, a dashboard); halts nothing itself",
+        status_code=201,
+    )
+    async def record_elsewhere(request: Request, body: ElsewhereHalt, identity: Caller) -> Response:
+        services: Services = request.app.state.services
+        identity.require(Role.HALTER, "recording a halt")
+        sid, opened = await asyncio.to_thread(record_halt_elsewhere, services, identity, body)
+        audit_event(
+            services,
+            "halt-recorded",
+            comment=body.reason,
+            identity=identity,
+            raw={"suspension_id": sid, "via": body.via, "opened": opened},
+        )
+        return JSONResponse({"suspension_id": sid, "opened": opened}, status_code=201)
 
     @app.get("/v1/suspensions/{suspension_id}", tags=["v1"], summary="One suspension's record")
     async def record(request: Request, suspension_id: str, _caller: Caller) -> Response:

@@ -113,10 +113,11 @@ class SuspensionWatch:
         store = self.control.store
         # serve's own halts open their suspension right after the acknowledgement: give them time.
         while time.monotonic() < deadline:
-            if store.open_suspension() is not None:
+            if _flag_halted(store.open_suspension()):
                 return
             time.sleep(min(0.1, self.grace))
-        if self.control.bridge.engine.active or store.open_suspension() is not None:
+        current = store.open_suspension()
+        if self.control.bridge.engine.active or _flag_halted(current):
             return
         now = self._clock.now()
         detail = (
@@ -134,6 +135,8 @@ class SuspensionWatch:
             targets={},
         )
         sid = store.record_halt(suspension)
+        if current is not None:
+            return  # joined the kill switch's suspension, which was announced already
         logger.warning("halt seen outside serve: suspension %s opened", sid)
         self.control.listeners.emit(
             SuspensionEvent(kind="halt", suspension_id=sid, actor=READER, reason=detail, at=now)
@@ -156,6 +159,8 @@ class SuspensionWatch:
         suspension = store.open_suspension()
         if suspension is None or self._gated(suspension):
             return
+        if not _flag_halted(suspension):
+            return  # the flag was never turned off for this suspension: reading it on resumes nothing
         seen_at = self._clock.now()
         seen = time.monotonic()
         source = state.source or "provider"
@@ -206,3 +211,8 @@ class SuspensionWatch:
         data["halt_change_id"] = outcome.change_id
         store.add_entry(Entry(suspension.id, "ungated", key, "", seen_at, data), replace=True)
         self.control.after_halt(outcome)
+
+
+def _flag_halted(suspension: Suspension | None) -> bool:
+    """Whether the suspension includes a halt of the flag (not only the kill switch's)."""
+    return suspension is not None and any(h.get("via") != "killswitch" for h in suspension.halts)
