@@ -539,3 +539,21 @@ def test_slowloris_clients_do_not_block_a_halt(serve: Running) -> None:
     finally:
         for s in slow:
             s.close()
+
+
+def test_idempotency_keys_are_forgotten_after_a_day(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from breakglass.serve.store import SqliteServeStore
+
+    store = SqliteServeStore(tmp_path / "serve.db")
+    now = datetime.now(UTC)
+    assert store.claim_key("alice", "k", "body-1", now - timedelta(hours=26)).fresh
+    store.complete_key("alice", "k", 200, "{}")
+    again = store.claim_key("alice", "k", "body-2", now - timedelta(hours=1))
+    assert again.fresh, "a day-old key replays nothing"
+    store.complete_key("alice", "k", 200, "{}")
+    replay = store.claim_key("alice", "k", "body-2", now)
+    assert not replay.fresh
+    assert replay.status == 200
+    assert store.claim_key("bob", "k", "body-2", now).fresh, "keys are per caller"

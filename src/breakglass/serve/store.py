@@ -18,6 +18,7 @@ import sqlite3
 import threading
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from breakglass import _sqlite
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from pydantic import SecretStr
+
+KEY_LIFETIME = timedelta(hours=24)
+"""How long an ``Idempotency-Key`` replays its first answer."""
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS serve_tokens (
@@ -190,7 +194,7 @@ class ServeStore(Protocol):
         ...
 
     def claim_key(self, actor: str, key: str, fingerprint: str, at: datetime) -> Claim:
-        """Own ``key`` for ``actor``, or learn what the request that owns it did."""
+        """Own ``key`` for ``actor``, or learn what the request that owns it did (within a day)."""
         ...
 
     def complete_key(self, actor: str, key: str, status: int, body: str) -> None:
@@ -319,6 +323,12 @@ class _SqlStore:
 
     def claim_key(self, actor: str, key: str, fingerprint: str, at: datetime) -> Claim:
         with self._work() as cur:
+            # Keys are kept for a day (retries of one incident), then forgotten: the table stays small.
+            self._run(
+                cur,
+                "DELETE FROM serve_idempotency WHERE created_at < ?",
+                (isoformat_ms(at - KEY_LIFETIME),),
+            )
             values = (actor, key, fingerprint, None, None, isoformat_ms(at))
             if self._insert_ignore(cur, "serve_idempotency", values):
                 return Claim(fresh=True, fingerprint=fingerprint)
