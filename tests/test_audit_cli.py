@@ -97,10 +97,18 @@ def test_halt_resume_pull_export_verify_and_an_edit_is_caught(tmp_path: Path) ->
 
 
 @pytest.mark.live
-def test_the_same_story_on_postgres(tmp_path: Path, postgres_url: str) -> None:
+def test_the_same_story_on_postgres(tmp_path: Path, postgres_url: str, writer_url: str) -> None:
+    """The owner runs `audit migrate --writer`; halts, pulls, exports and verifies run as the writer."""
+    from tests.audit_fixtures import writer_role
+
     reset_postgres(postgres_url)
-    env = _env(tmp_path, BREAKGLASS_AUDIT__DATABASE_URL=postgres_url)
+    owner = _env(tmp_path, BREAKGLASS_AUDIT__DATABASE_URL=postgres_url)
+    migrated = bg(tmp_path, "audit", "migrate", "--writer", writer_role(writer_url), env=owner)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "schema version 2; writers: breakglass_writer_" in migrated.stdout
+    env = _env(tmp_path, BREAKGLASS_AUDIT__DATABASE_URL=writer_url)
     _story(tmp_path, env)
+    assert bg(tmp_path, "audit", "verify", "--store", env=env).returncode == 0
     assert not (tmp_path / "state" / "audit.db").exists()
     status = bg(tmp_path, "audit", "status", "--json", env=env)
     info = json.loads(status.stdout)
