@@ -158,8 +158,11 @@ def test_a_halt_made_outside_serve_opens_a_suspension(
         record = _record(running, sid)
         assert record["opened_by"].startswith("serve's reader")
         assert "outside serve" in record["reason"]
-        # The notification chain was told of this halt too.
+        # The notification chain was told of this halt too, naming the reader, not a token.
         assert wait_until(lambda: receivers.pd_incidents == [f"breakglass/{sid}/on-call"])
+        page = receivers.at("/v2/enqueue")[0].json()
+        assert "token:serve's reader" not in str(page)
+        assert "serve's reader" in str(page)
 
 
 def test_a_kill_switch_suspension_is_not_undone_by_a_blip_but_a_dashboard_flip_is(

@@ -21,9 +21,9 @@ logger = logging.getLogger("breakglass.notify")
 
 
 def actor_of(actor: dict[str, Any]) -> str:
-    """The person as serve records them (``Identity.actor``): the OIDC name, or ``token:<name>``."""
+    """The person as serve records them (``Identity.actor``): the OIDC or system name, or ``token:<name>``."""
     name = str(actor.get("name") or actor.get("subject") or "unknown")
-    return name if actor.get("kind") == "oidc" else f"token:{name}"
+    return name if actor.get("kind") in ("oidc", "system") else f"token:{name}"
 
 
 class NotifyListener:

@@ -130,6 +130,12 @@
     for (const kind of ["target", "halt", "halt-complete", "halt-failed", "resume", "resume-failed"]) {
       source.addEventListener(kind, () => { refresh(); });
     }
+    source.addEventListener("ungated-resume", (e) => {
+      const u = JSON.parse(e.data);
+      showResult("UNGATED RESUME", "The flag was turned back on outside the resumption gate (through " +
+        u.source + "): " + u.outcome + ". Reload to see the gate.", false);
+      refresh();
+    });
   }
 
   function showResult(title, body, good) {
