@@ -124,3 +124,21 @@ def test_demo_drill_passes(tmp_path: Path) -> None:
         "refused",
         "resumed",
     }
+
+
+def test_a_staleness_budget_shorter_than_the_provider_confirms_is_refused(
+    run: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """max_staleness below what the provider can confirm: one line naming it, not a flapping flag."""
+    run.invoke(main, ["resume", "--reason", "go"])
+    monkeypatch.setenv("BREAKGLASS_LOCAL__POLL_INTERVAL", "2")
+    monkeypatch.setenv("BREAKGLASS_MAX_STALENESS", "1")
+    result = run.invoke(main, ["status"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "BREAKGLASS_MAX_STALENESS=1" in lines[0]
+    assert "every 2 s" in lines[0]
+    # The stop itself never depends on the reading path's settings.
+    halted = run.invoke(main, ["halt", "--reason", "still possible"])
+    assert halted.exit_code == 0, halted.output

@@ -109,7 +109,12 @@ class Bridge:
         (see :mod:`breakglass.authority`): a guarded service should only read it.
         ``halt_authority=True`` says this process is meant to change the flag
         (``breakglass serve``, the operator's control plane): no warning then.
+
+        Raises:
+            ConfigurationError: ``max_staleness`` is too short for what a provider
+                can confirm (a healthy vendor would flap the flag); one line naming it.
         """
+        check_staleness(self.settings.max_staleness, self.backends)
         for line in [] if halt_authority else self.halt_authority():
             logger.warning(
                 "%s: a guarded service that can change its flag can un-halt itself", line
@@ -262,6 +267,31 @@ def _served(ack: Acknowledgement) -> Acknowledgement:
             ack,
         )
     return ack
+
+
+STALENESS_ROOM = 1.25
+"""``max_staleness`` must be this many times a provider's confirmation interval: a healthy
+vendor's request and the scheduler need a little time on top of the interval itself."""
+
+
+def check_staleness(max_staleness: float, backends: Sequence[Backend]) -> None:
+    """Refuse a staleness budget shorter than what a provider can confirm in.
+
+    With ``max_staleness = 3`` and an Unleash SDK refreshing every 5 s, every
+    confirmation would age out 2 s before the next one arrives: a healthy vendor
+    would flap the system between active and halted for ever.
+
+    Raises:
+        ConfigurationError: One line naming the setting, the provider and the floor.
+    """
+    for backend in backends:
+        floor = backend.confirm_interval * STALENESS_ROOM
+        if max_staleness < floor:
+            raise ConfigurationError(
+                f"BREAKGLASS_MAX_STALENESS={max_staleness:g} is shorter than the {backend.name} "
+                f"provider can confirm the flag (every {backend.confirm_interval:g} s): set it to at "
+                f"least {floor:g} s, or make the {backend.name} provider poll faster"
+            )
 
 
 def _failures(results: list[TargetResult]) -> str:

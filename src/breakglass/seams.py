@@ -183,6 +183,10 @@ class Backend:
     audit: AuditSource | None
     poll_bound: float
     """Seconds a change may take to reach the source by design (0 for streaming)."""
+    confirm_interval: float = 0.0
+    """Seconds between two confirmations from a healthy vendor (the poll or refresh period the
+    source's ``true`` rests on). ``max_staleness`` must exceed it with room to spare, or a healthy
+    vendor would flap the flag; :meth:`breakglass.bridge.Bridge.start` refuses it otherwise."""
     durable: bool = True
     """Whether the bridge may remember this source's decision across restarts. ``False`` for a
     relay worker: a restarted worker must wait for the relay, never serve a remembered ``true``."""

@@ -13,6 +13,7 @@ import responses
 from pydantic import SecretStr
 
 from breakglass.audit_record import Action, ActorKind
+from breakglass.bridge import check_staleness
 from breakglass.errors import (
     AdminAuthError,
     AdminNotFoundError,
@@ -28,6 +29,7 @@ from breakglass.testing.settings import check_section_is_strict
 from breakglass_unleash import UnleashAdmin, UnleashAudit, UnleashSource
 from breakglass_unleash._http import new_session
 from breakglass_unleash.audit import normalise
+from breakglass_unleash.plugin import create_backend
 from breakglass_unleash.settings import UnleashSettings, load_unleash_settings
 
 API = "http://127.0.0.1:9/api"
@@ -468,3 +470,12 @@ def test_unleash_settings_without_a_table_or_with_a_typo(
         directory=tmp_path,
         monkeypatch=monkeypatch,
     )
+
+
+def test_a_staleness_budget_below_the_sdk_refresh_is_refused() -> None:
+    """max_staleness 3 s with the SDK's 5 s refresh would flap a healthy flag: refused at start."""
+    backend = create_backend(settings(sdk_refresh_interval=5.0), FLAG, ManualClock())
+    assert backend.confirm_interval == 5.0
+    with pytest.raises(ConfigurationError, match=r"BREAKGLASS_MAX_STALENESS=3 .*every 5 s"):
+        check_staleness(3.0, [backend])
+    check_staleness(30.0, [backend])

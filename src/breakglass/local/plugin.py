@@ -33,6 +33,7 @@ class LocalPlugin:
             admin=LocalAdmin(store, settings.flag_key, clock),
             audit=LocalAudit(store, settings.flag_key, clock=clock),
             poll_bound=interval,
+            confirm_interval=interval,
         )
 
 

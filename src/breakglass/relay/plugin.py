@@ -41,6 +41,8 @@ class RelayPlugin:
             admin=None,
             audit=None,
             poll_bound=relay.poll_interval + relay.heartbeat,
+            # The relay writes at least every heartbeat; the worker sees it within a poll.
+            confirm_interval=relay.poll_interval + relay.heartbeat,
             durable=False,
         )
 

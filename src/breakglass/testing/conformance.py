@@ -25,7 +25,7 @@ import pytest
 from openfeature import api
 
 from breakglass.bridge import Bridge
-from breakglass.errors import NotServedError
+from breakglass.errors import ConfigurationError, NotServedError
 from breakglass.provider import register
 from breakglass.seams import Acknowledgement
 from breakglass.state import Cause, FlagState
@@ -526,6 +526,27 @@ class ProviderConformance:
         assert took is not None, bridge.engine.state
         assert not loop.alive
         assert bridge.engine.active is False
+
+    def test_c23_staleness_budget_within_what_the_provider_confirms(
+        self, harness: ConformanceHarness
+    ) -> None:
+        """C23: a max_staleness the provider cannot confirm within is refused at start (or it confirms faster)."""
+        probe = Bridge.from_settings(harness.settings(max_staleness=MAX_STALENESS))
+        interval = probe.backend.confirm_interval
+        probe.close()
+        assert interval > 0, (
+            "every provider declares how often it confirms (Backend.confirm_interval)"
+        )
+        short = harness.settings(max_staleness=interval)
+        bridge = Bridge.from_settings(short)
+        try:
+            if bridge.backend.confirm_interval * 1.25 <= interval:
+                return  # the provider adapts: it confirms faster for a shorter budget
+            with pytest.raises(ConfigurationError, match="BREAKGLASS_MAX_STALENESS"):
+                bridge.start()
+            assert bridge.engine.active is False
+        finally:
+            bridge.close()
 
 
 def _optional(harness: ConformanceHarness, name: str) -> None:

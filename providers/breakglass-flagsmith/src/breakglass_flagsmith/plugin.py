@@ -30,6 +30,7 @@ def create_backend(flagsmith: FlagsmithSettings, flag_key: str, clock: Clock) ->
         admin=FlagsmithAdmin(flagsmith, flag_key, clock=clock) if has_admin else None,
         audit=FlagsmithAudit(flagsmith, flag_key, clock=clock) if has_admin else None,
         poll_bound=flagsmith.poll_bound,
+        confirm_interval=flagsmith.refresh_interval,
     )
 
 

@@ -51,17 +51,19 @@ def create_backend(
     Without an access token the backend can read only: ``admin`` and ``audit`` are ``None``.
     """
     has_token = launchdarkly.api_token is not None
+    source = LaunchDarklySource(
+        launchdarkly,
+        flag_key,
+        clock=clock,
+        verify_interval=effective_verify_interval(launchdarkly, max_staleness),
+    )
     return Backend(
         name=SOURCE_NAME,
-        source=LaunchDarklySource(
-            launchdarkly,
-            flag_key,
-            clock=clock,
-            verify_interval=effective_verify_interval(launchdarkly, max_staleness),
-        ),
+        source=source,
         admin=LaunchDarklyAdmin(launchdarkly, flag_key, clock=clock) if has_token else None,
         audit=LaunchDarklyAudit(launchdarkly, flag_key, clock=clock) if has_token else None,
         poll_bound=launchdarkly.poll_bound,
+        confirm_interval=source.confirm_interval,
     )
 
 

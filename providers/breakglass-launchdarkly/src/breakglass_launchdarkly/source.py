@@ -156,6 +156,11 @@ class LaunchDarklySource:
         """Seconds between second-opinion polls (0: off)."""
         return self._verify_interval
 
+    @property
+    def confirm_interval(self) -> float:
+        """Seconds between two confirmations of a healthy stream (the verifier's period)."""
+        return self._verify_interval if self._verify_interval > 0 else _TRUST_STATUS_TICK
+
     def __repr__(self) -> str:
         return (
             f"LaunchDarklySource(stream_uri={safe_url(self._settings.stream_uri)!r}, "

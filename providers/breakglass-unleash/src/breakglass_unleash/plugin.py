@@ -27,6 +27,8 @@ def create_backend(unleash: UnleashSettings, flag_key: str, clock: Clock) -> Bac
         admin=UnleashAdmin(unleash, flag_key, clock=clock) if has_admin else None,
         audit=UnleashAudit(unleash, flag_key, clock=clock) if has_admin else None,
         poll_bound=unleash.poll_bound,
+        # A true rests on the SDK's poll too (the older of the two contacts confirms it).
+        confirm_interval=max(unleash.refresh_interval, unleash.sdk_refresh_interval),
     )
 
 
