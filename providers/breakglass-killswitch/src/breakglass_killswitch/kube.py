@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import pydantic
 import urllib3
 from kubernetes import client
 from kubernetes import config as kube_config
@@ -106,6 +107,11 @@ class Kube:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise TargetError(
                 f"{what}: cannot reach the Kubernetes API server at {self.host} ({type(exc).__name__})"
+            ) from None
+        except (pydantic.ValidationError, ValueError) as exc:
+            # The typed client checks answers against the API's schema.
+            raise TargetError(
+                f"{what}: the API server's answer does not fit the schema ({exc})"
             ) from None
         return self.api.sanitize_for_serialization(result)  # type: ignore[no-untyped-call]
 

@@ -379,7 +379,12 @@ class KubeApiServer:
                     "updatedReplicas": len(live),
                     "observedGeneration": obj["metadata"].get("generation", 1),
                 }
-                status = {k: v for k, v in status.items() if v or k == "observedGeneration"}
+                # Zero counts are omitted, as the API server does, except where the schema
+                # requires them (StatefulSetStatus.replicas).
+                required = {"observedGeneration"} | (
+                    {"replicas"} if plural == "statefulsets" else set()
+                )
+                status = {k: v for k, v in status.items() if v or k in required}
                 if obj.get("status") != status:
                     obj["status"] = status
             elif (group, plural) == ("serving.kserve.io", "inferenceservices"):
