@@ -110,8 +110,9 @@ class Kube:
             ) from None
         except (pydantic.ValidationError, ValueError) as exc:
             # The typed client checks answers against the API's schema.
+            first = "; ".join(line.strip() for line in str(exc).splitlines()[:3])
             raise TargetError(
-                f"{what}: the API server's answer does not fit the schema ({exc})"
+                f"{what}: the API server's answer does not fit the schema ({first})"
             ) from None
         return self.api.sanitize_for_serialization(result)  # type: ignore[no-untyped-call]
 
