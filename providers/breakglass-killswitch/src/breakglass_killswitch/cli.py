@@ -193,6 +193,7 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
 
     try:
         switch = _switch(config_path)
+        switch.prepare()  # a kill switch answers its first halt warm
     except KillswitchError as exc:
         _fail(str(exc))
     settings = switch.config.serve

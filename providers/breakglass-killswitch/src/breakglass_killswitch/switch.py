@@ -161,6 +161,16 @@ class Switch:
                 self._kube = self._kube_factory()
         return self._kube
 
+    def prepare(self) -> None:
+        """Load the cluster client and its API modules now, so the first halt does not wait for them.
+
+        Reads only the kubeconfig (no network): a broken one is a :class:`ConfigError` here,
+        at start, rather than during a halt.
+        """
+        if self.config.has_kubernetes:
+            self.kube()
+            import breakglass_killswitch.workloads  # noqa: F401 -- imported for its side effect: loaded
+
     def close(self) -> None:
         """Release connections."""
         if self._kube is not None:
