@@ -190,7 +190,9 @@ def test_a_tampered_or_forged_report_is_detected(env: LocalEnvironment, tmp_path
     tampered = tmp_path / "tampered" / folder.name
     shutil.copytree(folder, tampered)
     report = tampered / "report.json"
-    report.write_text(report.read_text().replace('"passed"', '"failed"', 1))
+    doc = json.loads(report.read_text())
+    doc["verdict"] = "failed" if doc["verdict"] == "passed" else "passed"
+    report.write_text(json.dumps(doc, indent=2, sort_keys=True))
     code, out = check(tampered)
     assert code == 1
     assert "report.json was changed after signing" in out
@@ -406,3 +408,64 @@ def test_due_counts_only_verified_passed_drills_within_the_interval(
     entries = history(tmp_path / "drills", load_public_key(key))
     assert entries[0].verdict == "INVALID"
     assert due(entries, year, now)[0]
+
+
+@pytest.mark.live
+def test_no_drill_on_a_halted_system_nor_with_a_token_that_cannot_halt(
+    env: LocalEnvironment, tmp_path: Path
+) -> None:
+    # A lead whose token is only a viewer's: refused before anything is touched.
+    text = env.policy_path.read_text()
+    weak = tmp_path / "weak.toml"
+    weak.write_text(text.replace(env.tokens["drill-lead"], env.tokens["readers"]))
+    policy = load_policy(weak)
+    assert policy.drill is not None
+    data = DrillRunner(policy.drill, policy).run()
+    assert data["halt"] is None
+    lead = next(c for c in data["preflight"] if c["check"] == "credentials of drill-lead")
+    assert lead["ok"] is False
+    assert "the lead must halt; the token is viewer" in lead["detail"]
+    assert _serving(env)
+
+    # A real halt is open: the drill must not run, and above all must not resume it.
+    headers = {"Authorization": f"Bearer {env.tokens['drill-lead']}"}
+    halted = httpx.post(
+        f"{env.serve_url}/v1/halt", json={"reason": "real incident"}, headers=headers, timeout=30
+    )
+    assert halted.status_code == 200, halted.text
+    policy = load_policy(env.policy_path)
+    assert policy.drill is not None
+    data = DrillRunner(policy.drill, policy).run()
+    running = next(c for c in data["preflight"] if c["check"] == "system running")
+    assert running["ok"] is False
+    assert "a suspension is open" in running["detail"]
+    assert data["halt"] is None
+    assert data["restore"] is None
+    status = httpx.get(f"{env.serve_url}/v1/status", headers=headers, timeout=30).json()
+    assert status["active"] is False
+    assert status["suspension"]["id"] == halted.json()["suspension_id"]
+
+
+def test_outside_text_in_the_report_is_escaped() -> None:
+    from breakglass.drill.report import render_html
+    from breakglass.drill.verdict import judge
+
+    hostile = "<script>alert(1)</script>"
+    plan = dict(PLAN, environment=f"staging {hostile}")
+    policy = parse_policy({"drill": plan})
+    assert policy.drill is not None
+    data = DrillRunner(policy.drill, policy).data  # the skeleton, nothing contacted
+    data["preflight"].append({"check": "serve reachable", "ok": False, "detail": hostile})
+    data["readers"] = [
+        {
+            "reader": f"h/1/{hostile}",
+            "service": hostile,
+            "host": hostile,
+            "halted_after_s": 0.5,
+        }
+    ]
+    data["halt"] = {"requested_at": "x", "acknowledged_after_s": 0.1, "by": hostile}
+    judge(data)
+    page = render_html(data)
+    assert "<script" not in page
+    assert "&lt;script&gt;" in page

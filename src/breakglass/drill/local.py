@@ -190,7 +190,7 @@ participants = [
 
 
 def _await_fleet(serve_url: str, token: str, count: int, timeout: float = 30.0) -> None:
-    """Wait until serve has heard from every reader (they report every half second)."""
+    """Wait until serve has heard from every reader (they report every second)."""
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -303,7 +303,7 @@ def local_environment(  # noqa: PLR0915 -- one place starts and stops the whole 
                 n += 1
                 bridge = Bridge.from_settings(settings_for(f"reader-{n}"))
                 bridge.report_settings = ReportSettings(
-                    url=serve_url, token=SecretStr(tokens["readers"]), interval=0.5, service=service
+                    url=serve_url, token=SecretStr(tokens["readers"]), interval=1.0, service=service
                 )
                 readers.append(bridge.start())
                 if guarded:

@@ -447,7 +447,6 @@ class DrillRunner:
                 "role": reader["role"],
                 "provider": reader["provider"],
                 "halted_after_s": self._since_halt(reader["flipped_at"]),
-                "back_after_s": None,
             }
             for reader in sorted(seen, key=lambda r: r["flipped_at"])
         ]
