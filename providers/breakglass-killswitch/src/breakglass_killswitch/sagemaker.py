@@ -10,6 +10,7 @@ must not act on a stopped endpoint); the resume puts every one of them back.
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -57,23 +58,45 @@ def _not_found(exc: ClientError) -> bool:
     )
 
 
-class SageMakerEndpoint:
-    """One endpoint in one region."""
+class AwsClients:
+    """boto3 clients per region, made once (a client is thread-safe; making one reads large files)."""
 
-    def __init__(self, spec: SageMakerTarget, name: str, timeout: float) -> None:
-        self.name = name
-        self.region = spec.region
-        self.key = f"sagemaker-endpoint/{spec.region}/{name}"
-        config = Config(
+    def __init__(self, timeout: float) -> None:
+        self._config = Config(
             connect_timeout=timeout,
             read_timeout=timeout,
             retries={"max_attempts": 2, "mode": "standard"},
         )
-        session = boto3.session.Session(region_name=spec.region)
-        self.sm = session.client("sagemaker", endpoint_url=spec.endpoint_url, config=config)
-        self.aas = session.client(
-            "application-autoscaling", endpoint_url=spec.endpoint_url, config=config
-        )
+        self._clients: dict[tuple[str, str | None], tuple[Any, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, spec: SageMakerTarget) -> tuple[Any, Any]:
+        """The SageMaker and Application Auto Scaling clients for the target's region."""
+        key = (spec.region, spec.endpoint_url)
+        with self._lock:
+            if key not in self._clients:
+                session = boto3.session.Session(region_name=spec.region)
+                self._clients[key] = (
+                    session.client(
+                        "sagemaker", endpoint_url=spec.endpoint_url, config=self._config
+                    ),
+                    session.client(
+                        "application-autoscaling",
+                        endpoint_url=spec.endpoint_url,
+                        config=self._config,
+                    ),
+                )
+            return self._clients[key]
+
+
+class SageMakerEndpoint:
+    """One endpoint in one region."""
+
+    def __init__(self, spec: SageMakerTarget, name: str, clients: AwsClients) -> None:
+        self.name = name
+        self.region = spec.region
+        self.key = f"sagemaker-endpoint/{spec.region}/{name}"
+        self.sm, self.aas = clients.get(spec)
 
     def _call(self, what: str, method: Any, **kwargs: Any) -> dict[str, Any]:
         try:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from breakglass_killswitch.config import SwitchConfig
     from breakglass_killswitch.kube import Kube
+    from breakglass_killswitch.sagemaker import AwsClients
     from breakglass_killswitch.store import Store
     from breakglass_killswitch.targets import Target
 
@@ -144,6 +145,7 @@ class Switch:
         self.store = store
         self._kube_factory = kube_factory
         self._kube: Kube | None = None
+        self._aws: AwsClients | None = None
         self._sleep = sleep
         self._lock = threading.Lock()
         self._keys = [load_public_key(k) for k in config.resume.control_plane_keys]
@@ -170,6 +172,11 @@ class Switch:
         if self.config.has_kubernetes:
             self.kube()
             import breakglass_killswitch.workloads  # noqa: F401 -- imported for its side effect: loaded
+        for spec in self.config.targets:
+            if isinstance(spec, SageMakerTarget):
+                self.from_key(
+                    f"sagemaker-endpoint/{spec.region}/{spec.names[0]}"
+                )  # makes its clients
 
     def close(self) -> None:
         """Release connections."""
@@ -186,11 +193,13 @@ class Switch:
         if kind == "inferenceservice":
             return InferenceServiceTarget(self.kube(), place, name, argocd)
         if kind == "sagemaker-endpoint":
-            from breakglass_killswitch.sagemaker import SageMakerEndpoint
+            from breakglass_killswitch.sagemaker import AwsClients, SageMakerEndpoint
 
             for spec in self.config.targets:
                 if isinstance(spec, SageMakerTarget) and spec.region == place:
-                    return SageMakerEndpoint(spec, name, self.config.kubernetes.request_timeout)
+                    if self._aws is None:
+                        self._aws = AwsClients(self.config.kubernetes.request_timeout)
+                    return SageMakerEndpoint(spec, name, self._aws)
             raise TargetError(
                 f"sagemaker-endpoint/{place}/{name}: its region is no longer configured"
             )
