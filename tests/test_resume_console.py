@@ -73,6 +73,8 @@ def test_resume_panel_lists_what_is_missing_and_resumes_with_two_approvers(  # n
             expect(panel).to_contain_text("Still missing (4)")
             expect(panel).to_contain_text("checklist: root-cause not ticked")
             expect(panel).to_contain_text("approvals: 0 of 2")
+            expect(page.locator("#held-wait")).to_be_visible()
+            expect(page.get_by_role("button", name="Release selected")).to_have_count(0)
             c.check_axe("resume panel, nothing done")
             c.shot("resume-01-missing")
 
