@@ -9,13 +9,25 @@ OPENSSL := /usr/bin/openssl
 PDFTOPPM := /usr/bin/pdftoppm
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test lint typecheck unit install bench clean kubectl
+.PHONY: demo test lint typecheck unit install bench clean kubectl dist
 
 # The demo drill: serve, readers and notification receivers on loopback, the whole procedure,
 # signed evidence (HTML, PDF, JSON) kept under build/demo-drill/.
-demo: install
+demo: $(VENV)/.demo-installed
 	rm -rf build/demo-drill
 	$(VENV)/bin/breakglass drill local --keep build/demo-drill
+
+# The demo needs the core with its serve, drill and notify extras, not the development toolchain.
+# --inexact keeps whatever `make install` put there, so the demo and the tests share .venv.
+$(VENV)/.demo-installed: $(UV) uv.lock pyproject.toml
+	$(UV) sync --locked --inexact --no-dev --extra serve --extra drill --extra notify --python $(PYTHON)
+	touch $@
+
+# Wheels (and sdists) of the core and of every adapter under dist/, for installing elsewhere
+# from a local directory: pip install --find-links dist/ breakglass breakglass-unleash
+dist: $(UV)
+	rm -rf dist
+	$(UV) build --all-packages --out-dir dist
 
 test: install lint typecheck unit
 
@@ -74,4 +86,4 @@ $(KUBECTL):
 	@$(KUBECTL) version --client >/dev/null 2>&1 || { echo "make: $(KUBECTL) does not run" >&2; exit 1; }
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TOOLS) dist .mypy_cache .ruff_cache .pytest_cache

@@ -29,8 +29,9 @@ from breakglass.bridge import Bridge
 from breakglass.clock import SYSTEM_CLOCK, isoformat_ms
 from breakglass.drill.cli import drill
 from breakglass.errors import BreakglassError
+from breakglass.extras import require_extras
 from breakglass.notify.cli import notify
-from breakglass.plugins import available_providers
+from breakglass.plugins import provider_distributions
 from breakglass.probe.cli import probe
 from breakglass.relay.cli import relay
 from breakglass.safe_text import safe
@@ -113,6 +114,9 @@ def _describe(info: dict[str, Any]) -> str:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    package_name="breakglass", prog_name="breakglass", message="%(prog)s %(version)s"
+)
 @click.option("--provider", help="Override BREAKGLASS_PROVIDER.")
 @click.option("--flag-key", help="Override BREAKGLASS_FLAG_KEY.")
 @click.option(
@@ -481,10 +485,15 @@ def watch(ctx: _Context, interval: float, count: int, *, as_json: bool) -> None:
 
 
 @main.command()
-def providers() -> None:
-    """List the installed provider adapters."""
-    for name in available_providers():
-        click.echo(name)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: name, package, version.")
+def providers(*, as_json: bool) -> None:
+    """List the installed provider adapters and the package that brings each."""
+    found = provider_distributions()
+    if as_json:
+        click.echo(json.dumps([{"name": n, "package": p, "version": v} for n, p, v in found]))
+        return
+    for name, package, version in found:
+        click.echo(f"{name:<14} {package} {version}")
 
 
 @main.command()
@@ -511,6 +520,10 @@ def demo(
     demo_dir: Path | None,
 ) -> None:
     """Run the drill: a guarded sample service under load is halted, drained and resumed."""
+    try:
+        require_extras("demo", "demo")
+    except BreakglassError as exc:
+        _fail(exc)
     from breakglass.demo import DemoOptions, run_demo
 
     options = DemoOptions(

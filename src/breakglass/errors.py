@@ -43,6 +43,10 @@ class ProviderNotFoundError(ConfigurationError):
     """The configured provider has no installed adapter distribution."""
 
 
+class MissingExtraError(ConfigurationError):
+    """A command needs an optional part (an extra) that is not installed; the message names it."""
+
+
 class StoreError(BreakglassError):
     """The embedded SQLite store is corrupt, unreadable or unwritable.
 

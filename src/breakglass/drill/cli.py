@@ -204,6 +204,12 @@ def run(
 @click.option("--keep", type=click.Path(file_okay=False), help="Keep the environment's files here.")
 def local(silent: tuple[str, ...], keep: str | None) -> None:
     """Run a full drill on an environment started on loopback (the embedded local provider)."""
+    from breakglass.extras import require_extras
+
+    try:
+        require_extras("drill local", "serve", "drill", "notify")
+    except BreakglassError as exc:
+        _fail(exc)
     from breakglass.audit.signing import load_signer
     from breakglass.drill.local import local_environment
     from breakglass.policy import load_policy

@@ -1,0 +1,67 @@
+"""The command's front door: --version, the providers listing, a provider typo, a missing extra."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import version
+
+import pytest
+from click.testing import CliRunner
+
+from breakglass import extras
+from breakglass.cli import main
+
+
+def test_version_names_the_installed_distribution(run: CliRunner) -> None:
+    result = run.invoke(main, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"breakglass {version('breakglass')}\n"
+
+
+def test_providers_json_names_package_and_version(run: CliRunner) -> None:
+    result = run.invoke(main, ["providers", "--json"])
+    assert result.exit_code == 0, result.output
+    found = {entry["name"]: entry for entry in json.loads(result.output)}
+    assert found["local"] == {
+        "name": "local",
+        "package": "breakglass",
+        "version": version("breakglass"),
+    }
+    # The workspace installs every adapter: each is listed with its own distribution.
+    assert found["unleash"]["package"] == "breakglass-unleash"
+    assert found["unleash"]["version"] == version("breakglass-unleash")
+
+
+def test_providers_table_is_one_line_each(run: CliRunner) -> None:
+    result = run.invoke(main, ["providers"])
+    lines = result.output.splitlines()
+    assert any(
+        line.split() == ["unleash", "breakglass-unleash", version("breakglass-unleash")]
+        for line in lines
+    )
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"), [("unlesh", "unleash"), ("launchdarkli", "launchdarkly"), ("locl", "local")]
+)
+def test_provider_typo_says_did_you_mean(run: CliRunner, typo: str, meant: str) -> None:
+    """A typo names the real provider and never advises installing 'breakglass-<typo>'."""
+    result = run.invoke(main, ["--provider", typo, "status"])
+    assert result.exit_code == 1
+    assert f"did you mean {meant!r}?" in result.output
+    assert f"breakglass-{typo}" not in result.output
+    assert "Traceback" not in result.output
+
+
+def test_demo_without_its_extra_is_one_line(
+    run: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wheel installed without [demo]: one line naming the extra, exit 1, no traceback."""
+    real = extras.find_spec
+    monkeypatch.setattr(extras, "find_spec", lambda name: None if name == "httpx" else real(name))
+    result = run.invoke(main, ["demo"])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert len(lines) == 1, result.output
+    assert "breakglass[demo]" in lines[0]
+    assert "httpx" in lines[0]
