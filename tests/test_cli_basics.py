@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from importlib.metadata import version
+from importlib.util import find_spec
 
 import pytest
 from click.testing import CliRunner
 
-from breakglass import extras
 from breakglass.cli import main
 
 
@@ -57,8 +57,10 @@ def test_demo_without_its_extra_is_one_line(
     run: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A wheel installed without [demo]: one line naming the extra, exit 1, no traceback."""
-    real = extras.find_spec
-    monkeypatch.setattr(extras, "find_spec", lambda name: None if name == "httpx" else real(name))
+    real = find_spec
+    monkeypatch.setattr(
+        "breakglass.extras.find_spec", lambda name: None if name == "httpx" else real(name)
+    )
     result = run.invoke(main, ["demo"])
     assert result.exit_code == 1
     lines = result.output.splitlines()
