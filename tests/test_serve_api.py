@@ -557,3 +557,40 @@ def test_idempotency_keys_are_forgotten_after_a_day(tmp_path: Path) -> None:
     assert not replay.fresh
     assert replay.status == 200
     assert store.claim_key("bob", "k", "body-2", now).fresh, "keys are per caller"
+
+
+def test_a_hanging_store_does_not_queue_halts(serve: Running, tmp_path: Path) -> None:
+    """serve.db locked by another process: 48 halts with idempotency keys at once all answer quickly.
+
+    Before halts had threads of their own, the store calls filled the shared pool and the halts
+    waited behind them: 30 halts took 8.4 s here, and the wait grows with their number.
+    """
+    import sqlite3
+    from concurrent.futures import ThreadPoolExecutor
+
+    with serve.client("halter") as c:
+        assert c.get("/v1/status").status_code == 200  # the token list is in memory
+    locker = sqlite3.connect(tmp_path / "serve.db", isolation_level=None)
+    locker.execute(
+        "BEGIN EXCLUSIVE"
+    )  # every write (and read) of the store now waits its busy timeout
+    try:
+
+        def halt(i: int) -> tuple[int, float]:
+            started = time.monotonic()
+            with serve.client("halter") as c:
+                response = c.post(
+                    "/v1/halt", json={"reason": f"locked {i}"}, headers={"Idempotency-Key": f"k{i}"}
+                )
+            return response.status_code, time.monotonic() - started
+
+        begun = time.monotonic()
+        with ThreadPoolExecutor(48) as pool:
+            answers = list(pool.map(halt, range(48)))
+        took = time.monotonic() - begun
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert [code for code, _ in answers] == [200] * 48
+    assert took < 8, f"48 halts took {took:.1f} s with the store hanging"
+    assert serve.wait_active(False)

@@ -8,6 +8,7 @@ Routes: ``GET /v1/status``, ``POST /v1/halt``, ``POST /v1/resume``, ``GET /v1/ev
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -265,9 +266,21 @@ def _idempotency_key(value: str | None) -> str | None:
     return value
 
 
-async def _store_call(fn: Any, *args: Any) -> Any:
-    """Run a store call on a thread, giving up (not cancelling) after a short wait."""
-    return await asyncio.wait_for(asyncio.to_thread(fn, *args), _STORE_WAIT)
+async def _store_call(services: Services, fn: Any, *args: Any) -> Any:
+    """Run a store call on the store's threads, giving up (not cancelling) after a short wait."""
+    loop = asyncio.get_running_loop()
+    pending = loop.run_in_executor(services.control.io_pool, functools.partial(fn, *args))
+    return await asyncio.wait_for(pending, _STORE_WAIT)
+
+
+async def _follow(services: Services, outcome: Outcome) -> None:
+    # A background task of the response: runs once the answer is sent, and only starts a thread.
+    services.control.follow(outcome)
+
+
+async def _in_store_pool(services: Services, fn: Any, *args: Any) -> None:
+    # Fire and forget on the store's threads: a hanging store never holds the request threads.
+    services.control.io_pool.submit(fn, *args)
 
 
 def _outcome_response(outcome: Outcome, request: Request) -> JSONResponse:
@@ -317,7 +330,7 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
     async def readyz(request: Request) -> Response:
         services: Services = request.app.state.services
         try:
-            await _store_call(services.control.store.ping)
+            await _store_call(services, services.control.store.ping)
         except (ServeStoreError, TimeoutError) as exc:
             text = str(exc) or "the store did not answer in time"
             return problem("store-unavailable", 503, text, instance="/readyz")
@@ -421,7 +434,12 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
             store = services.control.store
             try:
                 claim = await _store_call(
-                    store.claim_key, identity.subject, key, fingerprint, services.clock.now()
+                    services,
+                    store.claim_key,
+                    identity.subject,
+                    key,
+                    fingerprint,
+                    services.clock.now(),
                 )
             except (ServeStoreError, TimeoutError) as exc:
                 # Never gate a halt on the store: go on without replay protection, and say so.
@@ -450,7 +468,7 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
                         headers={"Idempotent-Replayed": "true"},
                     )
                 claimed = True
-        outcome = await asyncio.to_thread(services.control.halt, identity, body)
+        outcome = await services.control.run(services.control.halt, identity, body)
         outcome.problems.extend(notes)
         response = _outcome_response(outcome, request)
         audit_event(
@@ -468,6 +486,8 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
         if claimed and key is not None:
             if outcome.done:
                 background.add_task(
+                    _in_store_pool,
+                    services,
                     _complete_key,
                     services,
                     identity.subject,
@@ -477,8 +497,10 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
                 )
             else:
                 # A halt that did not happen must be retried for real, not replayed.
-                background.add_task(_release_key, services, identity.subject, key)
-        background.add_task(services.control.after_halt, outcome)
+                background.add_task(
+                    _in_store_pool, services, _release_key, services, identity.subject, key
+                )
+        background.add_task(_follow, services, outcome)
         if wait == "fleet" and outcome.done:
             # After the halt took effect upstream: waiting can only delay this answer, never the halt.
             seen = await asyncio.to_thread(services.fleet.wait_halted, asked_at, wait_timeout)
@@ -498,7 +520,7 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
         services: Services = request.app.state.services
         identity.require(Role.APPROVER, "resuming")
         try:
-            outcome = await asyncio.to_thread(services.control.resume, identity, body)
+            outcome = await services.control.run(services.control.resume, identity, body)
         except ResumeRefusedError as exc:
             return problem(
                 "resume-refused", 409, str(exc), instance=request.url.path, missing=exc.missing
@@ -510,7 +532,7 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
             identity=identity,
             raw={"change_id": outcome.change_id, "suspension_id": outcome.suspension_id},
         )
-        background.add_task(services.control.after_resume, outcome)
+        background.add_task(_follow, services, outcome)
         return _outcome_response(outcome, request)
 
     @app.get(

@@ -122,6 +122,7 @@ class TokenBook:
         self._lock = threading.Lock()
         self._tokens: dict[str, StoredToken] = {}
         self._read_at = -float("inf")
+        self._reading = threading.Lock()
         self.problem: str | None = None
         """Why the last re-read failed (the last good list is in use meanwhile)."""
 
@@ -141,13 +142,13 @@ class TokenBook:
             created_by=by,
         )
         self._store.add_token(stored)
-        self._reload()
+        self._reload(wait=True)
         return stored, f"{TOKEN_PREFIX}{token_id}_{secret}"
 
     def revoke(self, name: str, *, by: str) -> bool:
         """Revoke the live token called ``name``; ``False`` when there is none."""
         done = self._store.revoke_token(name, by=by, at=self._clock.now())
-        self._reload()
+        self._reload(wait=True)
         return done
 
     def list(self) -> list[StoredToken]:
@@ -158,7 +159,16 @@ class TokenBook:
         """Whether a live admin token exists (read from the store)."""
         return any(t.role == Role.ADMIN.label and t.revoked_at is None for t in self.list())
 
-    def _reload(self) -> None:
+    def _reload(self, *, wait: bool = False) -> None:
+        # One reader at a time: with the store hanging, requests must not pile up behind it.
+        if not self._reading.acquire(blocking=wait):
+            return
+        try:
+            self._read()
+        finally:
+            self._reading.release()
+
+    def _read(self) -> None:
         try:
             tokens = self._store.tokens()
         except ServeStoreError as exc:

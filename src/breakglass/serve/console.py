@@ -233,7 +233,7 @@ def _add_actions(app: FastAPI) -> None:
                 "Give a reason for the halt." if "reason" in wrong else "Choose a listed severity."
             )
             return await _render_console(request, session, error=message)
-        outcome = await asyncio.to_thread(services.control.halt, session.identity, body)
+        outcome = await services.control.run(services.control.halt, session.identity, body)
         audit_event(
             services,
             "halt-request" if outcome.done else "halt-request-failed",
@@ -241,7 +241,7 @@ def _add_actions(app: FastAPI) -> None:
             identity=session.identity,
             raw={"change_id": outcome.change_id, "via": "console form"},
         )
-        asyncio.get_running_loop().run_in_executor(None, services.control.after_halt, outcome)
+        services.control.follow(outcome)
         return await _render_console(request, session, result=outcome)
 
     @app.post("/console/resume", include_in_schema=False)
@@ -260,7 +260,7 @@ def _add_actions(app: FastAPI) -> None:
         except ValidationError:
             return await _render_console(request, session, error="Give a reason for the resume.")
         try:
-            outcome = await asyncio.to_thread(services.control.resume, session.identity, body)
+            outcome = await services.control.run(services.control.resume, session.identity, body)
         except ResumeRefusedError as exc:
             return await _render_console(request, session, error=str(exc))
         audit_event(
@@ -270,5 +270,5 @@ def _add_actions(app: FastAPI) -> None:
             identity=session.identity,
             raw={"change_id": outcome.change_id, "via": "console form"},
         )
-        asyncio.get_running_loop().run_in_executor(None, services.control.after_resume, outcome)
+        services.control.follow(outcome)
         return await _render_console(request, session, result=outcome)

@@ -10,11 +10,14 @@ after the caller has the answer.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import random
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -247,6 +250,10 @@ class Control:
         self._clock = clock
         self._lock = threading.Lock()
         self._last: dict[str, TargetResult] = {}
+        # Halts and resumes get threads of their own, so they never queue behind store reads,
+        # status pages or a store that hangs; store calls get another pool (io_pool).
+        self._changes = ThreadPoolExecutor(max_workers=64, thread_name_prefix="breakglass-change")
+        self.io_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="breakglass-store")
         self._unsubscribe = bridge.engine.subscribe(self._on_state)
 
     # ------------------------------------------------------------------ reading
@@ -554,8 +561,22 @@ class Control:
                 except Exception:
                     logger.exception("after closing suspension %s", outcome.suspension_id)
 
+    async def run(self, change: Callable[..., T], *args: Any) -> T:
+        """Run :meth:`halt` or :meth:`resume` (blocking) on the changes' own threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._changes, functools.partial(change, *args))
+
+    def follow(self, outcome: Outcome) -> None:
+        """Start what follows an answered halt or resume on a thread of its own (it may wait minutes)."""
+        after = self.after_halt if outcome.halt is not None else self.after_resume
+        threading.Thread(
+            target=after, args=(outcome,), name="breakglass-follow", daemon=True
+        ).start()
+
     def close(self) -> None:
         """Stop listening to the engine and deliver queued listener events."""
+        self._changes.shutdown(wait=False)
+        self.io_pool.shutdown(wait=False)
         self._unsubscribe()
         for closer in reversed(self.closers):
             closer()
