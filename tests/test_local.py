@@ -100,7 +100,10 @@ def test_corrupt_store_halts_at_once_and_logs_once(
     with Bridge.from_settings(settings) as bridge:
         assert wait_for(lambda: bridge.engine.active, 2.0) is not None
         caplog.clear()
-        path.write_bytes(b"\x00" * 4096)
+        # Overwrite the header in place without truncating first: a reader must not catch an
+        # empty file half-way (that reads as another, correct, halt: flag_missing).
+        with path.open("r+b") as f:
+            f.write(b"\x00" * 4096)
         assert wait_for(lambda: bridge.engine.state.cause is Cause.ERROR, 2.0) is not None
         time.sleep(0.5)  # about 25 more polls
         assert bridge.engine.active is False
