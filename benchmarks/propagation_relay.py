@@ -9,7 +9,9 @@ tests, in its own process), three probe runs of ``--rounds`` toggles each:
 4. with ``--direct-fleet``, ``direct, K = --workers``: K readers each on the provider, as before the relay.
 
 The verdict: the last worker's halt p99 (ack -> refusing) at K must be at most the baseline's halt p99
-plus 20 ms. For LaunchDarkly the server counts the SDK reads it served (``GET /all`` streams and
+plus 20 ms. With ``--provider flagsmith`` the Flagsmith-protocol server of the adapter's tests runs in this process
+and every reader (the relay's, or each direct reader's) fetches every ``--refresh`` seconds.
+For LaunchDarkly and Flagsmith the server counts the SDK reads it served (``GET /all`` streams and
 ``GET /sdk/latest-all`` polls), so the vendor's load per run shows whether it grows with K.
 
     .venv/bin/python benchmarks/propagation_relay.py --rounds 100 --workers 50 --json relay.json
@@ -39,8 +41,36 @@ FAKE = (
     / "launchdarkly_tests"
     / "fake_ld.py"
 )
+FLAGSMITH_TESTS = (
+    Path(__file__).resolve().parents[1] / "providers" / "breakglass-flagsmith" / "tests"
+)
 PROBE_FLAG = "system-active-probe"
 MARGIN_MS = 20.0
+
+
+class Flagsmith:
+    """The Flagsmith-protocol server of the adapter's tests, in this process; counts the SDK's reads."""
+
+    def __init__(self, refresh: float) -> None:
+        sys.path.insert(0, str(FLAGSMITH_TESTS))
+        from flagsmith_tests.server import FlagsmithServer
+
+        self.server = FlagsmithServer().start()
+        self.env = {
+            "BREAKGLASS_FLAGSMITH__API_URL": self.server.api_url,
+            "BREAKGLASS_FLAGSMITH__ENVIRONMENT_KEY": self.server.server_key,
+            "BREAKGLASS_FLAGSMITH__ADMIN_TOKEN": f"Api-Key {self.server.master_key}",
+            "BREAKGLASS_FLAGSMITH__PROJECT_ID": str(self.server.project["id"]),
+            "BREAKGLASS_FLAGSMITH__ENVIRONMENT_API_KEY": self.server.client_key,
+            "BREAKGLASS_FLAGSMITH__REFRESH_INTERVAL": str(refresh),
+        }
+
+    def stop(self) -> dict[str, int]:
+        counts = {
+            f"GET {kind}": n for kind, n in self.server.counters.by_kind.items() if kind != "admin"
+        }
+        self.server.stop()
+        return counts
 
 
 class FakeLaunchDarkly:
@@ -86,8 +116,14 @@ def probe(
     return data
 
 
-def run(provider: str, *, readers: int, via: str | None, rounds: int, seed: int) -> dict[str, Any]:
-    fake = FakeLaunchDarkly() if provider == "launchdarkly" else None
+def run(
+    provider: str, *, readers: int, via: str | None, rounds: int, seed: int, refresh: float
+) -> dict[str, Any]:
+    fake: FakeLaunchDarkly | Flagsmith | None = None
+    if provider == "launchdarkly":
+        fake = FakeLaunchDarkly()
+    elif provider == "flagsmith":
+        fake = Flagsmith(refresh)
     saved = dict(os.environ)
     if fake is not None:
         os.environ.update(fake.env)
@@ -142,7 +178,16 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
-        "--provider", action="append", choices=["local", "launchdarkly"], help="default: both"
+        "--provider",
+        action="append",
+        choices=["local", "launchdarkly", "flagsmith"],
+        help="default: local and launchdarkly",
+    )
+    parser.add_argument(
+        "--refresh",
+        type=float,
+        default=0.05,
+        help="Flagsmith: seconds between the reader's fetches (default 0.05: 20 requests/s)",
     )
     parser.add_argument(
         "--direct-fleet",
@@ -155,13 +200,41 @@ def main() -> int:
     verdicts = []
     for provider in args.provider or ["local", "launchdarkly"]:
         runs = [
-            run(provider, readers=1, via=None, rounds=args.rounds, seed=args.seed),
-            run(provider, readers=1, via="relay", rounds=args.rounds, seed=args.seed),
-            run(provider, readers=args.workers, via="relay", rounds=args.rounds, seed=args.seed),
+            run(
+                provider,
+                readers=1,
+                via=None,
+                rounds=args.rounds,
+                seed=args.seed,
+                refresh=args.refresh,
+            ),
+            run(
+                provider,
+                readers=1,
+                via="relay",
+                rounds=args.rounds,
+                seed=args.seed,
+                refresh=args.refresh,
+            ),
+            run(
+                provider,
+                readers=args.workers,
+                via="relay",
+                rounds=args.rounds,
+                seed=args.seed,
+                refresh=args.refresh,
+            ),
         ]
         if args.direct_fleet:
             runs.append(
-                run(provider, readers=args.workers, via=None, rounds=args.rounds, seed=args.seed)
+                run(
+                    provider,
+                    readers=args.workers,
+                    via=None,
+                    rounds=args.rounds,
+                    seed=args.seed,
+                    refresh=args.refresh,
+                )
             )
         results += runs
         base, fleet = runs[0]["halts"]["p99"], runs[2]["halts"]["p99"]
