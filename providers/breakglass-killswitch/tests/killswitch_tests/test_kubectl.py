@@ -32,6 +32,8 @@ def _replicas(kubeconfig: Path) -> dict[str, int]:
     return {k: int(v) for k, v in (line.split("=") for line in out.split())}
 
 
+# A dozen CLI processes, each loading the kubernetes client: slow on a loaded machine.
+@pytest.mark.timeout(360)
 def test_halt_and_resume_seen_through_kubectl(tmp_path: Path, kube: KubeApiServer) -> None:  # noqa: PLR0915
     key = tmp_path / "control-plane.pem"
     config = write_config(tmp_path, kube, kube.token(), targets=STANDARD_TARGETS)

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.live
 
 
+# A dozen CLI processes, each loading the kubernetes client: slow on a loaded machine.
+@pytest.mark.timeout(360)
 def test_preflight_reports_argocd_self_heal_and_the_halt_it_undoes(
     tmp_path: Path, kube: KubeApiServer
 ) -> None:
