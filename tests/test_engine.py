@@ -404,3 +404,23 @@ def test_closing_reads_halted_at_once_even_while_sources_take_long_to_close(
     assert [(s.active, s.cause) for s in seen] == [(False, Cause.CLOSED)]
     clock.advance(STALENESS + 1)
     assert engine.state.cause is Cause.CLOSED
+
+
+def test_a_problem_halt_decided_just_before_close_is_still_remembered(
+    make_engine: Callable[..., tuple[StateEngine, ScriptedSource]],
+) -> None:
+    """close() right after a halt (here: from a listener, before the halt is written) loses nothing."""
+    engine, source = make_engine()
+    source.confirm(True)
+
+    def close_on_halt(state: FlagState) -> None:
+        if state.cause is Cause.FLAG_MISSING:
+            engine.close()
+
+    engine.subscribe(close_on_halt)
+    source.missing()
+    assert engine.state.cause is Cause.CLOSED
+    restarted, source2 = make_engine()
+    source2.fail("vendor away")
+    assert restarted.active is False
+    assert restarted.state.cause is Cause.OFF

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import sqlite3
 import threading
 import time
@@ -20,9 +17,10 @@ from breakglass.local.store import LocalStore
 from breakglass.settings import LocalSettings, Settings
 from breakglass.state import Cause
 from breakglass.testing.conformance import wait_for
+from breakglass.testing.forked import Child
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
     from pathlib import Path
 
 KEY = "system-active"
@@ -52,83 +50,30 @@ def bridge(tmp_path: Path) -> Iterator[tuple[Bridge, LocalStore]]:
     bridge.close()
 
 
-def _fork(child: Callable[[int], dict[str, Any]]) -> tuple[int, int]:
-    """Fork; the child runs ``child(write_fd)``, writes its JSON result and exits without cleanup."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover -- runs in the child
-        os.close(read_fd)
-        code = 0
-        try:
-            result = child(write_fd)
-        except BaseException as exc:  # noqa: BLE001 -- the child must always exit
-            result, code = {"error": repr(exc)}, 1
-        try:
-            os.write(write_fd, (json.dumps(result) + "\n").encode())
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    return pid, read_fd
-
-
-def _kill(children: list[tuple[int, int]]) -> None:
-    """Reap the children a failed test left behind."""
-    for pid, fd in children:
-        os.close(fd)
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-
-
-def _read_result(pid: int, read_fd: int, timeout: float) -> dict[str, Any]:
-    """The child's result, or a failure naming the hang (the child is killed)."""
-    deadline = time.monotonic() + timeout
-    status = None
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.01)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        os.close(read_fd)
-        pytest.fail(f"child {pid} hung for {timeout} s (deadlock?)")
-    with os.fdopen(read_fd) as pipe:
-        text = pipe.read()
-    assert status is not None
-    assert os.waitstatus_to_exitcode(status) == 0, text
-    result: dict[str, Any] = json.loads(text)
-    return result
-
-
 def test_child_starts_halted_and_follows_halts_and_resumes(
     bridge: tuple[Bridge, LocalStore],
 ) -> None:
-    """The child's first read is halted; its own reader confirms; a halt and a resume reach it."""
+    """The child's own reader confirms; a halt and a resume reach it."""
     parent, store = bridge
     parent_loop = parent.backend.source.readers()[0]
     guard = parent.guard()
-    go_halt, go_resume = os.pipe(), os.pipe()
 
-    def child(_fd: int) -> dict[str, Any]:
-        first = (guard.active, parent.engine.state.cause.value)
+    def body(child: Child) -> dict[str, Any]:
         loops = parent.backend.source.readers()
         own = bool(loops) and loops[0] is not parent_loop and loops[0].alive
         active_in = wait_for(lambda: guard.active, BOUND)
-        os.read(go_halt[0], 1)
+        child.tell("active")
+        child.wait_for_go()
         halted_in = wait_for(lambda: not guard.active, BOUND)
         try:
             with guard.admit():
                 refused = False
         except Suspended:
             refused = True
-        os.read(go_resume[0], 1)
+        child.tell("halted")
+        child.wait_for_go()
         resumed_in = wait_for(lambda: guard.active, BOUND)
         return {
-            "first": first,
             "own_reader": own,
             "active_in": active_in,
             "halted_in": halted_in,
@@ -136,18 +81,17 @@ def test_child_starts_halted_and_follows_halts_and_resumes(
             "resumed_in": resumed_in,
         }
 
-    pid, fd = _fork(child)
-    time.sleep(0.3)
-    store.write(KEY, False, actor="t", reason="halt")
-    os.write(go_halt[1], b"x")
-    time.sleep(0.3)
-    store.write(KEY, True, actor="t", reason="resume")
-    os.write(go_resume[1], b"x")
-    result = _read_result(pid, fd, 30.0)
-    first_active, first_cause = result["first"]
-    # The child either still waits for its own reader or that reader confirmed already.
-    assert first_active is False or first_cause == Cause.ACTIVE.value
-    assert first_cause in {Cause.UNCONFIRMED.value, Cause.ACTIVE.value}
+    child = Child(body)
+    try:
+        assert child.heard() == "active"
+        store.write(KEY, False, actor="t", reason="halt")
+        child.go()
+        assert child.heard() == "halted"
+        store.write(KEY, True, actor="t", reason="resume")
+        child.go()
+        result = child.result(30.0)
+    finally:
+        child.kill()
     assert result["own_reader"] is True
     assert result["active_in"] is not None
     assert result["halted_in"] is not None, "a halt must reach the forked child"
@@ -165,7 +109,7 @@ def test_a_child_does_not_serve_the_parents_true(bridge: tuple[Bridge, LocalStor
     locker = sqlite3.connect(store.path, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
 
-    def child(_fd: int) -> dict[str, Any]:
+    def body(_child: Child) -> dict[str, Any]:
         return {
             "active": guard.active,
             "cause": parent.engine.state.cause.value,
@@ -173,8 +117,7 @@ def test_a_child_does_not_serve_the_parents_true(bridge: tuple[Bridge, LocalStor
         }
 
     try:
-        pid, fd = _fork(child)
-        result = _read_result(pid, fd, 30.0)
+        result = Child(body).result(30.0)
     finally:
         locker.execute("ROLLBACK")
         locker.close()
@@ -221,7 +164,7 @@ def test_200_forks_under_load_never_deadlock(bridge: tuple[Bridge, LocalStore]) 
     parent.register("fork-test")
     client = api.get_client("fork-test")
 
-    def child(_fd: int) -> dict[str, Any]:
+    def body(_child: Child) -> dict[str, Any]:
         guard.active  # noqa: B018 -- the hot path must not block
         guard.stats()
         value = client.get_boolean_value(KEY, True)
@@ -229,14 +172,14 @@ def test_200_forks_under_load_never_deadlock(bridge: tuple[Bridge, LocalStore]) 
         answered = wait_for(lambda: parent.engine.state.cause is not Cause.UNCONFIRMED, BOUND)
         return {"value": value, "answered": answered, "state": repr(parent.engine.state)}
 
-    batch: list[tuple[int, int]] = []
+    batch: list[Child] = []
     with _busy_parent(parent, store, guard, client):
         try:
             for _ in range(25):
-                batch = [_fork(child) for _ in range(8)]
-                while batch:
-                    pid, fd = batch.pop(0)
-                    result = _read_result(pid, fd, 30.0)
+                batch = [Child(body) for _ in range(8)]
+                for child in batch:
+                    result = child.result(30.0)
                     assert result["answered"] is not None, result
         finally:
-            _kill(batch)
+            for child in batch:
+                child.kill()

@@ -315,7 +315,9 @@ class StateEngine:
         if not state.active:
             # Stop first, remember after: neither the guard nor the listeners wait for the disk.
             with self._lock:
-                if self._seq == seq:  # a newer decision has its own say
+                # A newer decision has its own say; closing is no decision, so a halt decided
+                # just before close() is still written (the next process must come up halted).
+                if self._seq == seq or self._closed:
                     self._apply_store(state, now)
         return state
 

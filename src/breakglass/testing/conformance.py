@@ -17,18 +17,22 @@ reason*; a server that cannot start must fail in the harness fixture, never skip
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import pytest
 from openfeature import api
 
 from breakglass.bridge import Bridge
+from breakglass.clock import SYSTEM_CLOCK
 from breakglass.errors import ConfigurationError, NotServedError
 from breakglass.provider import register
 from breakglass.seams import Acknowledgement
 from breakglass.state import Cause, FlagState
+from breakglass.testing.forked import Child
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -548,6 +552,127 @@ class ProviderConformance:
         finally:
             bridge.close()
 
+    def test_c24_restart_then_a_confirmed_problem_halts_and_is_remembered(
+        self, harness: ConformanceHarness, bridge_factory: Callable[..., Bridge]
+    ) -> None:
+        """C24: a remembered true does not survive a live "flag missing"; the halt outlives the next restart."""
+        harness.set_from_dashboard(True)
+        first = bridge_factory(max_staleness=30.0)
+        assert self._active_within(first, self._resume_bound(harness)) is not None
+        state_dir = first.settings.state_dir
+        first.close()
+        harness.delete_flag()
+        try:
+            second = bridge_factory(max_staleness=30.0, state_dir=state_dir)
+            took = wait_for(
+                lambda: second.engine.state.cause is Cause.FLAG_MISSING, self._bound(harness)
+            )
+            assert took is not None, second.engine.state
+            second.close()
+            harness.stop()
+            third = bridge_factory(max_staleness=30.0, state_dir=state_dir)
+            time.sleep(0.2)
+            state = third.engine.state
+            assert state.active is False, "the problem halt must be remembered"
+            assert state.cause in {Cause.OFF, *harness.away_causes()}, state
+        finally:
+            harness.restore()
+
+    def test_c25_close_never_serves_true(
+        self, harness: ConformanceHarness, bridge_factory: Callable[..., Bridge]
+    ) -> None:
+        """C25: from the moment close() begins, guard and OpenFeature read false, sync and async."""
+        harness.set_from_dashboard(True)
+        bridge = bridge_factory(max_staleness=30.0)
+        assert self._active_within(bridge, self._resume_bound(harness)) is not None
+        register(bridge.openfeature_provider(), "conformance-close")
+        client = api.get_client("conformance-close")
+        key = bridge.settings.flag_key
+        source = bridge.backend.source
+        real_close = source.close
+        during: list[tuple[bool, bool, bool]] = []
+
+        def observed_close() -> None:
+            # What every reader gets while the vendor SDK is still shutting down.
+            during.append(
+                (
+                    bridge.engine.active,
+                    client.get_boolean_value(key, True),
+                    asyncio.run(client.get_boolean_value_async(key, True)),
+                )
+            )
+            real_close()
+
+        source.close = observed_close  # type: ignore[method-assign]
+        bridge.close()
+        assert during == [(False, False, False)], during
+        assert bridge.engine.state.cause is Cause.CLOSED
+
+    def test_c26_forked_child_reads_through_its_own_readers(
+        self, harness: ConformanceHarness, bridge_factory: Callable[..., Bridge]
+    ) -> None:
+        """C26: after fork() the child starts halted, confirms through its own readers, and follows a halt."""
+        harness.set_from_dashboard(True)
+        bridge = bridge_factory(max_staleness=30.0)
+        assert self._active_within(bridge, self._resume_bound(harness)) is not None
+        inherited = list(bridge.backend.source.readers())
+        bound = self._bound(harness)
+        resume_bound = self._resume_bound(harness) + 2.0
+
+        def body(child: Child) -> dict[str, Any]:
+            own = [loop for loop in bridge.backend.source.readers() if loop not in inherited]
+            active_in = wait_for(lambda: bridge.engine.active, resume_bound)
+            child.tell("active")
+            child.wait_for_go()
+            halted_in = wait_for(lambda: not bridge.engine.active, bound)
+            return {
+                "own": bool(own) and all(loop.alive for loop in own),
+                "active_in": active_in,
+                "halted_in": halted_in,
+                "cause": bridge.engine.state.cause.value,
+            }
+
+        child = Child(body)
+        try:
+            assert child.heard() == "active"
+            harness.set_from_dashboard(False)
+            child.go()
+            result = child.result(resume_bound + bound + 30.0)
+        finally:
+            child.kill()
+        assert result["own"] is True, result
+        assert result["active_in"] is not None, result
+        assert result["halted_in"] is not None, result
+        assert result["cause"] == Cause.OFF.value, result
+        assert self._halted_within(bridge, bound) is not None, "and the parent halts too"
+
+    def test_c27_wall_clock_stepped_back_across_a_restart(
+        self, harness: ConformanceHarness, bridge_factory: Callable[..., Bridge]
+    ) -> None:
+        """C27: an old true does not become fresh because the wall clock moved back across a restart."""
+        harness.set_from_dashboard(True)
+        first = bridge_factory()
+        assert self._active_within(first, self._resume_bound(harness)) is not None
+        state_dir = first.settings.state_dir
+        first.close()
+        harness.stop()
+        try:
+            time.sleep(MAX_STALENESS + 0.5)  # the remembered true is now too old
+            settings = harness.settings(max_staleness=MAX_STALENESS, state_dir=state_dir)
+            # The wall clock stepped back: on it alone, the old confirmation looks brand new.
+            second = Bridge(
+                settings,
+                Bridge.from_settings(settings).backends,
+                clock=_SteppedClock(-(MAX_STALENESS + 0.5)),
+            ).start()
+            try:
+                time.sleep(0.2)
+                assert second.engine.active is False, second.engine.state
+            finally:
+                second.close()
+        finally:
+            harness.restore()
+
 
 def _optional(harness: ConformanceHarness, name: str) -> None:
     """Call the harness's optional situation ``name``; skip, with the reason, where it cannot be expressed."""
@@ -558,6 +683,22 @@ def _optional(harness: ConformanceHarness, name: str) -> None:
         method()
     except NotExpressible as exc:
         pytest.skip(f"not expressible by this vendor: {exc}")
+
+
+class _SteppedClock:
+    """The system's clocks with the wall clock moved by ``offset`` seconds (an NTP step)."""
+
+    def __init__(self, offset: float) -> None:
+        self._offset = timedelta(seconds=offset)
+
+    def monotonic(self) -> float:
+        return SYSTEM_CLOCK.monotonic()
+
+    def now(self) -> datetime:
+        return SYSTEM_CLOCK.now() + self._offset
+
+    def boot_id(self) -> str | None:
+        return SYSTEM_CLOCK.boot_id()
 
 
 def wait_for_records(bridge: Bridge, cursor: str | None, count: int, timeout: float) -> list[Any]:
