@@ -594,3 +594,28 @@ def test_a_hanging_store_does_not_queue_halts(serve: Running, tmp_path: Path) ->
     assert [code for code, _ in answers] == [200] * 48
     assert took < 8, f"48 halts took {took:.1f} s with the store hanging"
     assert serve.wait_active(False)
+
+
+def test_admins_manage_tokens_over_the_api(serve: Running) -> None:
+    with serve.client("approver") as c:
+        _problem(c.get("/v1/tokens"), 403, "forbidden")
+        _problem(c.post("/v1/tokens", json={"name": "x", "role": "admin"}), 403, "forbidden")
+    with serve.client("admin") as admin:
+        made = admin.post("/v1/tokens", json={"name": "pager bot", "role": "halter"})
+        assert made.status_code == 201, made.text
+        text = made.json()["token"]
+        again = admin.post("/v1/tokens", json={"name": "pager bot", "role": "viewer"})
+        _problem(again, 409, "invalid-request")
+        _problem(
+            admin.post("/v1/tokens", json={"name": "y", "role": "root"}), 422, "invalid-request"
+        )
+        listed = admin.get("/v1/tokens").json()["tokens"]
+        assert "pager bot" in [t["name"] for t in listed]
+        assert text.split("_", 2)[2] not in json.dumps(listed)
+        with serve.client(headers={"Authorization": f"Bearer {text}"}) as bot:
+            assert bot.post("/v1/halt", json={"reason": "paged"}).status_code == 200
+            assert admin.delete("/v1/tokens/pager%20bot").status_code == 204
+            _problem(admin.delete("/v1/tokens/pager%20bot"), 404, "not-found")
+            _problem(bot.get("/v1/status"), 401, "unauthenticated")
+    created = _audit(serve, "token-created")
+    assert created[-1]["actor"]["name"] == "admin-1"

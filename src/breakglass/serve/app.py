@@ -15,10 +15,11 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from fastapi import BackgroundTasks, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
@@ -41,9 +42,13 @@ from breakglass.serve.problems import TYPES, problem
 from breakglass.serve.sessions import Session, Sessions, check_csrf, check_same_origin
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from breakglass.audit.recorder import AuditRecorder
 
 logger = logging.getLogger("breakglass.serve")
+
+T = TypeVar("T")
 
 PROVIDER = "breakglass-serve"
 """The ``provider`` of the audit records serve writes itself (requests and denials)."""
@@ -258,6 +263,15 @@ def _install_handlers(app: FastAPI) -> None:
         return problem("internal", 500, "serve failed unexpectedly", instance=request.url.path)
 
 
+class TokenRequest(BaseModel):
+    """The body of ``POST /v1/tokens``."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(min_length=1, max_length=100, description="Who or what holds it.")
+    role: Literal["viewer", "halter", "approver", "admin"] = Field(description="What it may do.")
+
+
 def _idempotency_key(value: str | None) -> str | None:
     if value is None:
         return None
@@ -271,6 +285,11 @@ async def _store_call(services: Services, fn: Any, *args: Any) -> Any:
     loop = asyncio.get_running_loop()
     pending = loop.run_in_executor(services.control.io_pool, functools.partial(fn, *args))
     return await asyncio.wait_for(pending, _STORE_WAIT)
+
+
+async def _store_io(services: Services, fn: Callable[[], T]) -> T:
+    """Run a store call on the store's threads and wait for it (admin work, not the halt path)."""
+    return await asyncio.get_running_loop().run_in_executor(services.control.io_pool, fn)
 
 
 async def _follow(services: Services, outcome: Outcome) -> None:
@@ -558,6 +577,50 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+    @app.get("/v1/tokens", tags=["tokens"], summary="The API tokens (admin; never their secrets)")
+    async def tokens(request: Request, identity: Caller) -> dict[str, Any]:
+        services: Services = request.app.state.services
+        identity.require(Role.ADMIN, "managing tokens")
+        listed = await _store_io(services, services.tokens.list)
+        return {"tokens": [t.public() for t in listed]}
+
+    @app.post(
+        "/v1/tokens",
+        tags=["tokens"],
+        status_code=201,
+        summary="Make a named token (admin); its text is in this answer only",
+    )
+    async def make_token(request: Request, body: TokenRequest, identity: Caller) -> Response:
+        services: Services = request.app.state.services
+        identity.require(Role.ADMIN, "managing tokens")
+        try:
+            stored, text = await _store_io(
+                services,
+                lambda: services.tokens.create(body.name, Role.parse(body.role), by=identity.actor),
+            )
+        except ServeStoreError as exc:
+            if "exists already" not in str(exc):
+                raise
+            return problem("invalid-request", 409, str(exc), instance=request.url.path)
+        except BreakglassError as exc:
+            return problem("invalid-request", 422, str(exc), instance=request.url.path)
+        audit_event(
+            services, "token-created", comment=f"{stored.name} ({stored.role})", identity=identity
+        )
+        return JSONResponse({**stored.public(), "token": text}, status_code=201)
+
+    @app.delete("/v1/tokens/{name}", tags=["tokens"], summary="Revoke a token (admin)")
+    async def revoke_token(request: Request, name: str, identity: Caller) -> Response:
+        services: Services = request.app.state.services
+        identity.require(Role.ADMIN, "managing tokens")
+        done = await _store_io(services, lambda: services.tokens.revoke(name, by=identity.actor))
+        if not done:
+            return problem(
+                "not-found", 404, f"no live token called {name!r}", instance=request.url.path
+            )
+        audit_event(services, "token-revoked", comment=name, identity=identity)
+        return Response(status_code=204)
 
     @app.get("/v1/suspensions", tags=["v1"], summary="The latest halt episodes, newest first")
     async def suspensions(
