@@ -30,6 +30,8 @@ from breakglass.clock import SYSTEM_CLOCK, isoformat_ms
 from breakglass.drill.cli import drill
 from breakglass.errors import BreakglassError
 from breakglass.extras import require_extras
+from breakglass.logs import LOG_FORMAT_ENV
+from breakglass.logs import configure as configure_logging
 from breakglass.notify.cli import notify
 from breakglass.plugins import provider_distributions
 from breakglass.probe.cli import probe
@@ -123,6 +125,14 @@ def _describe(info: dict[str, Any]) -> str:
     "--state-dir", type=click.Path(file_okay=False), help="Override BREAKGLASS_STATE_DIR."
 )
 @click.option("-v", "--verbose", count=True, help="Log state changes (-vv: debug).")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    envvar=LOG_FORMAT_ENV,
+    help=f"Log lines on stderr as text or JSON (or {LOG_FORMAT_ENV}).",
+)
 @click.pass_context
 def main(
     ctx: click.Context,
@@ -130,10 +140,11 @@ def main(
     flag_key: str | None,
     state_dir: str | None,
     verbose: int,
+    log_format: str,
 ) -> None:
     """A fail-closed stop button for a high-risk AI system (EU AI Act Art. 14(4)(e))."""
     level = {0: logging.ERROR, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level, log_format)
     overrides: dict[str, Any] = {}
     if provider:
         overrides["provider"] = provider

@@ -98,6 +98,7 @@ class StateEngine:
         self._seq = 0
         self._notified_seq = 0
         self._notified: FlagState | None = None
+        self._halt_logged = False  # a recovery is then logged at the halt's level
         self._started = False
         self._closed = False
         self._forked = False
@@ -410,13 +411,24 @@ class StateEngine:
 
     def _log_change(self, previous: FlagState | None, state: FlagState) -> None:
         if state.active:
-            logger.info("%s: ACTIVE (source %s)", self.flag_key, state.source)
+            if self._halt_logged and previous is not None:
+                # A recovery matters as much as the halt it ends: the same level, and its cause.
+                logger.warning(
+                    "%s: ACTIVE again (source %s), after HALTED, cause %s",
+                    self.flag_key,
+                    state.source,
+                    previous.cause.value,
+                )
+            else:
+                logger.info("%s: ACTIVE (source %s)", self.flag_key, state.source)
+            self._halt_logged = False
         elif state.cause is Cause.CLOSED:
             logger.info("%s: closed", self.flag_key)
         elif previous is None and state.cause is Cause.UNCONFIRMED:
             # Every start passes through here; a warning would cry wolf on each one.
             logger.info("%s: halted until a source confirms the flag", self.flag_key)
         else:
+            self._halt_logged = True
             logger.warning(
                 "%s: HALTED, cause %s (source %s): %s",
                 self.flag_key,

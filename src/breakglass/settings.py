@@ -61,6 +61,7 @@ NOT_SETTINGS = frozenset(
         "BREAKGLASS_CHROMIUM",  # the browser that renders resumption reports
         "BREAKGLASS_ACK_SECRET",  # docs/notifications.md: ack_secret = "env:BREAKGLASS_ACK_SECRET"
         "BREAKGLASS_TOKEN",  # docs/serve.md: a bearer token in the operator's shell
+        "BREAKGLASS_LOG_FORMAT",  # the command's log lines: text or json (breakglass.logs)
     }
 )
 """``BREAKGLASS_*`` variables that are not settings but are read by breakglass or its tools."""

@@ -38,6 +38,7 @@ from UnleashClient.clients.unleash_client import UnleashClient
 from UnleashClient.utils import InstanceAllowType
 
 from breakglass.clock import SYSTEM_CLOCK, Clock
+from breakglass.logs import tame_vendor_loggers
 from breakglass.observation import Observation
 from breakglass.reading import ReadingLoop, stall_allowance
 from breakglass.retry import safe_url
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
     from breakglass_unleash.settings import UnleashSettings
 
 logger = logging.getLogger("breakglass.unleash")
+# UnleashClient logs a traceback per failed poll and, at debug, whole server bodies; its
+# scheduler logs every poll at INFO. breakglass reports the flag's health itself, once per change.
+tame_vendor_loggers("UnleashClient", "apscheduler.scheduler", "apscheduler.executors.default")
 
 SOURCE_NAME = "unleash"
 _REVISION_TICK = 1.25
