@@ -36,6 +36,7 @@ from breakglass.errors import (
 from breakglass.retry import safe_url
 from breakglass.seams import Acknowledgement
 from breakglass.settings import load_section
+from breakglass.targets import APPROVERS
 
 SECTION = "killswitch"
 AUTHORISATION_PREFIX = "bgresume1"
@@ -243,7 +244,8 @@ class KillswitchAdmin:
             switch=settings.switch,
             episode=episode,
             issuer="breakglass",
-            approvers=[actor],
+            # The people who approved the resume through the gate; the resumer when no gate did.
+            approvers=list(APPROVERS.get()) or [actor],
             reason=reason,
         )
 

@@ -10,9 +10,11 @@ reported.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +22,7 @@ from breakglass.clock import SYSTEM_CLOCK, Clock, isoformat_ms
 from breakglass.errors import BreakglassError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from datetime import datetime
 
     from breakglass.seams import Acknowledgement, FlagAdmin
@@ -120,10 +122,18 @@ class Fanout:
         self._results: dict[str, TargetResult] = {}
 
     def start(self) -> Fanout:
-        """Start one thread per target and return at once."""
+        """Start one thread per target and return at once.
+
+        Each call runs in a copy of the caller's context, so what the caller set
+        for this change (:data:`APPROVERS`) reaches every target.
+        """
         for target in self.targets:
+            context = contextvars.copy_context()
             threading.Thread(
-                target=self._call, args=(target,), name=f"breakglass-{target.name}", daemon=True
+                target=context.run,
+                args=(self._call, target),
+                name=f"breakglass-{target.name}",
+                daemon=True,
             ).start()
         return self
 
@@ -205,6 +215,26 @@ class Fanout:
 def _ok(results: dict[str, TargetResult], target: Target) -> bool:
     result = results.get(target.name)
     return result is not None and result.ok
+
+
+APPROVERS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "breakglass_approvers", default=()
+)
+"""Who approved the resume being made (set by the resumption gate around the change).
+
+A target that carries approvals on (the kill switch's signed resume
+authorisation) names them; empty when no gate approved the change.
+"""
+
+
+@contextmanager
+def approving(approvers: Sequence[str]) -> Iterator[None]:
+    """Set :data:`APPROVERS` for the changes started inside."""
+    token = APPROVERS.set(tuple(approvers))
+    try:
+        yield
+    finally:
+        APPROVERS.reset(token)
 
 
 def change_all(

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 from breakglass.clock import SYSTEM_CLOCK, Clock, isoformat_ms
 from breakglass.errors import ServeStoreError
-from breakglass.resume.gate import PolicyGate, record_resume
+from breakglass.resume.gate import PolicyGate, approvers_of, record_resume
 from breakglass.serve.store import ServeStore, Suspension, open_serve_store
+from breakglass.targets import APPROVERS
 
 if TYPE_CHECKING:
     from breakglass.settings import Settings
@@ -56,7 +57,7 @@ def authorise(
         missing.append("classification: pass --classification confirmed-harm|precautionary|drill")
     if missing:
         return missing
-    record_resume(
+    sid = record_resume(
         gate.store,
         subject=f"cli:{actor}",
         actor=actor,
@@ -65,6 +66,8 @@ def authorise(
         change_id=uuid.uuid4().hex,
         at=SYSTEM_CLOCK.now(),
     )
+    if sid is not None:
+        APPROVERS.set(approvers_of(gate.store, sid))
     return []
 
 

@@ -339,6 +339,13 @@ def record_resume(
     return suspension.id
 
 
+def approvers_of(store: ServeStore, suspension_id: str) -> tuple[str, ...]:
+    """Who approved resuming this suspension (as the audit trail names them), in order."""
+    return tuple(
+        str(e.data.get("by") or e.actor) for e in store.entries(suspension_id) if e.kind == APPROVAL
+    )
+
+
 def _duration(seconds: float) -> str:
     if seconds % 3600 == 0:
         return f"{int(seconds // 3600)} h"

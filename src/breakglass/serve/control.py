@@ -28,7 +28,7 @@ from breakglass.errors import BreakglassError, ServeStoreError
 from breakglass.serve.auth import Identity, Role
 from breakglass.serve.listeners import ListenerRunner, SuspensionEvent, target_dicts
 from breakglass.serve.store import Suspension
-from breakglass.targets import Fanout, Target, TargetResult
+from breakglass.targets import Fanout, Target, TargetResult, approving
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -489,9 +489,12 @@ class Control:
             raise ResumeRefusedError(missing)
         started = time.monotonic()
         change_id = uuid.uuid4().hex
-        self._authorise(identity, request, change_id)
-        with self.tracing.span(
-            "breakglass.resume", breakglass_actor=identity.actor, breakglass_change_id=change_id
+        approvers = self._authorise(identity, request, change_id)
+        with (
+            self.tracing.span(
+                "breakglass.resume", breakglass_actor=identity.actor, breakglass_change_id=change_id
+            ),
+            approving(approvers),
         ):
             fan = Fanout(
                 self._targets(),
@@ -530,16 +533,18 @@ class Control:
         self.hub.publish("resume", outcome.to_dict())
         return outcome
 
-    def _authorise(self, identity: Identity, request: ResumeRequest, change_id: str) -> None:
-        """Record that this resume passed the gate before any target is turned on.
+    def _authorise(
+        self, identity: Identity, request: ResumeRequest, change_id: str
+    ) -> tuple[str, ...]:
+        """Record that this resume passed the gate before any target is turned on; its approvers.
 
         A store that cannot record it refuses the resume: a resume is never
         urgent, a halt always is.
         """
-        from breakglass.resume.gate import record_resume
+        from breakglass.resume.gate import approvers_of, record_resume
 
         try:
-            record_resume(
+            sid = record_resume(
                 self.store,
                 subject=identity.subject,
                 actor=identity.actor,
@@ -548,6 +553,7 @@ class Control:
                 change_id=change_id,
                 at=self._clock.now(),
             )
+            return approvers_of(self.store, sid) if sid else ()
         except ServeStoreError as exc:
             raise ResumeRefusedError([f"the resume cannot be recorded: {exc}"]) from None
 
