@@ -19,7 +19,8 @@ from breakglass_killswitch.server import build_app
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from breakglass_killswitch import Switch
+    from breakglass_killswitch import Store, Switch
+    from killswitch_tests.kubeserver import KubeApiServer
 
 CLI = str(Path(sys.executable).parent / "breakglass-killswitch")
 
@@ -59,3 +60,22 @@ def serving(switch: Switch) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def control_plane_switch(tmp_path: Path, kube: KubeApiServer) -> tuple[Path, Store, Switch]:
+    """A switch that trusts a fresh control-plane key: the key's PEM file, the store, the switch."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from breakglass_killswitch import Store, Switch, load_config
+    from breakglass_killswitch.authorisation import private_key_pem, public_key_text
+    from killswitch_tests.conftest import STANDARD_TARGETS, write_config
+
+    key = Ed25519PrivateKey.generate()
+    key_file = tmp_path / "control-plane.pem"
+    key_file.write_bytes(private_key_pem(key))
+    extra = f'[resume]\ncontrol_plane_keys = ["{public_key_text(key.public_key())}"]\n'
+    config = load_config(
+        write_config(tmp_path, kube, kube.token(), targets=extra + STANDARD_TARGETS)
+    )
+    store = Store(config.state_dir)
+    return key_file, store, Switch(config, store)

@@ -10,14 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from breakglass_killswitch import Store, Switch, load_config
-from breakglass_killswitch.authorisation import private_key_pem, public_key_text
 from breakglass_killswitch.tokens import create_token
 from killswitch_tests.cluster import NS
-from killswitch_tests.conftest import STANDARD_TARGETS, write_config
-from killswitch_tests.support import serving
+from killswitch_tests.support import control_plane_switch, serving
 
 if TYPE_CHECKING:
     from killswitch_tests.kubeserver import KubeApiServer
@@ -45,16 +41,8 @@ def _breakglass(
 def test_the_flag_and_the_kill_switch_halt_and_resume_together(
     tmp_path: Path, kube: KubeApiServer
 ) -> None:
-    key = Ed25519PrivateKey.generate()
-    key_file = tmp_path / "control-plane.pem"
-    key_file.write_bytes(private_key_pem(key))
-    extra = f'[resume]\ncontrol_plane_keys = ["{public_key_text(key.public_key())}"]\n'
-    config = load_config(
-        write_config(tmp_path, kube, kube.token(), targets=extra + STANDARD_TARGETS)
-    )
-    store = Store(config.state_dir)
+    key_file, store, switch = control_plane_switch(tmp_path, kube)
     halter = create_token(store, "control-plane", "halter")
-    switch = Switch(config, store)
 
     with serving(switch) as url:
         env = {

@@ -17,13 +17,9 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from breakglass_killswitch import Store, Switch, load_config
-from breakglass_killswitch.authorisation import private_key_pem, public_key_text
 from breakglass_killswitch.tokens import create_token
-from killswitch_tests.conftest import STANDARD_TARGETS, write_config
-from killswitch_tests.support import serving
+from killswitch_tests.support import control_plane_switch, serving
 
 if TYPE_CHECKING:
     from killswitch_tests.kubeserver import KubeApiServer
@@ -45,18 +41,10 @@ def _wait_healthy(base: str, proc: subprocess.Popen[bytes]) -> None:
         time.sleep(0.1)
 
 
-def test_the_kill_switch_authorisation_names_the_gate_approvers(  # noqa: PLR0915 -- one story
+def test_the_kill_switch_authorisation_names_the_gate_approvers(
     tmp_path: Path, kube: KubeApiServer
 ) -> None:
-    key = Ed25519PrivateKey.generate()
-    key_file = tmp_path / "control-plane.pem"
-    key_file.write_bytes(private_key_pem(key))
-    extra = f'[resume]\ncontrol_plane_keys = ["{public_key_text(key.public_key())}"]\n'
-    config = load_config(
-        write_config(tmp_path, kube, kube.token(), targets=extra + STANDARD_TARGETS)
-    )
-    store = Store(config.state_dir)
-    switch = Switch(config, store)
+    key_file, store, switch = control_plane_switch(tmp_path, kube)
     policy = tmp_path / "breakglass-policy.toml"
     policy.write_text("[resume]\napprovals = 2\nchecklist = []\n", encoding="utf-8")
 
