@@ -469,3 +469,59 @@ def test_outside_text_in_the_report_is_escaped() -> None:
     page = render_html(data)
     assert "<script" not in page
     assert "&lt;script&gt;" in page
+
+
+def test_the_maintenance_window_is_read_in_utc_across_midnight() -> None:
+    from datetime import UTC, datetime
+
+    from breakglass.testing import ManualClock
+
+    windows = [{"days": ["sat"], "start": "22:00", "end": "02:00"}]
+    policy = parse_policy({"drill": dict(PLAN, windows=windows)})
+    assert policy.drill is not None
+    for moment, inside in [
+        (datetime(2026, 12, 5, 23, 30, tzinfo=UTC), True),  # a Saturday, before midnight
+        (datetime(2026, 12, 5, 21, 59, tzinfo=UTC), False),
+        (datetime(2026, 12, 4, 23, 0, tzinfo=UTC), False),  # a Friday
+    ]:
+        runner = DrillRunner(policy.drill, policy, clock=ManualClock(moment))
+        assert runner._window() is inside, moment
+        detail = runner.data["preflight"][-1]["detail"]
+        assert ("22:00-02:00" in detail) is inside
+
+
+@pytest.mark.live
+def test_a_gate_the_plan_cannot_satisfy_leaves_the_system_halted(
+    env: LocalEnvironment, tmp_path: Path
+) -> None:
+    # The plan forgets a checklist item the gate requires: the resume is refused, the drill
+    # cannot restore, and the system stays halted (the safe side), said first in the report.
+    text = "\n".join(
+        line for line in env.policy_path.read_text().splitlines() if 'item = "risk"' not in line
+    )
+    path = tmp_path / "policy.toml"
+    path.write_text(text)
+    policy = load_policy(path)
+    assert policy.drill is not None
+    data = DrillRunner(policy.drill, policy).run()
+    assert data["verdict"] == "failed"
+    assert data["restore"]["needed"] is True
+    assert data["restore"]["restored"] is False
+    assert "409" in data["restore"]["detail"]
+    assert "risk" in data["restore"]["detail"]
+    assert data["deficiencies"][0]["text"].startswith("NOT RESTORED: ")
+    assert _verdicts(data)["resumption"] == "fail"
+    assert _verdicts(data)["halt-time"] == "pass"
+    headers = {"Authorization": f"Bearer {env.tokens['readers']}"}
+    status = httpx.get(f"{env.serve_url}/v1/status", headers=headers, timeout=30).json()
+    assert status["active"] is False
+
+
+@pytest.mark.live
+def test_drill_local_is_what_make_demo_runs(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["drill", "local", "--keep", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    assert "): PASSED" in result.output
+    assert "next: breakglass drill verify" in result.output
+    folder = next((tmp_path / "demo" / "drills").iterdir())
+    assert verify_evidence(folder, load_public_key(tmp_path / "demo" / "keys" / "audit.pub")).ok
