@@ -525,3 +525,67 @@ def test_drill_local_is_what_make_demo_runs(tmp_path: Path) -> None:
     assert "next: breakglass drill verify" in result.output
     folder = next((tmp_path / "demo" / "drills").iterdir())
     assert verify_evidence(folder, load_public_key(tmp_path / "demo" / "keys" / "audit.pub")).ok
+
+
+@pytest.mark.live
+def test_the_console_shows_the_drill_live(env: LocalEnvironment) -> None:
+    import os
+    import threading
+
+    from playwright.sync_api import expect, sync_playwright
+
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.fail("the Debian package 'chromium' is missing: run `apt-get install -y chromium`")
+    policy = load_policy(env.policy_path)
+    assert policy.drill is not None
+    plan = policy.drill
+    results: list[dict[str, Any]] = []
+    args = ["--no-sandbox"] if os.geteuid() == 0 else []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 1400})
+            page.goto(f"{env.serve_url}/")
+            page.get_by_label("API token").fill(env.tokens["readers"])
+            page.get_by_role("button", name="Log in").click()
+            expect(page.locator("#drill")).to_be_hidden()
+            expect(page.locator("#live")).to_have_text("(live)", timeout=30_000)
+            # The drill runs while the page is open: its lines arrive as server-sent events.
+            worker = threading.Thread(
+                target=lambda: results.append(DrillRunner(plan, policy).run())
+            )
+            worker.start()
+            expect(page.locator("#drill-state")).to_have_text("Drill finished", timeout=120_000)
+            worker.join(timeout=120)
+            drill_id = results[0]["drill_id"]
+            expect(page.locator("#drill-id")).to_have_text(drill_id)
+            lines = page.locator("#drill-lines li")
+            expect(lines.filter(has_text="readers: 3 of 3 readers refusing")).to_have_count(1)
+            expect(lines.last).to_contain_text("verdict: passed")
+            OUTPUT.mkdir(parents=True, exist_ok=True)
+            page.locator("#drill").screenshot(path=str(OUTPUT / "console-drill.png"))
+            # After a reload the latest drill is read back from serve.
+            page.reload()
+            expect(page.locator("#drill-id")).to_have_text(drill_id, timeout=30_000)
+        finally:
+            browser.close()
+
+    _check_progress_api(env, drill_id)
+
+
+def _check_progress_api(env: LocalEnvironment, drill_id: str) -> None:
+    # Only a halter may post progress; a viewer reads it.
+    viewer = {"Authorization": f"Bearer {env.tokens['readers']}"}
+    line = {"drill_id": "drill-x", "phase": "halt", "text": "forged"}
+    denied = httpx.post(f"{env.serve_url}/v1/drill/progress", json=line, headers=viewer, timeout=30)
+    assert denied.status_code == 403
+    board = httpx.get(f"{env.serve_url}/v1/drill/progress", headers=viewer, timeout=30).json()
+    assert board["drill_id"] == drill_id
+    assert all(entry["by"] == "token:drill-lead" for entry in board["lines"])
+    lead = {"Authorization": f"Bearer {env.tokens['drill-lead']}"}
+    hostile = dict(line, text="\x1b[2Jpassed")
+    refused = httpx.post(
+        f"{env.serve_url}/v1/drill/progress", json=hostile, headers=lead, timeout=30
+    )
+    assert refused.status_code == 422

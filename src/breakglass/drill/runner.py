@@ -23,6 +23,7 @@ from breakglass.clock import SYSTEM_CLOCK, Clock, isoformat_ms, parse_iso
 from breakglass.drill.clients import Api, DrillStepError
 from breakglass.drill.traffic import Traffic
 from breakglass.drill.verdict import judge
+from breakglass.safe_text import safe
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -126,6 +127,7 @@ class DrillRunner:
             "limitations": [],
         }
         self._serve: dict[str, Api] = {}
+        self._live = False
 
     # ------------------------------------------------------------------ plumbing
 
@@ -143,6 +145,19 @@ class DrillRunner:
         )
         if self._progress is not None:
             self._progress(phase, text)
+        if self._live:
+            self._show_on_console(phase, text)
+
+    def _show_on_console(self, phase: str, text: str) -> None:
+        # The console's live view is a convenience: one failure switches it off, never the drill.
+        try:
+            self._api(self.plan.lead).post(
+                "/v1/drill/progress",
+                {"drill_id": self.data["drill_id"], "phase": phase[:20], "text": safe(text)[:500]},
+            )
+        except DrillStepError as exc:
+            self._live = False
+            self.data["limitations"].append(f"no live view on serve's console: {exc}")
 
     def _api(self, name: str) -> Api:
         api = self._serve.get(name)
@@ -192,11 +207,16 @@ class DrillRunner:
             for traffic in self._state.traffic:
                 traffic.stop()
             self._judge_traffic()
-            for api in self._serve.values():
-                api.close()
             self.data["ended_at"] = isoformat_ms(self._clock.now())
             self._limitations()
             judge(self.data)
+            if self._live:
+                self._show_on_console(
+                    "verdict",
+                    f"{self.data['verdict']}: {len(self.data['deficiencies'])} deficiencies",
+                )
+            for api in self._serve.values():
+                api.close()
         return self.data
 
     # ------------------------------------------------------------------ pre-flight
@@ -358,6 +378,11 @@ class DrillRunner:
     # ------------------------------------------------------------------ the exercise
 
     def _exercise(self) -> None:
+        self._live = True
+        self.say(
+            "preflight",
+            f"drill {self.data['drill_id']} in {self.plan.environment}: pre-flight passed",
+        )
         for reader in self.plan.readers:
             if reader.url is not None:
                 self._state.traffic.append(Traffic(reader.url).start())
@@ -765,9 +790,6 @@ class DrillRunner:
         notes.append(
             "reader halt times come from the readers' own reports (their clocks); "
             "alert times from serve's notification records"
-        )
-        notes.append(
-            "the live drill view is on the terminal only; serve's console shows the halt and the gate as usual"
         )
 
 

@@ -701,6 +701,7 @@ def _release_key(services: Services, actor: str, key: str) -> None:
 
 def create_app(services: Services) -> FastAPI:
     """The FastAPI app: API, console, problem details, security headers."""
+    from breakglass.drill.serve_routes import add_drill
     from breakglass.hold.serve_routes import add_hold
     from breakglass.notify.serve_routes import add_notify
     from breakglass.resume.serve_routes import add_resume
@@ -720,6 +721,7 @@ def create_app(services: Services) -> FastAPI:
     add_notify(app, services)
     add_resume(app, services)
     add_hold(app, services)
+    add_drill(app, services)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:

@@ -110,6 +110,27 @@
     }
   }
 
+  // A running drill (`breakglass drill run`) posts its progress; the latest drill's lines show here.
+  function addDrillLine(line) {
+    if ($("drill-id").textContent !== line.drill_id) {
+      $("drill-lines").replaceChildren();
+      text($("drill-id"), line.drill_id);
+      text($("drill-state"), "Drill in progress");
+    }
+    $("drill").hidden = false;
+    const item = document.createElement("li");
+    item.textContent = line.at.slice(11, 19) + " UTC  " + line.phase + ": " + line.text;
+    $("drill-lines").appendChild(item);
+    if (line.phase === "verdict") { text($("drill-state"), "Drill finished"); }
+  }
+
+  async function loadDrill() {
+    const r = await fetch("/v1/drill/progress", { credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (!r.ok) { return; }
+    const board = await r.json();
+    for (const line of board.lines) { addDrillLine(line); }
+  }
+
   async function refresh() {
     const options = { credentials: "same-origin", headers: { Accept: "application/json" } };
     const r = await fetch("/v1/status", options);
@@ -130,6 +151,7 @@
     for (const kind of ["target", "halt", "halt-complete", "halt-failed", "resume", "resume-failed"]) {
       source.addEventListener(kind, () => { refresh(); });
     }
+    source.addEventListener("drill", (e) => addDrillLine(JSON.parse(e.data)));
     source.addEventListener("ungated-resume", (e) => {
       const u = JSON.parse(e.data);
       showResult("UNGATED RESUME", "The flag was turned back on outside the resumption gate (through " +
@@ -234,4 +256,5 @@
   wireStop();
   wireResume();
   connect();
+  loadDrill().catch(() => {});
 })();
