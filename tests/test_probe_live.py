@@ -346,3 +346,18 @@ def test_via_relay_readers_read_one_relay(tmp_path: Path) -> None:
     assert data["provider"] == "local via relay"
     assert _admin(tmp_path).get_active() is False
     assert _readers_alive(tmp_path) == []
+
+
+@pytest.mark.live
+def test_json_to_stdout_and_the_default_timeout(tmp_path: Path) -> None:
+    """`--json -` writes the report to stdout (the table to stderr); no file named '-'."""
+    _admin(tmp_path).set_active(True, actor="test", reason="before")
+    done = _probe(
+        tmp_path, "--rounds", "2", "--spacing", "0", "--max-halt-p99", "5000", "--json", "-"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(done.stdout)
+    assert data["timeout_s"] == 5.0  # the local provider's bound is tiny: the 5 s floor
+    assert data["bounds"]["max_halt_p99_ms"] == 5000.0
+    assert "fleet" in done.stderr  # the table
+    assert not (tmp_path / "-").exists()

@@ -66,7 +66,12 @@ def test_json_shape() -> None:
         2,
     )
     assert (data["rounds_requested"], data["rounds_completed"]) == (10, 10)
-    assert data["bounds"] == {"max_p95_ms": None, "max_p99_ms": 500.0}
+    assert data["bounds"] == {
+        "max_p95_ms": None,
+        "max_p99_ms": 500.0,
+        "max_halt_p95_ms": None,
+        "max_halt_p99_ms": None,
+    }
     assert data["restored"] is True
     assert data["original_value"] is True
     figures = data["figures"]

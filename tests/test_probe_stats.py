@@ -10,7 +10,7 @@ import pytest
 
 from breakglass.errors import AdminUnavailableError
 from breakglass.probe import Bounds, ProbeOptions, ProbeResult, Round, nearest_rank, summarize
-from breakglass.probe.runner import _acknowledged_mono, _Run
+from breakglass.probe.runner import _acknowledged_mono, _Run, default_timeout
 from breakglass.probe.wire import Kind, ReaderEvent, error_line, parse, state_line
 from breakglass.seams import Acknowledgement
 from breakglass.settings import Settings
@@ -244,3 +244,25 @@ def test_propagation_is_timed_from_the_acknowledgement_not_from_the_served_check
     # Never before the call started (a wall clock stepped forward), never after it returned.
     assert _acknowledged_mono(datetime.now(UTC) - timedelta(hours=1), started=now) == now
     assert _acknowledged_mono(datetime.now(UTC) + timedelta(hours=1), started=now - 1) >= now
+
+
+def test_halt_only_bounds_gate_the_halts_alone() -> None:
+    """A slow-by-design resume breaks a bound on every round, not one on the halts."""
+    rounds = [
+        Round(i, i % 2 == 1, float(i), float(i) + 0.001, (float(i) + (2.001 if i % 2 else 0.021),))
+        for i in range(10)
+    ]  # halts 20 ms, resumes 2000 ms
+    assert _result(rounds, readers=1, bounds=Bounds(max_halt_p99_ms=50.0)).passed
+    both = _result(rounds, readers=1, bounds=Bounds(max_p99_ms=50.0))
+    assert not both.passed
+    slow_halts = _result(rounds, readers=1, bounds=Bounds(max_halt_p95_ms=10.0))
+    assert not slow_halts.passed
+    fleet = {c.name: c for c in slow_halts.cases()}["fleet"]
+    assert fleet.failures == ["fleet propagation (last reader), halts: p95 20.000 ms > bound 10 ms"]
+
+
+def test_default_timeout_follows_the_declared_bound() -> None:
+    """At least 5 s; twice a slow provider's bound, so a resume by design never times out."""
+    assert default_timeout(0.02) == 5.0
+    assert default_timeout(0.0) == 5.0
+    assert default_timeout(8.0) == 16.0

@@ -8,6 +8,7 @@ the flag was restored and the reports were written).
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 from pathlib import Path
@@ -53,7 +54,9 @@ def _write_each(
 ) -> None:
     from breakglass.probe.report import to_json, write_json, write_junit
 
-    if json_path is not None:
+    if json_path == _STDOUT:
+        click.echo(json.dumps(to_json(result), indent=2))
+    elif json_path is not None:
         write_json(result, json_path)
         click.echo(f"wrote {safe(json_path)}", err=True)
     if junit_path is not None:
@@ -67,6 +70,7 @@ def _write_each(
 
 
 _path = click.Path(dir_okay=False, writable=True, path_type=Path)
+_STDOUT = Path("-")
 _positive = click.FloatRange(min=0, min_open=True)
 
 
@@ -84,10 +88,9 @@ _positive = click.FloatRange(min=0, min_open=True)
 )
 @click.option(
     "--timeout",
-    default=5.0,
-    show_default=True,
     type=_positive,
-    help="Seconds a reader has to observe a toggle; later is a timed-out round.",
+    help="Seconds a reader has to observe a toggle; later is a timed-out round "
+    "[default: twice the provider's declared propagation bound, at least 5].",
 )
 @click.option(
     "--max-p95", type=click.FloatRange(min=0), help="Fail when p95 propagation exceeds this (ms)."
@@ -95,7 +98,22 @@ _positive = click.FloatRange(min=0, min_open=True)
 @click.option(
     "--max-p99", type=click.FloatRange(min=0), help="Fail when p99 propagation exceeds this (ms)."
 )
-@click.option("--json", "json_path", type=_path, help="Write the JSON report here.")
+@click.option(
+    "--max-halt-p95",
+    type=click.FloatRange(min=0),
+    help="Fail when p95 propagation of the halts alone exceeds this (ms).",
+)
+@click.option(
+    "--max-halt-p99",
+    type=click.FloatRange(min=0),
+    help="Fail when p99 propagation of the halts alone exceeds this (ms).",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, writable=True, allow_dash=True, path_type=Path),
+    help="Write the JSON report here ('-': stdout, and the table goes to stderr).",
+)
 @click.option("--junit", "junit_path", type=_path, help="Write the JUnit XML report here.")
 @click.option("--plot", "plot_path", type=_path, help="Write a PNG plot here (needs matplotlib).")
 @click.option(
@@ -142,9 +160,11 @@ def probe(  # noqa: PLR0913 -- one parameter per option
     provider: str | None,
     rounds: int,
     readers: int,
-    timeout: float,
+    timeout: float | None,
     max_p95: float | None,
     max_p99: float | None,
+    max_halt_p95: float | None,
+    max_halt_p99: float | None,
     json_path: Path | None,
     junit_path: Path | None,
     plot_path: Path | None,
@@ -188,13 +208,18 @@ def probe(  # noqa: PLR0913 -- one parameter per option
             ready_timeout=ready_timeout,
             seed=seed,
             actor=actor,
-            bounds=Bounds(max_p95_ms=max_p95, max_p99_ms=max_p99),
+            bounds=Bounds(
+                max_p95_ms=max_p95,
+                max_p99_ms=max_p99,
+                max_halt_p95_ms=max_halt_p95,
+                max_halt_p99_ms=max_halt_p99,
+            ),
             via=via,
         )
     except BreakglassError as exc:
         _fail(str(exc))
     result, failure = _run(settings, options, quiet=quiet)
-    click.echo(render_table(result))
+    click.echo(render_table(result), err=json_path == _STDOUT)  # stdout is then the JSON alone
     failure = failure or _write_reports(result, json_path, junit_path, plot_path)
     if failure:
         _fail(failure)

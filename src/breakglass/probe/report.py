@@ -103,8 +103,13 @@ def render_table(result: ProbeResult) -> str:
             f"unexpected flips (late, or for another cause than the toggle): {len(result.unexpected)}"
         )
     bounds = [
-        f"p{p} <= {b:g} ms"
-        for p, b in ((95, result.bounds.max_p95_ms), (99, result.bounds.max_p99_ms))
+        f"{label}p{p} <= {b:g} ms"
+        for label, p, b in (
+            ("", 95, result.bounds.max_p95_ms),
+            ("", 99, result.bounds.max_p99_ms),
+            ("halts ", 95, result.bounds.max_halt_p95_ms),
+            ("halts ", 99, result.bounds.max_halt_p99_ms),
+        )
         if b is not None
     ]
     lines.append(
@@ -192,7 +197,12 @@ def to_json(result: ProbeResult) -> dict[str, Any]:
             "load_1m_start": result.load[0],
             "load_1m_end": result.load[1],
         },
-        "bounds": {"max_p95_ms": result.bounds.max_p95_ms, "max_p99_ms": result.bounds.max_p99_ms},
+        "bounds": {
+            "max_p95_ms": result.bounds.max_p95_ms,
+            "max_p99_ms": result.bounds.max_p99_ms,
+            "max_halt_p95_ms": result.bounds.max_halt_p95_ms,
+            "max_halt_p99_ms": result.bounds.max_halt_p99_ms,
+        },
         "passed": result.passed,
         "problems": result.problems,
         "interrupted": result.interrupted,
@@ -312,6 +322,8 @@ def to_junit(result: ProbeResult) -> str:
         ("run_id", result.run_id),
         ("max_p95_ms", result.bounds.max_p95_ms),
         ("max_p99_ms", result.bounds.max_p99_ms),
+        ("max_halt_p95_ms", result.bounds.max_halt_p95_ms),
+        ("max_halt_p99_ms", result.bounds.max_halt_p99_ms),
     ):
         ET.SubElement(props, "property", name=name, value="" if value is None else str(value))
     for case in cases:

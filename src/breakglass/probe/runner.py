@@ -56,6 +56,19 @@ MIN_GAP_S = 0.05
 _RESTORE_ATTEMPTS = 3
 
 
+MIN_TIMEOUT = 5.0
+"""Seconds: the least a reader is given to observe a toggle by default."""
+
+
+def default_timeout(poll_bound: float) -> float:
+    """The default ``--timeout``: twice the provider's declared bound, at least :data:`MIN_TIMEOUT`.
+
+    The bound is the slower of halt and resume by design (Unleash: a resume waits for the SDK's
+    next poll of the whole flag set), so a round at the default never times out by design alone.
+    """
+    return max(MIN_TIMEOUT, 2.0 * poll_bound)
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeOptions:
     """How a probe run goes.
@@ -63,7 +76,8 @@ class ProbeOptions:
     Attributes:
         rounds: How many toggles to time.
         readers: How many reader processes observe each toggle.
-        timeout: Seconds a reader has to observe a toggle after it was acknowledged.
+        timeout: Seconds a reader has to observe a toggle after it was acknowledged;
+            ``None``: :func:`default_timeout` of the provider's declared propagation bound.
         flag_key: The flag to toggle.
         allow_production_flag: Permit toggling the production flag itself.
         spacing: The width, in seconds, of the random part of the pause before
@@ -78,7 +92,7 @@ class ProbeOptions:
 
     rounds: int = 50
     readers: int = 1
-    timeout: float = 5.0
+    timeout: float | None = None
     flag_key: str = DEFAULT_PROBE_FLAG_KEY
     allow_production_flag: bool = False
     spacing: float | None = None
@@ -98,7 +112,7 @@ class ProbeOptions:
         if self.readers < 1:
             raise ProbeError(f"readers must be at least 1, not {self.readers}")
         for name in ("timeout", "ready_timeout"):
-            if getattr(self, name) <= 0:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ProbeError(f"{name} must be positive, not {getattr(self, name)}")
         if self.spacing is not None and self.spacing < 0:
             raise ProbeError(f"spacing must not be negative, not {self.spacing}")
@@ -242,6 +256,7 @@ class _Run:
     ) -> None:
         self.settings = probe_settings(settings, options.flag_key)
         self.options = options
+        self.timeout = options.timeout or MIN_TIMEOUT  # set from the provider in run()
         self.on_round = on_round
         self.say = say
         self.signal_name: str | None = None
@@ -277,6 +292,8 @@ class _Run:
             seed = (
                 options.seed if options.seed is not None else random.SystemRandom().randrange(2**32)
             )
+            if options.timeout is None:
+                self.timeout = default_timeout(bridge.backend.poll_bound)
             spacing = (
                 options.spacing
                 if options.spacing is not None
@@ -287,7 +304,7 @@ class _Run:
                 flag_key=self.settings.flag_key,
                 readers=options.readers,
                 rounds_requested=options.rounds,
-                timeout_s=options.timeout,
+                timeout_s=self.timeout,
                 spacing_s=spacing,
                 seed=seed,
                 run_id=uuid.uuid4().hex[:12],
@@ -326,7 +343,7 @@ class _Run:
     ) -> None:
         options = self.options
         lifetime = (
-            2 * (options.ready_timeout + options.rounds * (options.timeout + result.spacing_s + 30))
+            2 * (options.ready_timeout + options.rounds * (self.timeout + result.spacing_s + 30))
             + 600
         )
         fleet, relay = self._readers(work, lifetime)
@@ -386,7 +403,7 @@ class _Run:
     def _settle(self, fleet: Fleet, result: ProbeResult) -> None:
         """Wait until every reader reads the flag as the vendor holds it."""
         expected = bool(result.original)
-        deadline = time.monotonic() + self.options.timeout
+        deadline = time.monotonic() + self.timeout
         while True:
             off = [r for r in fleet.readers if r.active is not expected]
             if not off:
@@ -395,7 +412,7 @@ class _Run:
                 reader = off[0]
                 raise ProbeError(
                     f"{len(off)} reader(s) do not read the flag as the provider holds it "
-                    f"({expected}) within {self.options.timeout:g} s; reader {reader.index} "
+                    f"({expected}) within {self.timeout:g} s; reader {reader.index} "
                     f"reads {reader.active} (cause {reader.cause})"
                 )
             self._listen(fleet, result, min(deadline, time.monotonic() + 0.05))
@@ -439,7 +456,7 @@ class _Run:
         observed: list[float | None] = [None] * options.readers
         waiting = set(range(options.readers))
         cause = _clean_cause(target)
-        deadline = acked + options.timeout
+        deadline = acked + self.timeout
         while waiting:
             self.check()
             fleet.raise_on_problem()
