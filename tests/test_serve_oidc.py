@@ -45,6 +45,7 @@ class IdentityProvider:
         self.user: dict[str, Any] = {}
         self.codes: dict[str, dict[str, str]] = {}
         self.token_requests: list[dict[str, str]] = []
+        self.keys_path = "/.well-known/jwks.json"
         provider = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -60,7 +61,7 @@ class IdentityProvider:
 
             def do_GET(self) -> None:
                 path, _, query = self.path.partition("?")
-                if path == "/.well-known/jwks.json":
+                if path == provider.keys_path:
                     provider.fetches += 1
                     self._send(200, {"keys": [k.as_dict(private=False) for k in provider.keys]})
                 elif path == "/.well-known/openid-configuration":
@@ -93,7 +94,7 @@ class IdentityProvider:
             "issuer": self.issuer,
             "authorization_endpoint": f"{self.issuer}/authorize",
             "token_endpoint": f"{self.issuer}/token",
-            "jwks_uri": f"{self.issuer}/.well-known/jwks.json",
+            "jwks_uri": f"{self.issuer}{self.keys_path}",
         }
 
     def authorize(self, query: dict[str, str]) -> str:
@@ -280,3 +281,19 @@ def test_single_sign_on_refuses_a_forged_state_a_replayed_code_and_no_role(
         denied = c.get("/login/oidc", follow_redirects=True)
         assert denied.status_code == 403
         assert "no breakglass role" in denied.text
+
+
+def test_the_signing_keys_are_found_through_discovery(tmp_path: Path) -> None:
+    """A provider whose keys are not at /.well-known/jwks.json (Okta, Entra ID): discovery names them."""
+    idp = IdentityProvider()
+    idp.keys_path = "/oauth2/v1/keys"
+    try:
+        oidc = OidcSettings(
+            issuer=idp.issuer, audience=AUDIENCE, role_claim="groups", role_map={"sre": "halter"}
+        )
+        with running_serve(
+            tmp_path, serve=ServeSettings(path=tmp_path / "serve.db", oidc=oidc)
+        ) as serve:
+            assert _call(serve, idp.token()).status_code == 200
+    finally:
+        idp.close()

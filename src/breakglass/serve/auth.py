@@ -234,6 +234,20 @@ class OidcVerifier:
         self._keys: Any = None
         self._fetched_at = -float("inf")
 
+    def _keys_url(self) -> str:
+        """``jwks_url`` if set, else the discovery document's ``jwks_uri`` (providers put it anywhere)."""
+        import httpx
+
+        if self.settings.jwks_url:
+            return self.settings.jwks_url
+        try:
+            answer = httpx.get(self.settings.discovery_url, timeout=self._timeout)
+            answer.raise_for_status()
+            found = answer.json().get("jwks_uri")
+        except (httpx.HTTPError, ValueError, AttributeError):
+            found = None
+        return found if isinstance(found, str) and found else self.settings.keys_url
+
     def _key_set(self, *, force: bool) -> Any:
         import httpx
         from joserfc.errors import JoseError
@@ -248,7 +262,7 @@ class OidcVerifier:
             ):
                 return self._keys
             try:
-                answer = httpx.get(self.settings.keys_url, timeout=self._timeout)
+                answer = httpx.get(self._keys_url(), timeout=self._timeout)
                 answer.raise_for_status()
                 self._keys = KeySet.import_key_set(answer.json())
             except (httpx.HTTPError, JoseError, ValueError, KeyError, TypeError) as exc:

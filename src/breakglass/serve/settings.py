@@ -25,7 +25,8 @@ class OidcSettings(BaseSettings):
     """The ``aud`` every token must carry (this service's client id)."""
 
     jwks_url: str | None = None
-    """Where the signing keys are; ``<issuer>/.well-known/jwks.json`` when unset."""
+    """Where the signing keys are; when unset, the discovery document's ``jwks_uri``
+    (``<issuer>/.well-known/jwks.json`` if there is none)."""
 
     role_claim: str = "breakglass_role"
     """The claim that holds the role (a string or a list of strings)."""
