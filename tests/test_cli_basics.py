@@ -67,3 +67,21 @@ def test_demo_without_its_extra_is_one_line(
     assert len(lines) == 1, result.output
     assert "breakglass[demo]" in lines[0]
     assert "httpx" in lines[0]
+
+
+@pytest.mark.parametrize("command", ["halt", "resume"])
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--reason", ""), ("--reason", "   "), ("--actor", " "), ("--reason", "a\x1b[2Jb")],
+)
+def test_blank_or_control_reasons_and_actors_are_refused(
+    run: CliRunner, command: str, option: str, value: str
+) -> None:
+    """Nothing is changed: a usage error (exit 2) naming the option, before any write."""
+    args = [command, "--reason", "ok", option, value]
+    result = run.invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert option in result.output
+    assert "not blank" in result.output
+    status = run.invoke(main, ["status", "--json"])
+    assert "flag_missing" in status.output  # never written

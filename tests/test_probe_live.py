@@ -361,3 +361,30 @@ def test_json_to_stdout_and_the_default_timeout(tmp_path: Path) -> None:
     assert data["bounds"]["max_halt_p99_ms"] == 5000.0
     assert "fleet" in done.stderr  # the table
     assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.live
+def test_ctrl_c_before_the_first_round_is_one_line(tmp_path: Path) -> None:
+    """Interrupted while its readers start: one line, exit 130, no table of empty rows."""
+    admin = _admin(tmp_path)
+    admin.set_active(True, actor="test", reason="before the probe")
+    # A long random pause before each round (seeded) keeps the run before its first round.
+    proc = _start(tmp_path, "--rounds", "3", "--readers", "2", "--spacing", "600", "--seed", "7")
+    try:
+        assert wait_for(lambda: len(_readers_alive(tmp_path)) == 2, 60) is not None
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out + err
+    assert out == ""
+    lines = [line for line in err.splitlines() if not line.startswith("probe: ")]
+    assert lines == [
+        "breakglass probe: interrupted by SIGINT before the first round; "
+        "nothing measured, the flag is as it was"
+    ]
+    assert "FAIL" not in err
+    assert admin.get_active() is True
+    assert wait_for(lambda: _readers_alive(tmp_path) == [], 10) is not None

@@ -389,10 +389,24 @@ def _change_all(
     sys.exit(0 if done else (EXIT_NOT_RESUMED if active else EXIT_NOT_HALTED))
 
 
+def _not_blank(_ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """The audit trail needs a who and a why: blank or control-only text is a usage error."""
+    text = value.strip()
+    if not text or not text.isprintable():
+        raise click.BadParameter("must be printable text, not blank", param=param)
+    return text
+
+
 _actor_option = click.option(
-    "--actor", default=default_actor, show_default="user@host", help="Who is doing this."
+    "--actor",
+    default=default_actor,
+    show_default="user@host",
+    callback=_not_blank,
+    help="Who is doing this.",
 )
-_reason_option = click.option("--reason", required=True, help="Why (kept in the audit trail).")
+_reason_option = click.option(
+    "--reason", required=True, callback=_not_blank, help="Why (kept in the audit trail)."
+)
 
 
 @main.command()

@@ -219,6 +219,15 @@ def probe(  # noqa: PLR0913 -- one parameter per option
     except BreakglassError as exc:
         _fail(str(exc))
     result, failure = _run(settings, options, quiet=quiet)
+    if result.interrupted and not result.rounds and failure is None and result.restored:
+        # Stopped while starting: nothing was measured, so a table of empty rows and a FAIL per
+        # reader would only bury the one fact.
+        click.echo(
+            f"breakglass probe: interrupted by {result.interrupted} before the first round; "
+            "nothing measured, the flag is as it was",
+            err=True,
+        )
+        sys.exit(_EXIT_SIGNAL_BASE + signal.Signals[result.interrupted].value)
     click.echo(render_table(result), err=json_path == _STDOUT)  # stdout is then the JSON alone
     failure = failure or _write_reports(result, json_path, junit_path, plot_path)
     if failure:
