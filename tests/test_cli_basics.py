@@ -85,3 +85,21 @@ def test_blank_or_control_reasons_and_actors_are_refused(
     assert "not blank" in result.output
     status = run.invoke(main, ["status", "--json"])
     assert "flag_missing" in status.output  # never written
+
+
+def _records(run: CliRunner) -> int:
+    result = run.invoke(main, ["audit", "status", "--json"])
+    assert result.exit_code == 0, result.output
+    return int(json.loads(result.stdout)["records"])
+
+
+def test_read_commands_write_no_audit_record(run: CliRunner) -> None:
+    """status and watch after a flip they did not make: the audit trail is as it was."""
+    assert run.invoke(main, ["resume", "--reason", "go"]).exit_code == 0
+    assert run.invoke(main, ["status"]).exit_code == 0  # remembers active
+    assert run.invoke(main, ["halt", "--reason", "stop"]).exit_code == 0
+    before = _records(run)
+    # Each starts from the remembered state and then reads the halt: a flip, not recorded.
+    assert run.invoke(main, ["status"]).exit_code == 3
+    assert run.invoke(main, ["watch", "--count", "1", "--interval", "0.05"]).exit_code == 0
+    assert _records(run) == before

@@ -155,9 +155,13 @@ def main(
     ctx.obj = _Context(overrides)
 
 
-def _open(ctx: _Context) -> Bridge:
+def _open(ctx: _Context, *, read_only: bool = False) -> Bridge:
     bridge = Bridge.from_settings(ctx.settings())
     bridge.role = None  # a command that reads once is not a reader serve should count
+    if read_only:
+        # Looking is not an event: status and watch leave the audit trail as they found it
+        # (a flip they notice was made, and recorded, by whoever made it).
+        bridge.recorder.record_observed = False
     return bridge
 
 
@@ -170,7 +174,7 @@ def _open(ctx: _Context) -> Bridge:
 def status(ctx: _Context, *, as_json: bool, wait: float) -> None:
     """Print whether the system may run; exit 0 when active, 3 when halted."""
     try:
-        with _open(ctx) as bridge:
+        with _open(ctx, read_only=True) as bridge:
             state = bridge.engine.wait_for_confirmation(wait)
             info = state_as_dict(state, bridge)
             authority = bridge.halt_authority()
@@ -476,7 +480,7 @@ def resume(
 
 def _never_set(ctx: _Context) -> bool:
     """Whether the flag does not exist at the provider (a first start, not a halt)."""
-    with _open(ctx) as bridge:
+    with _open(ctx, read_only=True) as bridge:
         return bridge.engine.wait_for_confirmation(5.0).cause is Cause.FLAG_MISSING
 
 
@@ -488,7 +492,7 @@ def _never_set(ctx: _Context) -> bool:
 def watch(ctx: _Context, interval: float, count: int, *, as_json: bool) -> None:
     """Print the live state and its age until interrupted."""
     try:
-        with _open(ctx) as bridge:
+        with _open(ctx, read_only=True) as bridge:
             bridge.engine.wait_for_confirmation(min(5.0, interval * 4))
             printed = 0
             previous: bool | None = None

@@ -198,8 +198,9 @@ class AuditRecorder:
 
         The first decision after start sets the baseline and is not a flip (a
         ``status`` command does not write history); closing is not a flip either.
+        Turning ``record_observed`` off after :meth:`attach` (a read-only command) stops it.
         """
-        if state.cause is Cause.CLOSED:
+        if not self.record_observed or state.cause is Cause.CLOSED:
             return
         if self._baseline is None:
             if state.cause is not Cause.UNCONFIRMED:
