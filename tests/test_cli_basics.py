@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 from importlib.metadata import version
 from importlib.util import find_spec
+from typing import TYPE_CHECKING
 
 import pytest
 from click.testing import CliRunner
 
 from breakglass.cli import main
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def test_version_names_the_installed_distribution(run: CliRunner) -> None:
@@ -103,3 +107,25 @@ def test_read_commands_write_no_audit_record(run: CliRunner) -> None:
     assert run.invoke(main, ["status"]).exit_code == 3
     assert run.invoke(main, ["watch", "--count", "1", "--interval", "0.05"]).exit_code == 0
     assert _records(run) == before
+
+
+def test_status_says_who_halted_when_and_why(run: CliRunner, tmp_path: Path) -> None:
+    fresh = run.invoke(main, ["status", "--json"])
+    assert json.loads(fresh.stdout)["last_change"] is None
+    assert not (tmp_path / "state" / "audit.db").exists()  # looking created no store
+    assert run.invoke(main, ["resume", "--actor", "alice", "--reason", "go live"]).exit_code == 0
+    assert run.invoke(main, ["halt", "--actor", "bob", "--reason", "incident 4711"]).exit_code == 0
+    # A halt of a halted flag changes nothing: it is not the last change.
+    assert run.invoke(main, ["halt", "--actor", "eve", "--reason", "again"]).exit_code == 0
+    result = run.invoke(main, ["status", "--json"])
+    change = json.loads(result.stdout)["last_change"]
+    assert (change["action"], change["actor"], change["reason"], change["provider"]) == (
+        "halted",
+        "bob",
+        "incident 4711",
+        "local",
+    )
+    assert change["at"].endswith("Z")
+    assert "local.db" in change["target"]
+    text = run.invoke(main, ["status"]).stdout
+    assert f"last change: halted by bob at {change['at']} through local: incident 4711" in text

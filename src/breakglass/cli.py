@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from breakglass.audit.cli import audit
+from breakglass.audit.last_change import last_change
 from breakglass.bridge import Bridge
 from breakglass.clock import SYSTEM_CLOCK, isoformat_ms
 from breakglass.drill.cli import drill
@@ -86,6 +87,7 @@ def state_as_dict(state: FlagState, bridge: Bridge) -> dict[str, Any]:
         "flag": bridge.settings.flag_key,
         "active": state.active,
         "reason": state.cause.value,
+        "cause": state.cause.value,  # "reason" is the older name, kept for readers of it
         "detail": state.detail,
         "provider": bridge.name,
         "source": state.source,
@@ -108,6 +110,12 @@ def _describe(info: dict[str, Any]) -> str:
     )
     if not info["active"]:
         line += f"\n  cause: {info['reason']}: {safe(info['detail'])}"  # detail: vendor text
+    change = info.get("last_change")
+    if change:
+        line += (
+            f"\n  last change: {change['action']} by {safe(change['actor'])} at {change['at']} "
+            f"through {safe(change['provider'])}: {safe(change['reason'])}"
+        )
     if info["reason"] == "flag_missing" and info["provider"] == "local":
         line += (
             '\n  hint: the flag does not exist yet; `breakglass resume --reason "..."` creates it'
@@ -177,6 +185,7 @@ def status(ctx: _Context, *, as_json: bool, wait: float) -> None:
         with _open(ctx, read_only=True) as bridge:
             state = bridge.engine.wait_for_confirmation(wait)
             info = state_as_dict(state, bridge)
+            info["last_change"] = last_change(bridge.settings)
             authority = bridge.halt_authority()
     except BreakglassError as exc:
         _fail(exc)
