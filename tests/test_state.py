@@ -51,18 +51,24 @@ def test_stop_wins_over_any_number_of_trues() -> None:
     assert (state.active, state.cause, state.source) == (False, Cause.OFF, "b")
 
 
-def test_stale_false_does_not_stop_a_fresh_true() -> None:
-    """Only fresh sources count: a stale false is ignored, a fresh true decides."""
+def test_one_unsure_source_halts_however_many_say_true() -> None:
+    """Every configured mechanism must say true: a stale one could be hiding a pressed stop."""
     state = decide([seen(False, age=31, source="a"), seen(True, source="b")], NOW, STALENESS)
-    assert state.active
-    assert state.source == "b"
+    assert (state.active, state.cause, state.source) == (False, Cause.STALE, "a")
+    state = decide([Observation.unread("a"), seen(True, source="b")], NOW, STALENESS)
+    assert (state.active, state.cause, state.source) == (False, Cause.UNCONFIRMED, "a")
+    state = decide(
+        [seen(True, source="a").unreadable("403"), seen(True, source="b")], NOW, STALENESS
+    )
+    assert (state.active, state.cause) == (False, Cause.ERROR)
 
 
-def test_latest_deadline_among_fresh_trues() -> None:
-    """With several fresh trues, the flag stays active until the last one ages out."""
+def test_earliest_deadline_among_fresh_trues() -> None:
+    """With several fresh trues, the flag stays active only until the first one ages out."""
     state = decide([seen(True, age=20, source="a"), seen(True, age=5, source="b")], NOW, STALENESS)
-    assert state.source == "b"
-    assert state.deadline == NOW - 5 + STALENESS
+    assert state.active
+    assert state.source == "a"
+    assert state.deadline == NOW - 20 + STALENESS
 
 
 @pytest.mark.parametrize(

@@ -200,7 +200,9 @@ def decide(
     Returns:
         The decision. Never raises.
     """
-    best_true: tuple[float, Observation] | None = None
+    # Every configured mechanism must say "may run": a source that cannot be read could be the
+    # one whose stop was pressed, so one unsure source halts however many others say true.
+    first_to_age: tuple[float, Observation] | None = None
     unsure: list[tuple[Cause, Observation]] = []
     for obs in observations:
         cause = _classify(obs, now_mono, max_staleness)
@@ -216,12 +218,12 @@ def decide(
         if cause is Cause.ACTIVE:
             assert obs.confirmed_at is not None  # noqa: S101 -- guaranteed by _classify
             deadline = obs.confirmed_at + max_staleness
-            if best_true is None or deadline > best_true[0]:
-                best_true = (deadline, obs)
+            if first_to_age is None or deadline < first_to_age[0]:
+                first_to_age = (deadline, obs)
         else:
             unsure.append((cause, obs))
-    if best_true is not None:
-        deadline, obs = best_true
+    if first_to_age is not None and not unsure:
+        deadline, obs = first_to_age
         return FlagState(
             active=True,
             cause=Cause.ACTIVE,

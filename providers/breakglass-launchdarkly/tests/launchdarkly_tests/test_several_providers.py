@@ -73,6 +73,20 @@ def test_stop_wins_across_both(both: Bridge, fake: FakeLaunchDarkly) -> None:
     assert wait_for(lambda: both.engine.active, 2.0) is not None
 
 
+def test_a_silent_vendor_halts_although_the_other_says_true(
+    both: Bridge, fake: FakeLaunchDarkly
+) -> None:
+    """Every mechanism must say true: LaunchDarkly frozen while local reads on is halted, as stale."""
+    assert wait_for(lambda: both.engine.active, 5.0) is not None
+    fake.stall()  # LaunchDarkly's stop could have been pressed; nobody can tell
+    assert wait_for(lambda: not both.engine.active, 15.0) is not None
+    state = both.engine.state
+    assert (state.cause.value, state.source) == ("stale", "launchdarkly")
+    assert both.targets()[1].admin.get_active() is True  # type: ignore[union-attr]
+    fake.restore()
+    assert wait_for(lambda: both.engine.active, 15.0) is not None
+
+
 def test_halt_goes_to_both_and_holds_when_one_fails(both: Bridge, fake: FakeLaunchDarkly) -> None:
     assert wait_for(lambda: both.engine.active, 5.0) is not None
     fake.fail_next(500, count=20)  # LaunchDarkly's API is down for the whole retry budget
