@@ -19,6 +19,7 @@ from breakglass.observation import NoValue
 from breakglass.plugins import available_providers
 from breakglass.relay.channel import SIZE, ChannelError, ChannelReader, ChannelWriter, Snapshot
 from breakglass.relay.relay import Relay
+from breakglass.relay.settings import load_relay_settings
 from breakglass.relay.source import RelaySource
 from breakglass.relay.watch import ChangeWatch
 from breakglass.seams import Backend
@@ -413,3 +414,24 @@ def test_a_torn_read_waits_for_the_next_write_and_a_lasting_one_halts(
     assert obs is not None
     assert obs.value is NoValue.UNREADABLE
     assert "unreadable for 2.5 s: checksum mismatch" in (obs.error or "")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "SILENT_AFTER",
+            "0.1",
+            "BREAKGLASS_RELAY__SILENT_AFTER: must be at least three heartbeats",
+        ),
+        ("OFREP", "nope", "BREAKGLASS_RELAY__OFREP: must be host:port"),
+        ("HEARTBEAT", "0", "BREAKGLASS_RELAY__HEARTBEAT"),
+        ("POLL_INTERVAL", "nan", "BREAKGLASS_RELAY__POLL_INTERVAL"),
+    ],
+)
+def test_relay_settings_errors_name_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(f"BREAKGLASS_RELAY__{name}", value)
+    with pytest.raises(ConfigurationError, match=message):
+        load_relay_settings(Settings(state_dir=tmp_path))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode
 
 from breakglass.settings import MAX_STALENESS_LIMIT, load_section
@@ -58,15 +58,17 @@ class RelaySettings(BaseSettings):
             raise ValueError(msg)
         return value
 
-    @model_validator(mode="after")
-    def _silence_outlasts_heartbeats(self) -> RelaySettings:
-        if self.silent_after < 3 * self.heartbeat:
+    @field_validator("silent_after")
+    @classmethod
+    def _silence_outlasts_heartbeats(cls, value: float, info: ValidationInfo) -> float:
+        heartbeat = info.data.get("heartbeat")
+        if isinstance(heartbeat, float) and value < 3 * heartbeat:
             msg = (
-                f"silent_after ({self.silent_after:g} s) must be at least three heartbeats "
-                f"({3 * self.heartbeat:g} s), or a healthy relay would read as gone"
+                f"must be at least three heartbeats ({3 * heartbeat:g} s), "
+                "or a healthy relay would read as gone"
             )
             raise ValueError(msg)
-        return self
+        return value
 
     def address(self) -> tuple[str, int] | None:
         """The OFREP listen address, or ``None``."""
