@@ -494,27 +494,32 @@ def _never_set(ctx: _Context) -> bool:
 
 
 @main.command()
-@click.option("--interval", default=0.5, show_default=True, help="Seconds between lines.")
-@click.option("--count", default=0, help="Stop after this many lines (0: until Ctrl-C).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@click.option("--interval", default=0.5, show_default=True, help="Seconds between samples.")
+@click.option("--count", default=0, help="Stop after this many samples (0: until Ctrl-C).")
+@click.option(
+    "--changes", "changes_only", is_flag=True, help="Show only the first state and changes."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines (with 'changed').")
 @click.pass_obj
-def watch(ctx: _Context, interval: float, count: int, *, as_json: bool) -> None:
-    """Print the live state and its age until interrupted."""
+def watch(ctx: _Context, interval: float, count: int, *, changes_only: bool, as_json: bool) -> None:
+    """Show the live state and its age until interrupted.
+
+    On a terminal the state is redrawn in place (a change starts a new block); in a pipe each
+    sample is a line, its second column 'changed' when the state differs from the sample
+    before. Colour only on a terminal, never with NO_COLOR.
+    """
+    from breakglass.watch_view import WatchView
+
+    view = WatchView(sys.stdout, _describe, as_json=as_json, changes_only=changes_only)
     try:
         with _open(ctx, read_only=True) as bridge:
             bridge.engine.wait_for_confirmation(min(5.0, interval * 4))
-            printed = 0
-            previous: bool | None = None
-            while count == 0 or printed < count:
+            sampled = 0
+            while count == 0 or sampled < count:
                 info = state_as_dict(bridge.engine.state, bridge)
-                if as_json:
-                    click.echo(json.dumps({"at": isoformat_ms(SYSTEM_CLOCK.now()), **info}))
-                else:
-                    mark = "*" if previous is not None and previous != info["active"] else " "
-                    click.echo(f"{isoformat_ms(SYSTEM_CLOCK.now())} {mark} {_describe(info)}")
-                previous = info["active"]
-                printed += 1
-                if count == 0 or printed < count:
+                view.show(isoformat_ms(SYSTEM_CLOCK.now()), info)
+                sampled += 1
+                if count == 0 or sampled < count:
                     time.sleep(interval)
     except BreakglassError as exc:
         _fail(exc)
