@@ -73,6 +73,32 @@ class Flagsmith:
         return counts
 
 
+class Unleash:
+    """A real unleash-server on PostgreSQL (as the adapter's tests start it), holding the probe flag.
+
+    unleash-server is not asked what it served; the rate at the vendor is the readers' configured one:
+    one single-flag read every ``refresh`` seconds and one SDK poll every 5 s, per reader.
+    """
+
+    def __init__(self, refresh: float) -> None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from propagation_unleash import start_server  # type: ignore[import-not-found]
+
+        self.server, self.postgres = start_server()
+        self.server.create_flag(PROBE_FLAG, enabled=True)
+        self.env = {
+            "BREAKGLASS_UNLEASH__URL": self.server.api_url,
+            "BREAKGLASS_UNLEASH__CLIENT_TOKEN": self.server.client_token,
+            "BREAKGLASS_UNLEASH__ADMIN_TOKEN": self.server.admin_token,
+            "BREAKGLASS_UNLEASH__REFRESH_INTERVAL": str(refresh),
+        }
+
+    def stop(self) -> dict[str, int]:
+        self.server.stop()
+        self.postgres.close()
+        return {}
+
+
 class FakeLaunchDarkly:
     """The LaunchDarkly-protocol server in its own process; reports the reads it served at the end."""
 
@@ -110,7 +136,7 @@ def probe(
     work = Path(tempfile.mkdtemp(prefix="bg-relay-bench-"))
     settings = load_settings(provider=provider, state_dir=work / "state")
     options = ProbeOptions(
-        rounds=rounds, readers=readers, via=via, seed=seed, ready_timeout=180.0, timeout=5.0
+        rounds=rounds, readers=readers, via=via, seed=seed, ready_timeout=180.0, timeout=15.0
     )
     data: dict[str, Any] = to_json(run_probe(settings, options, say=lambda _line: None))
     return data
@@ -119,11 +145,13 @@ def probe(
 def run(
     provider: str, *, readers: int, via: str | None, rounds: int, seed: int, refresh: float
 ) -> dict[str, Any]:
-    fake: FakeLaunchDarkly | Flagsmith | None = None
+    fake: FakeLaunchDarkly | Flagsmith | Unleash | None = None
     if provider == "launchdarkly":
         fake = FakeLaunchDarkly()
     elif provider == "flagsmith":
         fake = Flagsmith(refresh)
+    elif provider == "unleash":
+        fake = Unleash(refresh)
     saved = dict(os.environ)
     if fake is not None:
         os.environ.update(fake.env)
@@ -180,14 +208,14 @@ def main() -> int:
     parser.add_argument(
         "--provider",
         action="append",
-        choices=["local", "launchdarkly", "flagsmith"],
+        choices=["local", "launchdarkly", "flagsmith", "unleash"],
         help="default: local and launchdarkly",
     )
     parser.add_argument(
         "--refresh",
         type=float,
         default=0.05,
-        help="Flagsmith: seconds between the reader's fetches (default 0.05: 20 requests/s)",
+        help="Flagsmith and Unleash: seconds between the reader's reads (default 0.05: 20/s)",
     )
     parser.add_argument(
         "--direct-fleet",

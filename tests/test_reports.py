@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -155,3 +156,27 @@ def test_a_hanging_serve_never_delays_a_halt(clock: ManualClock) -> None:
             engine.close()
             hanging.close()  # the stuck report fails now, and close() returns
             reporter.close()
+
+
+def test_a_serve_answering_garbage_is_a_failed_report_not_a_dead_reporter(
+    clock: ManualClock,
+) -> None:
+    with socket.socket() as liar:
+        liar.bind(("127.0.0.1", 0))
+        liar.listen(8)
+        port = liar.getsockname()[1]
+
+        def answer() -> None:
+            conn, _ = liar.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"\x00 not HTTP at all\r\n\r\n")
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        src = ScriptedSource("local", clock)
+        engine = StateEngine("system-active", [src], max_staleness=30.0, clock=clock)
+        settings = ReportSettings(url=f"http://127.0.0.1:{port}", timeout=10.0)
+        reporter = Reporter(engine, settings, role="bridge", provider="local")
+        assert reporter.send() is False
+        thread.join(10)

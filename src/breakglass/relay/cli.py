@@ -12,6 +12,7 @@ import click
 from breakglass.bridge import Bridge
 from breakglass.errors import BreakglassError, ConfigurationError
 from breakglass.relay.channel import ChannelWriter
+from breakglass.relay.http import OfrepServer
 from breakglass.relay.relay import Relay
 from breakglass.relay.settings import load_relay_settings
 from breakglass.relay.source import NAME
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from breakglass.settings import Settings
 
 
-def build_relay(settings: Settings) -> tuple[Relay, Any]:
+def build_relay(settings: Settings) -> tuple[Relay, OfrepServer | None]:
     """The relay for ``settings`` and its OFREP server (``None`` when not configured); not started.
 
     Raises:
@@ -45,8 +46,6 @@ def build_relay(settings: Settings) -> tuple[Relay, Any]:
     server = None
     address = relay_settings.address()
     if address is not None:
-        from breakglass.relay.http import OfrepServer
-
         try:
             server = OfrepServer(address, relay.bridge.engine)
         except OSError as exc:

@@ -10,6 +10,7 @@ rather than silent.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -133,7 +134,7 @@ class Reporter:
         except urllib.error.HTTPError as exc:
             ok, problem = False, f"HTTP {exc.code}"
             exc.close()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             ok, problem = False, type(exc).__name__
         if ok:
             self.sent += 1
@@ -173,6 +174,13 @@ class Reporter:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
-            self.send()
+            self._send_safely()
             self._wake.wait(self._settings.interval)
-        self.send()  # the last word: normally "closed", so serve shows the reader stopped
+        self._send_safely()  # the last word: normally "closed", so serve shows the reader stopped
+
+    def _send_safely(self) -> None:
+        try:
+            self.send()
+        except Exception:
+            # A reporter that dies would read as a silent reader: say why here and carry on.
+            logger.exception("reporter: a report could not be built or sent")
