@@ -102,13 +102,15 @@ class Bridge:
         self.backend = self.backends[0]
         return [b.source for b in self.backends]
 
-    def start(self, *, halt_authority: bool = False) -> Self:
-        """Start reading (returns at once; the flag reads halted until confirmed).
+    def start(self, *, halt_authority: bool = False, wait: float = 0.0) -> Self:
+        """Start reading; the flag reads halted until a source confirms it.
 
         Logs a warning for each way this process could change the flag itself
         (see :mod:`breakglass.authority`): a guarded service should only read it.
         ``halt_authority=True`` says this process is meant to change the flag
         (``breakglass serve``, the operator's control plane): no warning then.
+        ``wait``: seconds to wait for every source's first answer (returns at once
+        with ``0``); the flag still reads halted if none confirmed it by then.
 
         Raises:
             ConfigurationError: ``max_staleness`` is too short for what a provider
@@ -125,6 +127,8 @@ class Bridge:
                 self.engine, self.report_settings, role=self.role, provider=self.name
             )
             self.reporter.start()
+        if wait > 0:
+            self.engine.wait_for_confirmation(wait)
         return self
 
     def halt_authority(self) -> list[str]:

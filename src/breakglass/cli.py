@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from breakglass.audit.cli import audit
-from breakglass.audit.last_change import last_change
+from breakglass.audit.last_change import LastChangeFollower, last_change
 from breakglass.bridge import Bridge
 from breakglass.clock import SYSTEM_CLOCK, isoformat_ms
 from breakglass.drill.cli import drill
@@ -514,9 +514,10 @@ def watch(ctx: _Context, interval: float, count: int, *, changes_only: bool, as_
     try:
         with _open(ctx, read_only=True) as bridge:
             bridge.engine.wait_for_confirmation(min(5.0, interval * 4))
-            sampled = 0
+            sampled, changes = 0, LastChangeFollower(bridge.settings)
             while count == 0 or sampled < count:
                 info = state_as_dict(bridge.engine.state, bridge)
+                info["last_change"] = changes.after(active=info["active"])
                 view.show(isoformat_ms(SYSTEM_CLOCK.now()), info)
                 sampled += 1
                 if count == 0 or sampled < count:

@@ -2,7 +2,7 @@
 
 On a terminal the current state is one block redrawn in place every interval; a change leaves the
 old block standing and starts a new one, so the screen keeps the history of changes. In a pipe
-(or a file) each sample is one plain line, or only the changes with ``--changes``; no escape
+(or a file) each sample is one plain line (its parts joined by '; '), or only the changes with ``--changes``; no escape
 codes ever reach a pipe. Colour (ACTIVE green, HALTED red) only on a terminal, never when
 ``NO_COLOR`` is set (https://no-color.org) or ``TERM=dumb``.
 """
@@ -61,8 +61,9 @@ class WatchView:
             word = "ACTIVE" if info["active"] else "HALTED"
             colour = _GREEN if info["active"] else _RED
             text = text.replace(word, f"{colour}{word}{_RESET}", 1)
-        if not self._live:
-            self._write(f"{at} {'changed' if changed else '       '} {text}\n")
+        if not self._live:  # one line per sample, for grep and logs
+            flat = "; ".join(part.strip() for part in text.splitlines())
+            self._write(f"{at} {'changed' if changed else '       '} {flat}\n")
             return
         redraw = "" if changed or not self._drawn else f"\x1b[{self._drawn}F{_ERASE_BELOW}"
         block = f"{at} {text}\n"

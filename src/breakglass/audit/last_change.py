@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 from breakglass.audit.recorder import OBSERVED
@@ -71,3 +72,29 @@ def last_change(settings: Settings) -> dict[str, Any] | None:
 def _raw(row: StoredRecord) -> dict[str, Any]:
     raw = json.loads(row.canonical).get("raw")
     return raw if isinstance(raw, dict) else {}
+
+
+class LastChangeFollower:
+    """:func:`last_change` for ``watch``: read at start and for a few seconds after each flip.
+
+    The change's audit record may land just after the flip is seen; reading on every sample
+    would query the store twice a second for nothing.
+    """
+
+    AFTER_FLIP = 5.0
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._active: bool | None = None
+        self._until = 0.0
+        self._known: dict[str, Any] | None = None
+
+    def after(self, *, active: bool) -> dict[str, Any] | None:
+        """The last change, as of a sample that read ``active``."""
+        now = time.monotonic()
+        if active != self._active:
+            self._active, self._until = active, now + self.AFTER_FLIP
+            self._known = last_change(self._settings)
+        elif now < self._until:
+            self._known = last_change(self._settings)
+        return self._known
