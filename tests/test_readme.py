@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 RUN_HERE = (
+    'eval "$(_BREAKGLASS_COMPLETE',
     "export BREAKGLASS_STATE_DIR",
     "import breakglass",
     "from openfeature import api",
@@ -172,3 +173,26 @@ def test_proving_the_halt_time(tmp_path: Path, shell_env: dict[str, str]) -> Non
     shell_env["BREAKGLASS_STATE_DIR"] = str(tmp_path / "state")
     _run_block(_block("breakglass probe --provider local"), tmp_path, shell_env)
     assert "<testsuite" in (tmp_path / "probe.xml").read_text()
+
+
+def test_shell_completion(tmp_path: Path, shell_env: dict[str, str]) -> None:
+    """The line as written, then what bash completes after `breakglass st`."""
+    line = _block('eval "$(_BREAKGLASS_COMPLETE').strip()
+    script = (
+        f"{line}\n"
+        "complete -p breakglass\n"
+        "COMP_WORDS=(breakglass st); COMP_CWORD=1; _breakglass_completion breakglass\n"
+        'printf "%s\\n" "${COMPREPLY[@]}"\n'
+    )
+    done = subprocess.run(
+        ["bash", "-c", script],
+        cwd=tmp_path,
+        env=shell_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "-F _breakglass_completion breakglass" in done.stdout
+    assert "status" in done.stdout.splitlines()
