@@ -129,3 +129,21 @@ def test_status_says_who_halted_when_and_why(run: CliRunner, tmp_path: Path) -> 
     assert "local.db" in change["target"]
     text = run.invoke(main, ["status"]).stdout
     assert f"last change: halted by bob at {change['at']} through local: incident 4711" in text
+
+
+def test_global_options_also_after_the_command(run: CliRunner, tmp_path: Path) -> None:
+    """--state-dir, --flag-key and --provider mean the same before or after status/halt/resume/watch."""
+    other = tmp_path / "other"
+    done = run.invoke(main, ["resume", "--reason", "go", "--state-dir", str(other), "--json"])
+    assert done.exit_code == 0, done.output
+    assert (other / "local.db").exists()
+    assert run.invoke(main, ["status"]).exit_code == 3  # the default state dir: untouched
+    assert run.invoke(main, ["--state-dir", str(other), "status"]).exit_code == 0
+    assert run.invoke(main, ["status", "--state-dir", str(other)]).exit_code == 0
+    keyed = run.invoke(
+        main, ["status", "--state-dir", str(other), "--flag-key", "other-flag", "--json"]
+    )
+    assert json.loads(keyed.stdout)["flag"] == "other-flag"
+    typo = run.invoke(main, ["watch", "--count", "1", "--provider", "unlesh"])
+    assert typo.exit_code == 1
+    assert "did you mean 'unleash'?" in typo.output

@@ -173,7 +173,36 @@ def _open(ctx: _Context, *, read_only: bool = False) -> Bridge:
     return bridge
 
 
+def _late_override(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def record(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if value is not None:
+            ctx.find_root().obj.overrides[name] = value
+
+    return record
+
+
+def _global_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The global --provider, --flag-key and --state-dir, also after the command's name.
+
+    ``breakglass status --provider unleash`` then means ``breakglass --provider unleash status``.
+    """
+    for flag, name, kind in (
+        ("--state-dir", "state_dir", click.Path(file_okay=False)),
+        ("--flag-key", "flag_key", None),
+        ("--provider", "provider", None),
+    ):
+        command = click.option(
+            flag,
+            type=kind,
+            expose_value=False,
+            callback=_late_override(name),
+            help=f"Same as the global {flag} (before the command's name).",
+        )(command)
+    return command
+
+
 @main.command()
+@_global_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option(
     "--wait", default=5.0, show_default=True, help="Seconds to wait for a first confirmation."
@@ -423,6 +452,7 @@ _reason_option = click.option(
 
 
 @main.command()
+@_global_options
 @_actor_option
 @_reason_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -439,6 +469,7 @@ def halt(ctx: _Context, actor: str, reason: str, *, as_json: bool) -> None:
 
 
 @main.command()
+@_global_options
 @_actor_option
 @_reason_option
 @click.option(
@@ -494,6 +525,7 @@ def _never_set(ctx: _Context) -> bool:
 
 
 @main.command()
+@_global_options
 @click.option("--interval", default=0.5, show_default=True, help="Seconds between samples.")
 @click.option("--count", default=0, help="Stop after this many samples (0: until Ctrl-C).")
 @click.option(
