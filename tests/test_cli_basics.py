@@ -147,3 +147,23 @@ def test_global_options_also_after_the_command(run: CliRunner, tmp_path: Path) -
     typo = run.invoke(main, ["watch", "--count", "1", "--provider", "unlesh"])
     assert typo.exit_code == 1
     assert "did you mean 'unleash'?" in typo.output
+
+
+def _exported(run: CliRunner, tmp_path: Path, *args: str) -> list[str]:
+    out = tmp_path / "export.jsonl"
+    result = run.invoke(main, ["audit", "export", "--out", str(out), *args])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()[:-1]]  # less the manifest
+    return sorted({r["flag_key"] for r in records})
+
+
+def test_audit_export_defaults_to_the_production_flag(run: CliRunner, tmp_path: Path) -> None:
+    assert run.invoke(main, ["resume", "--reason", "go"]).exit_code == 0
+    probe = ["--flag-key", "system-active-probe"]
+    assert run.invoke(main, [*probe, "resume", "--reason", "probe round"]).exit_code == 0
+    assert _exported(run, tmp_path) == ["system-active"]
+    assert _exported(run, tmp_path, "--flag", "system-active-probe") == ["system-active-probe"]
+    assert _exported(run, tmp_path, "--all") == ["system-active", "system-active-probe"]
+    mixed = run.invoke(main, ["audit", "export", "--all", "--flag", "system-active"])
+    assert mixed.exit_code == 1
+    assert "--all exports everything" in mixed.output

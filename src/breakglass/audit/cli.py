@@ -305,6 +305,12 @@ def _filters(func: Any) -> Any:
     help="Have this RFC 3161 time-stamping authority stamp the export hash "
     "(default: BREAKGLASS_AUDIT__TSA_URL).",
 )
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Every flag's records: the store's whole chain (the probe's flag too).",
+)
 @_filters
 @click.pass_obj
 def export(  # noqa: PLR0913 -- one parameter per option
@@ -318,22 +324,29 @@ def export(  # noqa: PLR0913 -- one parameter per option
     until: datetime | None,
     *,
     new_only: bool,
+    everything: bool,
     sign_key: Path | None,
     tsa_url: str | None,
 ) -> None:
     """Export the history (JSON Lines: hash-chained, signed evidence; CSV: for spreadsheets).
 
-    Without filters, JSON Lines is the store's own chain in the order the store
-    received the records; with filters, the matching records ordered by time
-    then id. The store's chain is checked first: a broken store is not exported.
+    By default only the production flag (BREAKGLASS_FLAG_KEY): probe flags and
+    others need --flag, or --all for everything. With --all or --new, JSON Lines
+    is the store's own chain in the order the store received the records; with
+    filters, the matching records ordered by time then id. The store's chain is
+    checked first: a broken store is not exported.
     """
     from breakglass.audit.export import export_csv, export_jsonl
     from breakglass.audit.settings import load_audit_settings
     from breakglass.audit.signing import load_signer
 
-    query = _query(providers, flags, environments, since, until)
     try:
         settings = ctx.settings()
+        if everything and (flags or providers or environments or since or until):
+            raise ConfigurationError("--all exports everything: it takes no filter")
+        if not (everything or new_only or flags or providers):
+            flags = (settings.flag_key,)  # the production flag, not the probe's
+        query = _query(providers, flags, environments, since, until)
         audit_settings = load_audit_settings()
         store = open_audit_store(settings, audit_settings)
         try:
