@@ -159,3 +159,40 @@ def test_wheel_install_runs_version_status_demo_and_an_adapter(
     )
     assert str(venv) in site.stdout
     assert os.fspath(ROOT) not in site.stdout
+
+
+def test_install_from_git_as_the_readme_says(tmp_path: Path) -> None:
+    """The README's Git lines, with REPO a local clone's URL and REF this commit."""
+    readme = (ROOT / "README.md").read_text()
+    lines = [line for line in readme.splitlines() if line.startswith('pip install "breakglass')]
+    assert len(lines) == 2, lines
+    requirements = [line.removeprefix("pip install ").strip('"') for line in lines]
+    ref = _run(["git", "rev-parse", "HEAD"], cwd=ROOT).stdout.strip()
+    repo = f"git+file://{ROOT}"
+    wanted = [r.replace("git+$REPO", repo).replace("$REF", ref) for r in requirements]
+    uv, venv, lock = _uv(), tmp_path / "venv", tmp_path / "lock"
+    lock.mkdir()
+    exported = _run(
+        [uv, "export", "--frozen", "--no-dev", "--all-packages", "--no-emit-workspace",
+         "--extra", "serve", "--format", "pylock.toml", "--quiet",
+         "--output-file", str(lock / "pylock.toml")],
+        cwd=ROOT,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    assert (
+        _run([uv, "venv", "--quiet", "--python", "python3", str(venv)], cwd=tmp_path).returncode
+        == 0
+    )
+    python = str(venv / "bin" / "python")
+    deps = _run(
+        [uv, "pip", "install", "--offline", "--python", python, "-r", str(lock / "pylock.toml")],
+        cwd=tmp_path,
+    )
+    assert deps.returncode == 0, deps.stderr
+    ours = _run([uv, "pip", "install", "--offline", "--python", python, *wanted], cwd=tmp_path)
+    assert ours.returncode == 0, ours.stderr
+    listing = _breakglass(venv, "providers", "--json", cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    assert "unleash" in {p["name"] for p in json.loads(listing.stdout)}
+    serve = _run([python, "-c", "import fastapi, uvicorn"], cwd=tmp_path)  # the [serve] extra came
+    assert serve.returncode == 0, serve.stderr
