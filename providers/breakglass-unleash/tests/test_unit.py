@@ -25,6 +25,7 @@ from breakglass.errors import (
 from breakglass.observation import NoValue
 from breakglass.retry import RetryPolicy
 from breakglass.testing import ManualClock
+from breakglass.testing.conformance import wait_for
 from breakglass.testing.settings import check_section_is_strict
 from breakglass_unleash import UnleashAdmin, UnleashAudit, UnleashSource
 from breakglass_unleash._http import new_session
@@ -479,3 +480,26 @@ def test_a_staleness_budget_below_the_sdk_refresh_is_refused() -> None:
     with pytest.raises(ConfigurationError, match=r"BREAKGLASS_MAX_STALENESS=3 .*every 5 s"):
         check_staleness(3.0, [backend])
     check_staleness(30.0, [backend])
+
+
+@responses.activate
+def test_a_deeply_nested_answer_halts_at_once_and_the_poll_carries_on() -> None:
+    """A body that makes the JSON decoder raise RecursionError used to kill the poll thread."""
+    source = polling_source()
+    responses.add(responses.GET, FLAG_URL, json={"name": FLAG, "enabled": False})
+    nested = "[" * 100_000 + "]" * 100_000
+    responses.add(responses.GET, FLAG_URL, body=nested, content_type="application/json")
+    assert source.poll_once().value is False
+    with pytest.raises(RecursionError):
+        source.poll_once()  # what the adapter alone does with it
+    seen: list[Any] = []
+    (loop,) = source.readers()
+    loop.start(seen.append)
+    try:
+        assert wait_for(lambda: loop.crashes >= 2, 10.0) is not None
+        assert loop.alive
+        crashed = [o for o in seen if o.value is NoValue.UNREADABLE]
+        assert crashed, seen
+        assert "RecursionError" in (crashed[0].error or "")
+    finally:
+        loop.close()
