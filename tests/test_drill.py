@@ -72,6 +72,20 @@ def _serving(env: LocalEnvironment) -> bool:
     return bool(status["active"]) and status["suspension"] is None
 
 
+def _why(data: dict[str, Any], env: LocalEnvironment) -> str:
+    """What a failed drill saw, for the assertion message."""
+    seen = [line for line in data["timeline"] if line["phase"] in ("halt", "alerts", "abort")]
+    return json.dumps(
+        {
+            "deficiencies": data["deficiencies"],
+            "notifications": data["notifications"],
+            "timeline": seen,
+            "received": env.receiver.received,
+        },
+        indent=1,
+    )
+
+
 def _verdicts(data: dict[str, Any]) -> dict[str, str]:
     return {r["id"]: r["verdict"] for r in data["requirements"]}
 
@@ -92,7 +106,7 @@ def test_a_full_drill_passes_and_leaves_signed_evidence(env: LocalEnvironment) -
     lines: list[str] = []
     data, folder = _run(env, lines)
 
-    assert data["verdict"] == "passed", json.dumps(data["deficiencies"])
+    assert data["verdict"] == "passed", _why(data, env)
     assert _verdicts(data) == {
         "preflight": "pass",
         "halt-time": "pass",
@@ -109,6 +123,7 @@ def test_a_full_drill_passes_and_leaves_signed_evidence(env: LocalEnvironment) -
     traffic = data["traffic"][0]
     assert traffic["refused"] > 0
     assert traffic["dropped"] == traffic["leaked"] == 0
+    assert traffic["drained"] + traffic["refused_on_arrival"] == traffic["in_flight_at_halt"]
     assert traffic["served_after_resume"] > 0
     acked = {g["group"]: g for g in data["notifications"]}
     assert set(acked) == {"on-call", "governance-lead"}
@@ -558,6 +573,7 @@ def test_the_console_shows_the_drill_live(env: LocalEnvironment) -> None:
             worker.start()
             expect(page.locator("#drill-state")).to_have_text("Drill finished", timeout=120_000)
             worker.join(timeout=120)
+            assert results[0]["verdict"] == "passed", _why(results[0], env)
             drill_id = results[0]["drill_id"]
             expect(page.locator("#drill-id")).to_have_text(drill_id)
             lines = page.locator("#drill-lines li")
@@ -589,3 +605,34 @@ def _check_progress_api(env: LocalEnvironment, drill_id: str) -> None:
         f"{env.serve_url}/v1/drill/progress", json=hostile, headers=lead, timeout=30
     )
     assert refused.status_code == 422
+
+
+@pytest.mark.live
+def test_drill_run_from_the_command_line(env: LocalEnvironment, tmp_path: Path) -> None:
+    evidence = tmp_path / "evidence"
+    args = ["--policy", str(env.policy_path), "--evidence-dir", str(evidence)]
+    base = ["--state-dir", str(env.settings.state_dir), "drill", "run", *args]
+    unsigned = CliRunner().invoke(main, base, env={"BREAKGLASS_AUDIT__SIGNING_KEY": None})
+    assert unsigned.exit_code == 1
+    assert "signed with the audit export key: set audit.signing_key" in unsigned.output
+    assert _serving(env)  # refused before anything was touched
+
+    result = CliRunner().invoke(main, [*base, "--signing-key", str(env.signing_key), "--json"])
+    data = json.loads(result.output)
+    assert result.exit_code == 0, _why(data, env)
+    assert data["verdict"] == "passed"
+    folder = evidence / data["drill_id"]
+    assert verify_evidence(folder, load_public_key(env.public_key)).ok
+    listed = CliRunner().invoke(
+        main,
+        [
+            "drill",
+            "history",
+            "--evidence-dir",
+            str(evidence),
+            "--public-key",
+            str(env.public_key),
+            "--json",
+        ],
+    )
+    assert [e["verdict"] for e in json.loads(listed.output)] == ["passed"]

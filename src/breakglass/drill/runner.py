@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from breakglass.clock import SYSTEM_CLOCK, Clock, isoformat_ms, parse_iso
@@ -438,6 +438,7 @@ class DrillRunner:
     ) -> list[dict[str, Any]]:
         wanted = {r.service: r.count for r in self.plan.readers}
         status = "halted" if halted else "active"
+        since -= timedelta(milliseconds=1)  # reports carry milliseconds; the mark has microseconds
         deadline = self._clock.monotonic() + bound
         seen: dict[str, dict[str, Any]] = {}
         while True:

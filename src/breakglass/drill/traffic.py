@@ -88,7 +88,9 @@ class Traffic:
             if all_halted is not None
             else []
         )
-        drained_after = max((c.ended for c in in_flight), default=None)
+        # Sent before the halt but reaching the guard after it flipped: refused, rightly. Only the
+        # requests the guard had admitted (answered 200) are the work that drained.
+        drained_after = max((c.ended for c in in_flight if c.status == 200), default=None)
         return {
             "url": self.url,
             "requests": len(calls),
@@ -96,6 +98,7 @@ class Traffic:
             "refused": sum(1 for c in calls if c.status == 503),
             "in_flight_at_halt": len(in_flight),
             "drained": sum(1 for c in in_flight if c.status == 200),
+            "refused_on_arrival": sum(1 for c in in_flight if c.status == 503),
             "drained_after_s": None
             if drained_after is None
             else round(drained_after - halt_sent, 3),

