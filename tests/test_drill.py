@@ -252,7 +252,7 @@ def test_a_group_that_never_acknowledges_is_a_deficiency(tmp_path: Path) -> None
     assert verdicts["halt-time"] == verdicts["resumption"] == verdicts["back"] == "pass"
     assert [d["text"] for d in data["deficiencies"]] == [
         "governance-lead: never acknowledged (timeframe 3 s)"
-    ]
+    ], _why(data, env)
     groups = {g["group"]: g for g in data["notifications"]}
     assert groups["governance-lead"]["delivered_after_s"] is not None
     assert groups["on-call"]["acknowledged_after_s"] is not None

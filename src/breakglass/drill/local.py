@@ -14,6 +14,7 @@ Needs the ``serve`` and ``drill`` extras (uvicorn, httpx, jinja2).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -119,6 +120,12 @@ class LocalEnvironment:
     settings: Any = None
 
 
+def _webhook_secret() -> str:
+    # Standard Webhooks secrets are standard base64 after the prefix; a URL-safe alphabet
+    # ('-', '_') fails at signing time, and the notification would be retried forever.
+    return "whsec_" + base64.b64encode(os.urandom(24)).decode("ascii")
+
+
 def _policy(
     serve_url: str,
     receiver: str,
@@ -155,12 +162,12 @@ ack_secret = "{secret}"
 kind = "on-call"
 timeframe = "immediate"
 ack_within = "{ack_within}"
-channels = [{{ type = "webhook", url = "{receiver}/on-call", secret = "whsec_{secrets.token_urlsafe(24)}" }}]
+channels = [{{ type = "webhook", url = "{receiver}/on-call", secret = "{_webhook_secret()}" }}]
 
 [notify.groups.governance-lead]
 kind = "governance-lead"
 within = "{ack_within}"
-channels = [{{ type = "webhook", url = "{receiver}/governance-lead", secret = "whsec_{secrets.token_urlsafe(24)}" }}]
+channels = [{{ type = "webhook", url = "{receiver}/governance-lead", secret = "{_webhook_secret()}" }}]
 
 [resume]
 approvals = 2

@@ -102,7 +102,14 @@ def _alerts(data: dict[str, Any]) -> dict[str, Any]:
     for g in data["notifications"]:
         delivered, acked = g["delivered_after_s"], g["acknowledged_after_s"]
         if delivered is None:
-            findings.append(f"{g['group']}: never alerted ({g['undelivered']} undelivered)")
+            why = "; ".join(
+                f"{c['channel']} {c['state']} after {c['attempts']} attempts: {c['detail']}"
+                for c in g["channels"]
+            )
+            findings.append(
+                f"{g['group']}: never alerted ({g['undelivered']} undelivered"
+                + (f"; {why})" if why else ")")
+            )
         elif delivered > alert_within:
             findings.append(
                 f"{g['group']}: alerted after {delivered:.3f} s (bound {alert_within:g} s)"
