@@ -167,3 +167,40 @@ def test_audit_export_defaults_to_the_production_flag(run: CliRunner, tmp_path: 
     mixed = run.invoke(main, ["audit", "export", "--all", "--flag", "system-active"])
     assert mixed.exit_code == 1
     assert "--all exports everything" in mixed.output
+
+
+@pytest.mark.parametrize(
+    ("provider", "read_settings", "admin_setting"),
+    [
+        (
+            "unleash",
+            {
+                "BREAKGLASS_UNLEASH__URL": "http://127.0.0.1:9/api",
+                "BREAKGLASS_UNLEASH__CLIENT_TOKEN": "x",
+            },
+            "BREAKGLASS_UNLEASH__ADMIN_TOKEN",
+        ),
+        (
+            "launchdarkly",
+            {"BREAKGLASS_LAUNCHDARKLY__SDK_KEY": "sdk-x"},
+            "BREAKGLASS_LAUNCHDARKLY__API_TOKEN",
+        ),
+        (
+            "flagsmith",
+            {"BREAKGLASS_FLAGSMITH__ENVIRONMENT_KEY": "ser.x"},
+            "BREAKGLASS_FLAGSMITH__ADMIN_TOKEN",
+        ),
+    ],
+)
+def test_missing_admin_credentials_name_the_setting(
+    run: CliRunner,
+    monkeypatch: pytest.MonkeyPatch,
+    provider: str,
+    read_settings: dict[str, str],
+    admin_setting: str,
+) -> None:
+    for name, value in read_settings.items():
+        monkeypatch.setenv(name, value)
+    result = run.invoke(main, ["--provider", provider, "halt", "--reason", "incident"])
+    assert result.exit_code == 4, result.output  # NOT HALTED
+    assert f"no admin credentials configured: set {admin_setting}" in result.output

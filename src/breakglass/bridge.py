@@ -162,9 +162,8 @@ class Bridge:
     def admin(self) -> FlagAdmin:
         """The first provider's management API (raises when it has none configured)."""
         if self.backend.admin is None:
-            raise ConfigurationError(
-                f"the {self.backend.name} provider has no admin credentials configured"
-            )
+            b = self.backend
+            raise ConfigurationError(Target(b.name, None, b.admin_setting).no_admin())
         return self.recorder.wrap_admin(self.backend.admin, backend=self.backend.name)
 
     def targets(self) -> list[Target]:
@@ -176,6 +175,7 @@ class Bridge:
             Target(
                 b.name,
                 None if b.admin is None else self.recorder.wrap_admin(b.admin, backend=b.name),
+                b.admin_setting,
             )
             for b in self.backends
         ]

@@ -187,6 +187,9 @@ class Backend:
     """Seconds between two confirmations from a healthy vendor (the poll or refresh period the
     source's ``true`` rests on). ``max_staleness`` must exceed it with room to spare, or a healthy
     vendor would flap the flag; :meth:`breakglass.bridge.Bridge.start` refuses it otherwise."""
+    admin_setting: str | None = None
+    """The setting that gives this backend its admin API (``BREAKGLASS_UNLEASH__ADMIN_TOKEN``):
+    named when a halt or resume is asked of a backend that has none."""
     durable: bool = True
     """Whether the bridge may remember this source's decision across restarts. ``False`` for a
     relay worker: a restarted worker must wait for the relay, never serve a remembered ``true``."""

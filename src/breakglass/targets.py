@@ -36,6 +36,13 @@ class Target:
 
     name: str
     admin: FlagAdmin | None
+    admin_setting: str | None = None
+    """Named in the error when ``admin`` is ``None``."""
+
+    def no_admin(self) -> str:
+        """Why this target cannot be changed, naming the setting that would allow it."""
+        where = f": set {self.admin_setting}" if self.admin_setting else ""
+        return f"the {self.name} provider has no admin credentials configured{where}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +184,7 @@ class Fanout:
         ack: Acknowledgement | None = None
         error: str | None = None
         if target.admin is None:
-            error = f"the {target.name} provider has no admin credentials configured"
+            error = target.no_admin()
         else:
             try:
                 ack = target.admin.set_active(self.active, actor=self._actor, reason=self._reason)

@@ -26,6 +26,7 @@ def create_backend(flagsmith: FlagsmithSettings, flag_key: str, clock: Clock) ->
     has_admin = flagsmith.admin_token is not None
     return Backend(
         name=SOURCE_NAME,
+        admin_setting="BREAKGLASS_FLAGSMITH__ADMIN_TOKEN",
         source=FlagsmithSource(flagsmith, flag_key, clock=clock),
         admin=FlagsmithAdmin(flagsmith, flag_key, clock=clock) if has_admin else None,
         audit=FlagsmithAudit(flagsmith, flag_key, clock=clock) if has_admin else None,

@@ -59,6 +59,7 @@ def create_backend(
     )
     return Backend(
         name=SOURCE_NAME,
+        admin_setting="BREAKGLASS_LAUNCHDARKLY__API_TOKEN",
         source=source,
         admin=LaunchDarklyAdmin(launchdarkly, flag_key, clock=clock) if has_token else None,
         audit=LaunchDarklyAudit(launchdarkly, flag_key, clock=clock) if has_token else None,

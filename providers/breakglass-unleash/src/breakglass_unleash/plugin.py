@@ -23,6 +23,7 @@ def create_backend(unleash: UnleashSettings, flag_key: str, clock: Clock) -> Bac
     has_admin = unleash.admin_token is not None
     return Backend(
         name=SOURCE_NAME,
+        admin_setting="BREAKGLASS_UNLEASH__ADMIN_TOKEN",
         source=UnleashSource(unleash, flag_key, clock=clock),
         admin=UnleashAdmin(unleash, flag_key, clock=clock) if has_admin else None,
         audit=UnleashAudit(unleash, flag_key, clock=clock) if has_admin else None,
