@@ -9,7 +9,7 @@ OPENSSL := /usr/bin/openssl
 PDFTOPPM := /usr/bin/pdftoppm
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test lint typecheck unit install bench clean kubectl dist
+.PHONY: demo test lint typecheck unit install bench clean kubectl dist prerequisites
 
 # The demo drill: serve, readers and notification receivers on loopback, the whole procedure,
 # signed evidence (HTML, PDF, JSON) kept under build/demo-drill/.
@@ -38,7 +38,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-unit: install $(CHROMIUM) $(OPENSSL) $(PDFTOPPM) kubectl
+unit: install $(CHROMIUM) $(OPENSSL) $(PDFTOPPM) kubectl prerequisites
 	$(VENV)/bin/pytest
 
 bench: install
@@ -54,6 +54,14 @@ $(UV):
 $(VENV)/.installed: $(UV) uv.lock pyproject.toml $(wildcard providers/*/pyproject.toml)
 	$(UV) sync --locked --all-packages --python $(PYTHON)
 	touch $@
+
+# What the tests need and make cannot install for you, checked up front so a fresh clone fails
+# with one clear line instead of a test error later: Node.js 20+ with npm (unleash-server and the
+# Node OFREP client), and psql (the Unleash tests). The PostgreSQL client comes from apt when missing.
+prerequisites:
+	@command -v node >/dev/null && command -v npm >/dev/null || { echo "make: the tests need Node.js 20 or newer with npm (node and npm on PATH)" >&2; exit 1; }
+	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' || { echo "make: the tests need Node.js 20 or newer; found $$(node --version)" >&2; exit 1; }
+	@command -v psql >/dev/null || { command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq postgresql-client; } || { echo "make: the tests need psql: apt-get install postgresql-client" >&2; exit 1; }
 
 # The console's browser tests drive Debian's chromium: Playwright cannot fetch a browser of its own here.
 $(CHROMIUM):
