@@ -150,6 +150,9 @@ def test_the_documented_policy_is_valid(monkeypatch: pytest.MonkeyPatch) -> None
     (block,) = [b for b in re.findall(r"```toml\n(.*?)```", text, re.DOTALL) if "[notify]" in b]
     for name in set(re.findall(r'"env:([A-Z_]+)"', block)):
         monkeypatch.setenv(name, f"{name.lower()}-value-" + "x" * 32)
+    # Generic webhooks' signing secrets are Standard Webhooks secrets, checked as such.
+    for name in set(re.findall(r'secret = "env:([A-Z_]+)"', block)):
+        monkeypatch.setenv(name, "whsec_" + "QUJD" * 8)
     policy = parse_policy(tomllib.loads(block)).notify
     assert set(policy.groups) == {
         "on-call",
@@ -163,3 +166,32 @@ def test_the_documented_policy_is_valid(monkeypatch: pytest.MonkeyPatch) -> None
     assert policy.groups["on-call"].immediate
     assert policy.groups["governance-lead"].deadline == timedelta(hours=1)
     assert list(policy.deployers) == ["acme-bank"]
+
+
+@pytest.mark.parametrize(
+    ("secret", "expected"),
+    [
+        # The URL-safe alphabet: the signer would silently drop '-' and '_' and sign with another key.
+        ("whsec_" + "ab-_" * 8, "standard base64"),
+        ("whsec_" + "QUJD" * 7 + "Q", "not valid base64"),  # one character too many
+        ("whsec_QUJDRA==", "at least 16 bytes"),
+    ],
+)
+def test_a_webhook_secret_the_signer_cannot_use_is_refused_at_load(
+    secret: str, expected: str
+) -> None:
+    channel = {"type": "webhook", "url": "https://hooks.example/x", "secret": secret}
+    message = _error({"notify": {"groups": {"on-call": _group(channels=[channel])}}})
+    assert "notify.groups.on-call.channels.0.secret" in message or "secret" in message
+    assert expected in message
+    assert secret not in message
+
+
+def test_a_standard_webhook_secret_loads_and_signs() -> None:
+    from standardwebhooks import Webhook
+
+    secret = "whsec_" + "QUJD" * 8
+    channel = {"type": "webhook", "url": "https://hooks.example/x", "secret": secret}
+    policy = parse_policy({"notify": {"groups": {"on-call": _group(channels=[channel])}}})
+    loaded = policy.notify.groups["on-call"].channels[0].secret  # type: ignore[union-attr]
+    Webhook(loaded.get_secret_value())  # the signer accepts what the policy accepted

@@ -14,15 +14,20 @@ See ``docs/notifications.md`` for a complete file.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
 from breakglass.policy_types import Duration, PolicyModel, Secret
+
+_STANDARD_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+_MIN_WEBHOOK_KEY_BYTES = 16
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
@@ -201,6 +206,26 @@ class WebhookChannel(_ChannelBase):
     secret: Secret
     """The signing secret, ``whsec_`` followed by base64 (as the receiver's library expects)."""
     headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("secret")
+    @classmethod
+    def _standard_base64(cls, value: SecretStr) -> SecretStr:
+        # Checked here, not at the first send: a secret the signer cannot decode would leave the
+        # group unalerted on every halt, and one in the URL-safe alphabet would be decoded into
+        # another key (the decoder drops '-' and '_') whose signatures every receiver refuses.
+        key = value.get_secret_value().removeprefix("whsec_")
+        if not _STANDARD_BASE64.fullmatch(key):
+            raise ValueError(
+                "secret must be 'whsec_' followed by standard base64 (A-Z, a-z, 0-9, '+', '/')"
+            )
+        bare = key.rstrip("=")
+        try:
+            decoded = base64.b64decode(bare + "=" * (-len(bare) % 4), validate=True)
+        except binascii.Error:
+            raise ValueError("secret is not valid base64 after 'whsec_'") from None
+        if len(decoded) < _MIN_WEBHOOK_KEY_BYTES:
+            raise ValueError(f"secret must decode to at least {_MIN_WEBHOOK_KEY_BYTES} bytes")
+        return value
 
 
 Channel = Annotated[
