@@ -58,7 +58,10 @@ class LocalHarness:
 
     def serve_garbage(self) -> None:
         self._garbage_backup = self.db.read_bytes()
-        self.db.write_bytes(b"\x00garbage, not a database" * 64)
+        # In place, without truncating first: a reader must not catch an empty file half-way
+        # (which reads as another, correct, halt: flag_missing).
+        with self.db.open("r+b") as f:
+            f.write(b"\x00garbage, not a database" * 64)
 
     def stop(self) -> None:
         self._aside = self.db.with_suffix(".aside")
