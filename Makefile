@@ -8,6 +8,9 @@ CHROMIUM := /usr/bin/chromium
 OPENSSL := /usr/bin/openssl
 PDFTOPPM := /usr/bin/pdftoppm
 export UV_PYTHON_DOWNLOADS := never
+# Most live tests wait on servers and subprocesses rather than compute, so three workers on two cores
+# roughly halve the run; a test file stays on one worker (its servers start once). PYTEST_PARALLEL= runs serially.
+PYTEST_PARALLEL ?= -n 3 --dist loadfile
 
 .PHONY: demo test lint typecheck unit install bench clean kubectl dist prerequisites
 
@@ -39,7 +42,7 @@ typecheck: install
 	$(VENV)/bin/mypy
 
 unit: install $(CHROMIUM) $(OPENSSL) $(PDFTOPPM) kubectl prerequisites
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest $(PYTEST_PARALLEL)
 
 bench: install
 	$(VENV)/bin/python benchmarks/bench_guard.py
