@@ -388,7 +388,11 @@ class DrillRunner:
                 self._state.traffic.append(Traffic(reader.url).start())
         if self._state.traffic:
             self.say("traffic", f"traffic on {len(self._state.traffic)} guarded endpoint(s)")
-            time.sleep(WARMUP)
+            # Halt only once every endpoint is being served, so that work is in flight at the halt.
+            for traffic in self._state.traffic:
+                if not traffic.wait_served(traffic.clients, 30.0):
+                    self.say("traffic", f"{traffic.url} served nothing in 30 s before the halt")
+            time.sleep(WARMUP / 2)
         self._halt()
         self._await_readers_halted()
         if self.plan.kill_switch is not None:
@@ -788,6 +792,11 @@ class DrillRunner:
                 notes.append(
                     f"in-flight work of {reader.service} not measured: the plan gives no url for it"
                 )
+        notes.extend(
+            f"{t['url']}: nothing was in flight at the halt, so draining was not observed"
+            for t in self.data["traffic"]
+            if not t["in_flight_at_halt"]
+        )
         notes.append(
             "reader halt times come from the readers' own reports (their clocks); "
             "alert times from serve's notification records"

@@ -47,6 +47,17 @@ class Traffic:
             thread.start()
         return self
 
+    def wait_served(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` requests were served (the clients are warm); whether they were."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                served = sum(1 for c in self.calls if c.status == 200)
+            if served >= count:
+                return True
+            time.sleep(0.05)
+        return False
+
     def stop(self) -> None:
         """Stop the clients (each finishes its request)."""
         self._stop.set()
@@ -74,8 +85,12 @@ class Traffic:
         """What the calls show, times in seconds after ``halt_sent`` (monotonic marks)."""
         with self._lock:
             calls = list(self.calls)
-        in_flight = [c for c in calls if c.started < halt_sent < c.ended]
         refusals = [c.ended for c in calls if c.status == 503 and c.ended > halt_sent]
+        # The guard flipped somewhere between the halt request and the first refusal seen:
+        # a request sent in that window and still running after the halt request was in
+        # flight at the halt, whichever side of the flip it reached the guard.
+        cut = min(refusals) if refusals else halt_sent
+        in_flight = [c for c in calls if c.started < cut and c.ended > halt_sent]
         dropped = [c for c in calls if c.status not in (200, 503)]
         # Sent after every reader reported halted and answered before the resume was asked:
         # a 200 there got through a halted system.
