@@ -4,6 +4,7 @@ Exit codes: 0 active (or done), 3 halted (``status``), 1 an error (named
 on stderr, without secrets), 2 a usage error; ``halt``: 4 ``NOT HALTED``
 (failed, or readers are still served true); ``resume``: 4 refused by the
 resumption gate, 5 ``NOT RESUMED`` (failed, or readers are still served false).
+With ``--json`` a failure is one JSON object on stdout (:mod:`breakglass.cli_errors`).
 
 ``halt`` and ``resume`` are confirmed by what readers are served after the
 change (the vendor's evaluation for the service's context), not by the
@@ -27,6 +28,7 @@ import click
 from breakglass.audit.cli import audit
 from breakglass.audit.last_change import LastChangeFollower, last_change
 from breakglass.bridge import Bridge
+from breakglass.cli_errors import error_object, fail
 from breakglass.clock import SYSTEM_CLOCK, isoformat_ms
 from breakglass.drill.cli import drill
 from breakglass.errors import BreakglassError
@@ -77,8 +79,7 @@ class _Context:
 
 
 def _fail(exc: BreakglassError) -> NoReturn:
-    click.echo(f"breakglass: error: {safe(exc)}", err=True)
-    sys.exit(1)
+    fail(exc)
 
 
 def state_as_dict(state: FlagState, bridge: Bridge) -> dict[str, Any]:
@@ -360,12 +361,13 @@ def _not_changed(
             f"the change was acknowledged but readers are still served {served} "
             f"({safe(ack.served_detail if ack else None)})"
         )
+    code = EXIT_NOT_RESUMED if active else EXIT_NOT_HALTED
     if as_json:
         payload = {
             "ok": False,
             **(info or {"active": active}),
             "verdict": verdict,
-            "error": {"type": type(error).__name__ if error else "NotServed", "message": why},
+            "error": error_object(type(error).__name__ if error else "NotServed", why, code),
             "fallback": [] if active else fallback,
         }
         click.echo(json.dumps(payload))
@@ -375,7 +377,7 @@ def _not_changed(
             click.echo(f"  changed: {safe(ack.target)}", err=True)
         for step in [] if active else fallback:
             click.echo(f"  fallback: {step}", err=True)
-    sys.exit(EXIT_NOT_RESUMED if active else EXIT_NOT_HALTED)
+    sys.exit(code)
 
 
 def _change_all(

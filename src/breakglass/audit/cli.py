@@ -21,6 +21,7 @@ import click
 from breakglass.audit.recorder import PROVIDER as OWN_PROVIDER
 from breakglass.audit.store import AuditQuery, open_audit_store
 from breakglass.audit.verify import MAX_LINE_BYTES as MAX_LINE
+from breakglass.cli_errors import fail
 from breakglass.clock import SYSTEM_CLOCK
 from breakglass.errors import BreakglassError, ConfigurationError
 from breakglass.plugins import load_plugin
@@ -77,8 +78,7 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 
 
 def _fail(exc: BreakglassError) -> NoReturn:
-    click.echo(f"breakglass: error: {safe(exc)}", err=True)
-    sys.exit(1)
+    fail(exc)
 
 
 def _store(settings: Settings) -> AuditStore:
@@ -524,8 +524,7 @@ def verify(  # noqa: PLR0913 -- one parameter per option
                 max_line_bytes=max_line_bytes,
             )
         except OSError as exc:
-            click.echo(f"breakglass: error: cannot read {safe(file)}: {exc.strerror}", err=True)
-            sys.exit(1)
+            fail(f"cannot read {file}: {exc.strerror}")
         report["export"] = result.as_dict()
         if not as_json:
             click.echo(safe(result.summary()))
@@ -551,7 +550,11 @@ def _check_against_store(
     from breakglass.audit.integrity import check_store
 
     try:
-        store = _store(ctx.settings())
+        settings = ctx.settings()
+    except BreakglassError as exc:
+        _fail(exc)  # the settings, not the store: an error, not a verdict on the store
+    try:
+        store = _store(settings)
         try:
             check = check_store(store)
             exports = store.exports()

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from breakglass.cli_errors import fail
 from breakglass.errors import BreakglassError
 from breakglass.safe_text import safe
 
@@ -31,8 +32,7 @@ if TYPE_CHECKING:
 
 
 def _fail(exc: BaseException | str) -> NoReturn:
-    click.echo(f"breakglass: error: {safe(exc)}", err=True)
-    sys.exit(1)
+    fail(exc)
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -183,11 +183,12 @@ def run(
     as_json: bool,
 ) -> None:
     """Run the drill of the policy's [drill] against serve; exit 0 only when it passed."""
+    settings = _settings(ctx)  # a broken settings file is named first
     policy = _policy(policy_path)
     signer = _signer(signing_key)
     try:
         data, folder = run_and_record(
-            _settings(ctx),
+            settings,
             policy,
             signer,
             _evidence_dir(ctx, evidence_dir),

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, NoReturn, Protocol
 
 import click
 
+from breakglass.cli_errors import fail
 from breakglass.errors import BreakglassError
 from breakglass.notify.render import within_text
 from breakglass.safe_text import safe
@@ -37,8 +38,7 @@ class _HasSettings(Protocol):
 
 
 def _fail(exc: BreakglassError | str) -> NoReturn:
-    click.echo(f"breakglass: error: {exc}", err=True)
-    sys.exit(1)
+    fail(exc)
 
 
 def _actor() -> str:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import click
 
+from breakglass.cli_errors import fail
 from breakglass.errors import BreakglassError, ProbeError
 from breakglass.safe_text import safe
 from breakglass.settings import DEFAULT_PROBE_FLAG_KEY
@@ -217,7 +218,7 @@ def probe(  # noqa: PLR0913 -- one parameter per option
             via=via,
         )
     except BreakglassError as exc:
-        _fail(str(exc))
+        _fail(exc)
     result, failure = _run(settings, options, quiet=quiet)
     if result.interrupted and not result.rounds and failure is None and result.restored:
         # Stopped while starting: nothing was measured, so a table of empty rows and a FAIL per
@@ -237,9 +238,8 @@ def probe(  # noqa: PLR0913 -- one parameter per option
     sys.exit(0 if result.passed else 1)
 
 
-def _fail(message: str) -> NoReturn:
-    click.echo(f"breakglass: error: {safe(message)}", err=True)
-    sys.exit(1)
+def _fail(message: BaseException | str) -> NoReturn:
+    fail(message)
 
 
 def _run(
@@ -261,7 +261,7 @@ def _run(
     except ProbeRestoreError as exc:
         return exc.result, str(exc)
     except BreakglassError as exc:
-        _fail(str(exc))
+        _fail(exc)
     finally:
         if bar is not None:
             bar.close()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from breakglass.cli_errors import fail
 from breakglass.errors import BreakglassError
 
 if TYPE_CHECKING:
@@ -15,8 +15,7 @@ if TYPE_CHECKING:
 
 
 def _fail(exc: BaseException | str) -> NoReturn:
-    click.echo(f"breakglass serve: error: {exc}", err=True)
-    sys.exit(1)
+    fail(exc, prefix="breakglass serve")
 
 
 def _settings(ctx: click.Context) -> Any:
