@@ -637,3 +637,20 @@ def test_drill_run_from_the_command_line(env: LocalEnvironment, tmp_path: Path) 
         ],
     )
     assert [e["verdict"] for e in json.loads(listed.output)] == ["passed"]
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_signing_key_reads_as_not_set(
+    blank: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from breakglass.audit.settings import load_audit_settings
+
+    monkeypatch.chdir(tmp_path)  # no breakglass.toml or .env of the checkout
+    monkeypatch.setenv("BREAKGLASS_AUDIT__SIGNING_KEY", blank)
+    assert load_audit_settings().signing_key is None
+    result = CliRunner().invoke(
+        main, ["drill", "history", "--evidence-dir", str(tmp_path / "none")]
+    )
+    assert result.exit_code == 1
+    assert "pass --public-key" in result.output
+    assert "cannot read the signing key" not in result.output

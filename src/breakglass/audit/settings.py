@@ -82,6 +82,12 @@ class AuditSettings(BaseSettings):
     feeds: dict[str, FeedSettings] = Field(default_factory=dict)
     """Audit feeds of other components (the kill switch), by the provider name their records carry."""
 
+    @field_validator("signing_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # `BREAKGLASS_AUDIT__SIGNING_KEY=` would otherwise become Path(""), i.e. ".".
+        return None if isinstance(value, str) and not value.strip() else value
+
     def spool(self, settings: Settings) -> Path:
         """The spool file for ``settings``."""
         return self.spool_path or settings.state_dir / "audit-spool.jsonl"
