@@ -129,8 +129,11 @@ def test_csv_export_and_status(tmp_path: Path) -> None:
     assert header.startswith("id,occurred_at,provider,flag_key")
     assert re.match(r"local:[0-9a-f]{8}-1,", row)
     status = runner.invoke(main, [*state, "audit", "status"])
-    assert "local / system-active: 1 records" in status.stdout
-    assert re.search(r"cursor [0-9a-f]{8}-1", status.stdout)
+    columns, *rows = (re.split(r"\s{2,}", line.strip()) for line in status.stdout.splitlines()[1:])
+    assert columns == ["PROVIDER", "FLAG", "RECORDS", "FIRST", "LAST", "CURSOR"]
+    local = next(r for r in rows if r[0] == "local")
+    assert local[1:3] == ["system-active", "1"]
+    assert re.fullmatch(r"[0-9a-f]{8}-1", local[5])
 
 
 def test_pull_exits_4_when_entries_were_malformed(

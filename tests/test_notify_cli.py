@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING
 
 import pytest
@@ -100,9 +101,9 @@ def test_notify_test_fails_when_a_channel_does_not_get_it(
     receivers.plan("/slack/T/B/oncall", Planned(410, "channel_is_archived"))
     result = CliRunner().invoke(main, ["notify", "test", "--group", "on-call"])
     assert result.exit_code == 1
-    assert "on-call/slack (slack): NOT DELIVERED after 1 attempt(s)" in result.output
+    assert re.search(r"^on-call/slack +slack +NOT DELIVERED +1 ", result.output, re.MULTILINE)
     assert "channel_is_archived" in result.output
-    assert "on-call/pagerduty (pagerduty): ACCEPTED" in result.output
+    assert re.search(r"^on-call/pagerduty +pagerduty +ACCEPTED ", result.output, re.MULTILINE)
 
 
 def test_notify_test_unknown_group(policy: Path) -> None:
@@ -119,7 +120,7 @@ def test_notify_status_shows_each_group(policy: Path, receivers: Receivers) -> N
     assert shown.exit_code == 0, shown.output
     assert shown.output.startswith("on-call: sent 20")
     assert "not acknowledged" in shown.output
-    assert "on-call/slack (slack): DELIVERED after 1 attempt(s)" in shown.output
+    assert re.search(r"^on-call/slack +slack +DELIVERED +1 ", shown.output, re.MULTILINE)
     assert (
         CliRunner().invoke(main, ["notify", "status", "no-such"]).output
         == "no notifications for no-such\n"

@@ -30,6 +30,7 @@ from breakglass.audit.last_change import LastChangeFollower, last_change
 from breakglass.bridge import Bridge
 from breakglass.cli_errors import error_object, fail
 from breakglass.clock import SYSTEM_CLOCK, isoformat_ms
+from breakglass.columns import table
 from breakglass.drill.cli import drill
 from breakglass.errors import BreakglassError
 from breakglass.extras import require_extras
@@ -570,8 +571,8 @@ def providers(*, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([{"name": n, "package": p, "version": v} for n, p, v in found]))
         return
-    for name, package, version in found:
-        click.echo(f"{name:<14} {package} {version}")
+    for line in table(("NAME", "PACKAGE", "VERSION"), found):
+        click.echo(line)
 
 
 @main.command()

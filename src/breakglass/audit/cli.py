@@ -23,6 +23,7 @@ from breakglass.audit.store import AuditQuery, open_audit_store
 from breakglass.audit.verify import MAX_LINE_BYTES as MAX_LINE
 from breakglass.cli_errors import fail
 from breakglass.clock import SYSTEM_CLOCK
+from breakglass.columns import table
 from breakglass.errors import BreakglassError, ConfigurationError
 from breakglass.plugins import load_plugin
 from breakglass.safe_text import safe
@@ -677,10 +678,13 @@ def status(ctx: _HasSettings, *, as_json: bool) -> None:
     click.echo(
         f"audit store {safe(info.location)} (schema {info.schema_version}): {info.records} records"
     )
-    for p in info.providers:
-        span = f"{p.first_occurred_at} .. {p.last_occurred_at}" if p.records else "none yet"
-        cursor = f", cursor {p.cursor}" if p.cursor is not None else ""
-        click.echo(safe(f"  {p.provider} / {p.flag_key}: {p.records} records, {span}{cursor}"))
+    rows = [
+        (p.provider, p.flag_key, p.records, p.first_occurred_at, p.last_occurred_at, p.cursor)
+        for p in info.providers
+    ]
+    if rows:
+        for line in table(("PROVIDER", "FLAG", "RECORDS", "FIRST", "LAST", "CURSOR"), rows):
+            click.echo(f"  {line}")
     if info.problems:
         click.echo(f"  {info.problems} problems recorded (malformed or conflicting vendor entries)")
     if waiting:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from breakglass.cli_errors import fail
+from breakglass.columns import table
 from breakglass.errors import BreakglassError
 from breakglass.safe_text import safe
 
@@ -309,15 +310,26 @@ def history_command(
         return
     if not entries:
         click.echo("no drill on record")
-    for e in entries:
-        when = e.started_at.strftime("%Y-%m-%d %H:%M") if e.started_at else "?"
-        still = f", open: {', '.join(e.open)}" if e.open else ""
-        click.echo(
-            f"{when}  {e.verdict:<8} {safe(e.drill_id)}  {safe(e.environment)}  "
-            f"{e.deficiencies} deficiencies{still}"
-        )
-        for problem in e.problems:
-            click.echo(f"    {safe(problem)}")
+        return
+    header, *lines = table(
+        ("STARTED", "VERDICT", "DRILL", "ENVIRONMENT", "DEFICIENCIES", "OPEN"),
+        (
+            (
+                e.started_at.strftime("%Y-%m-%d %H:%M") if e.started_at else None,
+                e.verdict,
+                e.drill_id,
+                e.environment,
+                e.deficiencies,
+                ", ".join(e.open),
+            )
+            for e in entries
+        ),
+    )
+    click.echo(header)
+    for e, line in zip(entries, lines, strict=True):
+        click.echo(line)
+        for problem in e.problems:  # under its drill, indented so no column reads it
+            click.echo(f"    problem: {safe(problem)}")
 
 
 @drill.command("due")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, NoReturn, Protocol
 import click
 
 from breakglass.cli_errors import fail
+from breakglass.columns import table
 from breakglass.errors import BreakglassError
 from breakglass.notify.render import within_text
 from breakglass.safe_text import safe
@@ -179,17 +180,20 @@ def _report(results: list[GroupStatus], *, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([g.as_dict() for g in results], indent=2))
         return
-    for group in results:
-        for c in group.channels:
-            word = {
-                "delivered": "DELIVERED",
-                "accepted": "ACCEPTED",
-                "failed": "NOT DELIVERED",
-            }.get(c.state, "PENDING")
-            click.echo(
-                f"{group.group}/{c.channel} ({c.type}): {word} after {c.attempts} attempt(s)"
-                f" — {safe(c.detail or '')}"
-            )
+    words = {"delivered": "DELIVERED", "accepted": "ACCEPTED", "failed": "NOT DELIVERED"}
+    rows = [
+        (
+            f"{group.group}/{c.channel}",
+            c.type,
+            words.get(c.state, "PENDING"),
+            c.attempts,
+            c.detail,
+        )
+        for group in results
+        for c in group.channels
+    ]
+    for line in table(("CHANNEL", "TYPE", "STATE", "ATTEMPTS", "DETAIL"), rows):
+        click.echo(line)
 
 
 @notify.command()

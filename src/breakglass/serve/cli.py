@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from breakglass.cli_errors import fail
+from breakglass.columns import table
 from breakglass.errors import BreakglassError
 
 if TYPE_CHECKING:
@@ -136,9 +137,18 @@ def token_list(ctx: click.Context, *, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([t.public() for t in tokens]))
         return
-    for t in tokens:
-        state = f"revoked {t.revoked_at} by {t.revoked_by}" if t.revoked_at else "live"
-        click.echo(f"{t.name}\t{t.role}\tcreated {t.created_at} by {t.created_by}\t{state}")
+    rows = [
+        (
+            t.name,
+            t.role,
+            t.created_at,
+            t.created_by,
+            f"revoked {t.revoked_at} by {t.revoked_by}" if t.revoked_at else "live",
+        )
+        for t in tokens
+    ]
+    for line in table(("NAME", "ROLE", "CREATED", "BY", "STATE"), rows):
+        click.echo(line)
 
 
 @token.command("revoke")
