@@ -82,7 +82,12 @@ forking.in_child(FORK_GATE.after_in_child)
 
 @contextmanager
 def connect(
-    path: Path, *, timeout: float = 1.0, create: bool = True, write: bool = True
+    path: Path,
+    *,
+    timeout: float = 1.0,
+    create: bool = True,
+    write: bool = True,
+    read_only: bool = False,
 ) -> Iterator[sqlite3.Connection]:
     """Open ``path`` for one unit of work; commit on success, roll back on error.
 
@@ -90,23 +95,38 @@ def connect(
     :class:`StoreError` naming the file, so callers handle one error type; a
     lock held too long by another process is marked ``transient``. With
     ``create=False`` a missing file raises :class:`StoreMissingError`.
+    ``read_only=True`` opens the file in SQLite's read-only mode (it must exist,
+    and nothing, not even a directory, is created or written).
     One connection per unit of work keeps the store safe to use from any
     thread and from many processes at once.
     """
-    with FORK_GATE.unit(), _connect(path, timeout=timeout, create=create, write=write) as conn:
+    with (
+        FORK_GATE.unit(),
+        _connect(
+            path,
+            timeout=timeout,
+            create=create and not read_only,
+            write=write and not read_only,
+            read_only=read_only,
+        ) as conn,
+    ):
         yield conn
 
 
 @contextmanager
 def _connect(
-    path: Path, *, timeout: float, create: bool, write: bool
+    path: Path, *, timeout: float, create: bool, write: bool, read_only: bool
 ) -> Iterator[sqlite3.Connection]:
     try:
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
         elif not path.exists():
             raise StoreMissingError(f"{path} does not exist")
-        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+        if read_only:
+            uri = f"{path.resolve().as_uri()}?mode=ro"
+            conn = sqlite3.connect(uri, timeout=timeout, isolation_level=None, uri=True)
+        else:
+            conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
     except (OSError, sqlite3.Error) as exc:
         raise StoreError(f"cannot open {path}: {exc}") from exc
     try:

@@ -52,6 +52,7 @@ class Bridge:
         backend: Backend | Sequence[Backend],
         *,
         clock: Clock = SYSTEM_CLOCK,
+        read_only: bool = False,
     ) -> None:
         self.settings = settings
         self.backends: list[Backend] = [backend] if isinstance(backend, Backend) else list(backend)
@@ -62,7 +63,11 @@ class Bridge:
         """The providers, joined with ``+`` (``launchdarkly+local``)."""
         # Nothing remembered unless every source may be: the relay keeps its workers' state.
         durable = all(b.durable for b in self.backends)
-        store = StateStore(settings.state_file, self.name, settings.flag_key) if durable else None
+        store = (
+            StateStore(settings.state_file, self.name, settings.flag_key, read_only=read_only)
+            if durable
+            else None
+        )
         self._clock = clock
         self.engine = StateEngine(
             settings.flag_key,
@@ -84,12 +89,21 @@ class Bridge:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK
+        cls,
+        settings: Settings | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        read_only: bool = False,
     ) -> Self:
-        """Build the bridge for ``settings`` (read from the environment when ``None``)."""
+        """Build the bridge for ``settings`` (read from the environment when ``None``).
+
+        ``read_only=True``: for a command that only looks; it loads the remembered state
+        but writes none (see :class:`~breakglass.persistence.StateStore`).
+        """
         settings = settings if settings is not None else load_settings()
         plugins = [load_plugin(name) for name in settings.provider_names]
-        return cls(settings, [p.create(settings, clock) for p in plugins], clock=clock)
+        backends = [p.create(settings, clock) for p in plugins]
+        return cls(settings, backends, clock=clock, read_only=read_only)
 
     def __repr__(self) -> str:
         return f"Bridge(provider={self.name!r}, flag_key={self.settings.flag_key!r})"

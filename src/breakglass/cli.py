@@ -166,11 +166,11 @@ def main(
 
 
 def _open(ctx: _Context, *, read_only: bool = False) -> Bridge:
-    bridge = Bridge.from_settings(ctx.settings())
+    bridge = Bridge.from_settings(ctx.settings(), read_only=read_only)
     bridge.role = None  # a command that reads once is not a reader serve should count
     if read_only:
-        # Looking is not an event: status and watch leave the audit trail as they found it
-        # (a flip they notice was made, and recorded, by whoever made it).
+        # Looking is not an event: status and watch leave the audit trail and the remembered
+        # state as they found them (a flip they notice was made, and recorded, by whoever made it).
         bridge.recorder.record_observed = False
     return bridge
 

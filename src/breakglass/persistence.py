@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from breakglass._sqlite import connect
 from breakglass.clock import isoformat_ms, parse_iso
-from breakglass.errors import StoreError
+from breakglass.errors import StoreError, StoreMissingError
 from breakglass.state import Remembered
 
 if TYPE_CHECKING:
@@ -38,6 +38,11 @@ CREATE TABLE IF NOT EXISTS last_known (
     PRIMARY KEY (provider, flag_key)
 )
 """
+
+_SELECT = (
+    "SELECT active, confirmed_at, source, confirmed_mono, boot_id FROM last_known"
+    " WHERE provider = ? AND flag_key = ?"
+)
 
 # Added later: rows written before have NULLs there, and a remembered true without them is not served.
 _COLUMNS = {"confirmed_mono": "REAL", "boot_id": "TEXT"}
@@ -58,23 +63,27 @@ class StateStore:
     method raises :class:`StoreError` when the file is corrupt or unwritable.
     """
 
-    def __init__(self, path: Path, provider: str, flag_key: str) -> None:
+    def __init__(
+        self, path: Path, provider: str, flag_key: str, *, read_only: bool = False
+    ) -> None:
         self.path = path
         self._provider = provider
         self._flag_key = flag_key
+        self.read_only = read_only
+        """For a command that only looks (``status``, ``watch``): the remembered decision is
+        loaded, nothing is saved, and the file and its directory are neither created nor changed."""
 
     def __repr__(self) -> str:
         return f"StateStore({str(self.path)!r}, provider={self._provider!r}, flag_key={self._flag_key!r})"
 
     def load(self) -> Remembered | None:
         """The remembered decision, or ``None`` when there is none."""
-        with connect(self.path) as conn:
-            _migrate(conn)
-            row = conn.execute(
-                "SELECT active, confirmed_at, source, confirmed_mono, boot_id FROM last_known"
-                " WHERE provider = ? AND flag_key = ?",
-                (self._provider, self._flag_key),
-            ).fetchone()
+        if self.read_only:
+            row = self._peek()
+        else:
+            with connect(self.path) as conn:
+                _migrate(conn)
+                row = conn.execute(_SELECT, (self._provider, self._flag_key)).fetchone()
         if row is None:
             return None
         active, confirmed_at, source, mono, boot = row
@@ -101,7 +110,12 @@ class StateStore:
         confirmed_mono: float | None = None,
         boot_id: str | None = None,
     ) -> None:
-        """Remember a confirmed decision, with the monotonic time and boot it was confirmed in."""
+        """Remember a confirmed decision, with the monotonic time and boot it was confirmed in.
+
+        A read-only store keeps nothing: whoever looks is not the one that remembers.
+        """
+        if self.read_only:
+            return
         with connect(self.path) as conn:
             _migrate(conn)
             conn.execute(
@@ -122,3 +136,19 @@ class StateStore:
                     boot_id,
                 ),
             )
+
+    def _peek(self) -> Any:
+        """The row without migrating: columns an older file lacks read as NULL."""
+        try:
+            with connect(self.path, read_only=True) as conn:
+                have = {row[1] for row in conn.execute("PRAGMA table_info(last_known)")}
+                if not have:
+                    return None
+                wanted = ("active", "confirmed_at", "source", *_COLUMNS)
+                columns = ", ".join(c if c in have else "NULL" for c in wanted)
+                return conn.execute(
+                    f"SELECT {columns} FROM last_known WHERE provider = ? AND flag_key = ?",  # noqa: S608 -- fixed names
+                    (self._provider, self._flag_key),
+                ).fetchone()
+        except StoreMissingError:
+            return None  # nothing was ever remembered here
