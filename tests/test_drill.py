@@ -539,7 +539,7 @@ def test_drill_local_is_what_make_demo_runs(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "): PASSED" in result.output
     assert "next: breakglass drill verify" in result.output
-    folder = next((tmp_path / "demo" / "drills").iterdir())
+    folder = next((tmp_path / "demo" / "serve-state" / "drills").iterdir())
     assert verify_evidence(folder, load_public_key(tmp_path / "demo" / "keys" / "audit.pub")).ok
 
 
@@ -654,3 +654,110 @@ def test_a_blank_signing_key_reads_as_not_set(
     assert result.exit_code == 1
     assert "pass --public-key" in result.output
     assert "cannot read the signing key" not in result.output
+
+
+def _console_login(page: Any, env: LocalEnvironment, token: str) -> None:
+    page.goto(f"{env.serve_url}/login")
+    page.get_by_label("API token").fill(env.tokens[token])
+    page.get_by_role("button", name="Log in").click()
+
+
+@pytest.mark.live
+def test_deficiencies_are_closed_on_the_console_by_an_admin(tmp_path: Path) -> None:
+    import os
+
+    from playwright.sync_api import expect, sync_playwright
+
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.fail("the Debian package 'chromium' is missing: run `apt-get install -y chromium`")
+    args = ["--no-sandbox"] if os.geteuid() == 0 else []
+    with local_environment(
+        tmp_path / "env", silent=frozenset({"governance-lead"}), ack_within="3s"
+    ) as env:
+        data, folder = _run(env)
+        assert data["verdict"] == "failed", _why(data, env)
+        drill_id = data["drill_id"]
+        row = f"#remediation-{drill_id}-D1"
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(chromium), args=args)
+            try:
+                _viewer_sees_and_cannot_close(browser, env, drill_id)
+                # The admin closes it with a note; the page shows by whom, when and what.
+                page = browser.new_page(viewport={"width": 1100, "height": 1400})
+                _console_login(page, env, "owner")
+                OUTPUT.mkdir(parents=True, exist_ok=True)
+                page.locator("#drills").screenshot(path=str(OUTPUT / "console-drills-open.png"))
+                page.get_by_label("What was done (D1)").fill(
+                    "governance lead now on the pager rotation"
+                )
+                page.get_by_role("button", name="Record the remediation of D1").click()
+                expect(page.locator(row)).to_contain_text("(closed)", timeout=30_000)
+                expect(page.locator(row)).to_contain_text(
+                    "Closed by owner at 20"
+                )  # an ISO time follows
+                expect(page.locator(row)).to_contain_text("governance lead now on the pager")
+                page.locator("#drills").screenshot(path=str(OUTPUT / "console-remediation.png"))
+            finally:
+                browser.close()
+
+        # drill history and drill due read the same closure.
+        common = ["--evidence-dir", str(env.evidence_dir), "--public-key", str(env.public_key)]
+        listed = CliRunner().invoke(main, ["drill", "history", "--json", *common])
+        assert json.loads(listed.output)[0]["open"] == []
+        assert CliRunner().invoke(main, ["drill", "due", *common]).exit_code == 1  # still failed
+
+        _closure_on_record(env, drill_id)
+        _remediation_refusals(env, drill_id, folder)
+
+
+def _viewer_sees_and_cannot_close(browser: Any, env: LocalEnvironment, drill_id: str) -> None:
+    from playwright.sync_api import expect
+
+    row = f"#remediation-{drill_id}-D1"
+    page = browser.new_page(viewport={"width": 1100, "height": 1400})
+    _console_login(page, env, "readers")
+    expect(page.locator(f"#drill-{drill_id}")).to_contain_text("FAILED")
+    expect(page.locator(row)).to_contain_text("(open)")
+    expect(page.locator(row).locator("form")).to_have_count(0)
+    expect(page.locator("#cannot-remediate")).to_contain_text("admin")
+    page.close()
+
+
+def _closure_on_record(env: LocalEnvironment, drill_id: str) -> None:
+    # Recorded in the audit trail as `drill remediate` records it.
+    store = open_audit_store(env.settings)
+    try:
+        rows = list(store.iter_rows(AuditQuery(providers=("breakglass-drill",))))
+    finally:
+        store.close()
+    closure = json.loads(rows[-1].canonical)
+    assert closure["vendor_event_type"] == "drill-remediation"
+    assert closure["actor"]["name"] == "owner"
+    assert closure["comment"] == "D1 closed: governance lead now on the pager rotation"
+    assert closure["raw"] == {"drill_id": drill_id, "deficiency": "D1", "closed": True}
+
+
+def _remediation_refusals(env: LocalEnvironment, drill_id: str, folder: Path) -> None:
+    url = f"{env.serve_url}/v1/drills/{drill_id}/remediation"
+    body = {"deficiency": "D1", "action": "closed by a viewer", "closed": True}
+    before = (folder / "remediation.jsonl").read_text(encoding="utf-8")
+    for token in ("readers", "drill-lead", "ana"):  # viewer, halter, approver
+        headers = {"Authorization": f"Bearer {env.tokens[token]}"}
+        refused = httpx.post(url, json=body, headers=headers, timeout=30)
+        assert refused.status_code == 403, refused.text
+        assert "needs the admin role" in refused.json()["detail"]
+    assert (folder / "remediation.jsonl").read_text(encoding="utf-8") == before
+    owner = {"Authorization": f"Bearer {env.tokens['owner']}"}
+    unknown = httpx.post(
+        f"{env.serve_url}/v1/drills/drill-nope/remediation", json=body, headers=owner, timeout=30
+    )
+    assert unknown.status_code == 422
+    assert "no drill 'drill-nope'" in unknown.json()["detail"]
+    listed = httpx.get(f"{env.serve_url}/v1/drills", headers=owner, timeout=30).json()
+    (entry,) = listed["drills"]
+    assert entry["deficiencies"][0]["remediation"]["by"] == "owner"
+    # The console's form without its CSRF token is refused too.
+    form = {"drill_id": drill_id, "deficiency": "D1", "action": "x", "csrf": "wrong"}
+    forged = httpx.post(f"{env.serve_url}/console/drill/remediate", data=form, timeout=30)
+    assert forged.status_code in (401, 403)

@@ -380,19 +380,12 @@ def remediate(
     still_open: bool,
 ) -> None:
     """Record the remediation of a deficiency (closed unless --open); kept in the audit trail."""
-    from breakglass.drill.evidence import add_remediation, record_in_audit
+    from breakglass.drill.evidence import remediate as record_remediation
 
     folder = _folder(ctx, drill_ref, evidence_dir)
     try:
-        entry = add_remediation(folder, deficiency, action=action, by=by, closed=not still_open)
-        record_in_audit(
-            _settings(ctx),
-            kind="drill-remediation",
-            drill_id=folder.name,
-            actor=by,
-            comment=f"{deficiency} {'closed' if entry['closed'] else 'in progress'}: {action}",
-            raw={"deficiency": deficiency, "closed": entry["closed"]},
-            environment=None,
+        entry = record_remediation(
+            _settings(ctx), folder, deficiency, action=action, by=by, closed=not still_open
         )
     except BreakglassError as exc:
         _fail(exc)

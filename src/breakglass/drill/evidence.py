@@ -273,6 +273,37 @@ def add_remediation(
     return entry
 
 
+def remediate(
+    settings: Settings,
+    folder: Path,
+    deficiency: str,
+    *,
+    action: str,
+    by: str,
+    closed: bool,
+) -> dict[str, Any]:
+    """Record a remediation: appended to the drill's folder and to the audit trail.
+
+    The one way a closure is recorded, from ``drill remediate`` and from serve's console.
+
+    Raises:
+        ConfigurationError: No such deficiency, a blank action, or the audit record not stored.
+    """
+    if not action.strip() or not action.isprintable():
+        raise ConfigurationError("say what was done: a one-line action without control characters")
+    entry = add_remediation(folder, deficiency, action=action, by=by, closed=closed)
+    record_in_audit(
+        settings,
+        kind="drill-remediation",
+        drill_id=folder.name,
+        actor=by,
+        comment=f"{deficiency} {'closed' if entry['closed'] else 'in progress'}: {action}",
+        raw={"deficiency": deficiency, "closed": entry["closed"]},
+        environment=None,
+    )
+    return entry
+
+
 def open_deficiencies(data: dict[str, Any], folder: Path) -> list[str]:
     """The deficiency ids not closed yet (the last entry for each decides)."""
     state: dict[str, bool] = {}

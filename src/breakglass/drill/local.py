@@ -212,19 +212,22 @@ def _await_fleet(serve_url: str, token: str, count: int, timeout: float = 30.0) 
 
 
 @contextmanager
-def _policy_env(path: Path) -> Iterator[None]:
-    # serve reads the policy file named by the environment when it is built.
+def _serve_env(path: Path, signing_key: Path) -> Iterator[None]:
+    # serve reads the policy file and the audit export key named by the environment when built.
+    from breakglass.audit.settings import PREFIX
     from breakglass.settings import POLICY_FILE_ENV
 
-    before = os.environ.get(POLICY_FILE_ENV)
-    os.environ[POLICY_FILE_ENV] = str(path)
+    values = {POLICY_FILE_ENV: str(path), f"{PREFIX}SIGNING_KEY": str(signing_key)}
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(POLICY_FILE_ENV, None)
-        else:
-            os.environ[POLICY_FILE_ENV] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextmanager
@@ -286,6 +289,7 @@ def local_environment(  # noqa: PLR0915 -- one place starts and stops the whole 
             ("ana", Role.APPROVER),
             ("ben", Role.APPROVER),
             ("readers", Role.VIEWER),
+            ("owner", Role.ADMIN),
         )
     }
     sock = bind_loopback()
@@ -332,7 +336,7 @@ def local_environment(  # noqa: PLR0915 -- one place starts and stops the whole 
             encoding="utf-8",
         )
         policy_path.chmod(0o600)  # it holds the participants' tokens
-        with _policy_env(policy_path):
+        with _serve_env(policy_path, signing_key):
             server = build(settings, serve_settings)
         http = UvicornThread(server.app, sock=sock).start()
         _await_fleet(serve_url, tokens["readers"], len(readers))
@@ -342,7 +346,7 @@ def local_environment(  # noqa: PLR0915 -- one place starts and stops the whole 
             policy_path=policy_path,
             signing_key=signing_key,
             public_key=public_key,
-            evidence_dir=base / "drills",
+            evidence_dir=settings.state_dir / "drills",  # where serve's console finds them
             receiver=receiver,
             tokens=tokens,
             readers=readers,

@@ -19,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from starlette.responses import RedirectResponse, Response
 
+from breakglass.drill.serve_routes import REMEDIATOR, drill_panel
 from breakglass.errors import AuthError
 from breakglass.hold.serve_routes import held_panel
 from breakglass.notify.serve_routes import notification_panel
@@ -91,6 +92,7 @@ async def _render_console(
     notifications = await asyncio.to_thread(notification_panel, services, status)
     gate = await asyncio.to_thread(resume_panel, services)
     held = await asyncio.to_thread(held_panel, services)
+    drills = await asyncio.to_thread(drill_panel, services)
     identity = session.identity
     context: dict[str, Any] = {
         "identity": identity,
@@ -106,6 +108,9 @@ async def _render_console(
         "notifications": notifications,
         "gate": gate,
         "held": held,
+        "drills": drills,
+        "can_remediate": identity.role >= REMEDIATOR,
+        "remediator": REMEDIATOR.label,
     }
     return templates.TemplateResponse(request, "console.html", context)
 
