@@ -124,6 +124,11 @@ def test_a_full_drill_passes_and_leaves_signed_evidence(env: LocalEnvironment) -
     assert traffic["refused"] > 0
     assert traffic["dropped"] == traffic["leaked"] == 0
     assert traffic["drained"] + traffic["refused_on_arrival"] == traffic["in_flight_at_halt"]
+    drain = next(r for r in data["requirements"] if r["id"] == "drain")
+    assert (
+        f"{traffic['in_flight_at_halt']} in flight ({traffic['drained']} drained, "
+        f"{traffic['refused_on_arrival']} refused on arrival)" in drain["detail"]
+    )
     assert traffic["in_flight_at_halt"] > 0, (traffic, data["timeline"][:20])  # warm clients
     assert traffic["served_after_resume"] > 0
     acked = {g["group"]: g for g in data["notifications"]}

@@ -81,7 +81,10 @@ def _drain(data: dict[str, Any]) -> dict[str, Any]:
                 f"{t['url']}: in-flight work took {t['drained_after_s']:.3f} s (bound {bound:g} s)"
             )
     detail = "; ".join(
-        f"{t['in_flight_at_halt']} in flight, {t['drained']} drained, {t['refused']} refused, "
+        # Sent before the halt but reaching the service after it: refused, not drained, so the
+        # two counts add up to what was in flight.
+        f"{t['in_flight_at_halt']} in flight ({t['drained']} drained, "
+        f"{t.get('refused_on_arrival', 0)} refused on arrival), {t['refused']} refused in all, "
         f"{t['dropped']} dropped"
         for t in data["traffic"]
     )
