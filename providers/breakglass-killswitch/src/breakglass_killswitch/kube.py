@@ -144,6 +144,17 @@ class Kube:
         return [p for p in answer.get("items") or [] if isinstance(p, dict)]
 
 
+def not_finished(pod: dict[str, Any]) -> bool:
+    """A pod that serves or may yet serve: anything but Succeeded or Failed.
+
+    A halt is verified against this, not :func:`serving`: a Pending pod scheduled just before
+    the halt becomes Running a moment later, so counting only Running pods could report
+    zero while one is about to answer.
+    """
+    status = pod.get("status") or {}
+    return status.get("phase") not in ("Succeeded", "Failed") or serving(pod)
+
+
 def serving(pod: dict[str, Any]) -> bool:
     """A pod that may still answer: Running, or Ready (terminating ones included)."""
     status = pod.get("status") or {}

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from breakglass_killswitch.argocd import Watched, argocd_findings
 from breakglass_killswitch.errors import TargetError, TargetForbidden
-from breakglass_killswitch.kube import NotFoundError, retry_conflicts, selector_text, serving
+from breakglass_killswitch.kube import (
+    NotFoundError,
+    not_finished,
+    retry_conflicts,
+    selector_text,
+    serving,
+)
 from breakglass_killswitch.targets import Check, Finding
 
 if TYPE_CHECKING:
@@ -65,6 +71,10 @@ def _before(obj: dict[str, Any]) -> dict[str, Any] | None:
 
 def _count_serving(pods: list[dict[str, Any]]) -> int:
     return sum(1 for p in pods if serving(p))
+
+
+def _count_unfinished(pods: list[dict[str, Any]]) -> int:
+    return sum(1 for p in pods if not_finished(p))
 
 
 class WorkloadTarget:
@@ -225,10 +235,10 @@ class WorkloadTarget:
             )
             self._scale(0)
         selector = recorded.get("selector") or selector_text(spec.get("selector"))
-        count = _count_serving(self.kube.pods(self.namespace, selector)) if selector else 0
+        count = _count_unfinished(self.kube.pods(self.namespace, selector)) if selector else 0
         live = status.get("replicas") or 0
         done = want == 0 and count == 0 and live == 0
-        detail = f"spec.replicas {want}, status.replicas {live}, {count} serving pods ({selector})"
+        detail = f"spec.replicas {want}, status.replicas {live}, {count} pods serving or starting ({selector})"
         return Check(done, detail, count, notes)
 
     def resume(self, recorded: dict[str, Any]) -> list[str]:
@@ -574,11 +584,11 @@ class InferenceServiceTarget:
                 f"{self.key}: {KSERVE_STOP} was changed to {value!r} by someone else; set again"
             )
             patch_custom(self.kube, KSERVE, self.namespace, self.name, {KSERVE_STOP: "true"})
-        count = _count_serving(self.kube.pods(self.namespace, self._selector()))
+        count = _count_unfinished(self.kube.pods(self.namespace, self._selector()))
         done = value == "true" and count == 0
         return Check(
             done,
-            f"{KSERVE_STOP}={value!r}, {count} serving pods ({self._selector()})",
+            f"{KSERVE_STOP}={value!r}, {count} pods serving or starting ({self._selector()})",
             count,
             notes,
         )

@@ -221,3 +221,30 @@ def test_a_second_halt_keeps_the_first_record_and_a_lost_store_falls_back_to_the
     )
     isvc = kube.get("serving.kserve.io", "inferenceservices", NS, "sklearn-iris")
     assert not isvc["metadata"].get("annotations")
+
+
+def test_a_pod_still_starting_at_the_halt_is_waited_for(tmp_path: Path) -> None:
+    """A Pending pod is not yet serving, but it is about to: the halt is verified only once it is gone."""
+    from killswitch_tests.cluster import inference_service
+    from killswitch_tests.kubeserver import KubeApiServer
+
+    # Pods take 1 s to start and 2 s to drain: a pod created just before the halt turns Running
+    # while it is being deleted, as a container that already started keeps answering.
+    kube = KubeApiServer(drain_delay=2.0, start_delay=1.0).start()
+    selector = "serving.kserve.io/inferenceservice=sklearn-iris"
+    try:
+        targets = STANDARD_TARGETS[STANDARD_TARGETS.index('[[targets]]\nkind = "inference') :]
+        switch = _switch(write_config(tmp_path, kube, kube.token(), targets=targets))
+        switch.prepare()  # the cluster client is loaded: the halt starts at once
+        kube.put(inference_service("sklearn-iris"))
+        assert kube.pod_count(NS, selector, serving_only=False) == 1
+        assert kube.pod_count(NS, selector) == 0  # Pending
+
+        report = switch.halt(OPERATOR, "incident")
+
+        assert report.ok, report.summary()
+        assert kube.pod_count(NS, selector, serving_only=False) == 0, report.summary()
+        time.sleep(1.0)  # past the moment the pod would have turned Running
+        assert kube.pod_count(NS, selector) == 0
+    finally:
+        kube.stop()
