@@ -19,9 +19,9 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from breakglass.clock import SYSTEM_CLOCK, Clock, isoformat_ms
 from breakglass.errors import BreakglassError, ServeStoreError
@@ -82,12 +82,26 @@ def _clean(text: str, limit: int) -> str:
     return text
 
 
+def _reason_text(value: str) -> str:
+    value = _clean(value, 2000)
+    if not value:
+        msg = "must not be blank"
+        raise ValueError(msg)
+    return value
+
+
+# A reason, as halts and resumes both take it: trimmed, printable, bounded, never blank.
+Reason = Annotated[str, AfterValidator(_reason_text)]
+
+
 class HaltRequest(BaseModel):
     """The body of ``POST /v1/halt``. The actor is the authenticated identity, never a field."""
 
     model_config = {"extra": "forbid"}
 
-    reason: str = Field(min_length=1, description="Why, in your words (kept in the audit trail).")
+    reason: Reason = Field(
+        min_length=1, description="Why, in your words (kept in the audit trail)."
+    )
     incident: str | None = Field(default=None, description="An incident reference, if any.")
     personal_data_affected: bool = Field(
         default=False, description="Personal data processing is affected (alerts the DPO liaison)."
@@ -100,15 +114,6 @@ class HaltRequest(BaseModel):
         description="How grave, as you judge it (routes notifications; the policy's default when absent).",
     )
 
-    @field_validator("reason")
-    @classmethod
-    def _reason(cls, value: str) -> str:
-        value = _clean(value, 2000)
-        if not value:
-            msg = "must not be blank"
-            raise ValueError(msg)
-        return value
-
     @field_validator("incident")
     @classmethod
     def _incident(cls, value: str | None) -> str | None:
@@ -120,21 +125,12 @@ class ResumeRequest(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    reason: str = Field(min_length=1, description="Why it is safe to run again.")
+    reason: Reason = Field(min_length=1, description="Why it is safe to run again.")
     classification: Literal["confirmed-harm", "precautionary", "drill"] | None = Field(
         default=None,
         description="How the suspension closes (the resumption gate asks for it); "
         "`precautionary` is never a fault of the person who halted.",
     )
-
-    @field_validator("reason")
-    @classmethod
-    def _reason(cls, value: str) -> str:
-        value = _clean(value, 2000)
-        if not value:
-            msg = "must not be blank"
-            raise ValueError(msg)
-        return value
 
 
 class ResumeGate(Protocol):
