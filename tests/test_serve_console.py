@@ -95,7 +95,10 @@ class Console:
         self.page.goto(f"{self.serve.url}/")
         expect(self.page).to_have_url(f"{self.serve.url}/login")
         self.page.get_by_label("API token").fill(token or self.serve.tokens[str(role)])
-        self.page.get_by_role("button", name="Log in").click()
+        # The console is rendered by the server, so its text is there before its stylesheet: sizes and
+        # scroll widths are measured only once the page the form leads to (stylesheet included) has loaded.
+        with self.page.expect_navigation(wait_until="load"):
+            self.page.get_by_role("button", name="Log in").click()
 
     def shot(self, name: str) -> Path:
         path = self.shots / f"{name}.png"
