@@ -144,6 +144,13 @@ class ServeConfig(_Strict):
     tls_cert: Path | None = None
     """A PEM certificate (chain): serve HTTPS, so tokens never cross a network in clear text."""
     tls_key: Path | None = None
+    failed_tokens: int = Field(default=10, ge=1, le=10_000)
+    """Wrong or missing tokens per client address answered 401 in ``failed_token_window``;
+    past it, 429 with ``Retry-After``. A valid token is never refused for its address."""
+    failed_token_window: float = Field(default=60.0, gt=0, le=86_400)
+    """Seconds over which ``failed_tokens`` are counted."""
+
+    _check_window = field_validator("failed_token_window")(_finite)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServeConfig:

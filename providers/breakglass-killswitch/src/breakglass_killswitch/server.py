@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -19,6 +20,7 @@ from starlette.routing import Route
 
 from breakglass_killswitch.audit import FEED_SCHEMA
 from breakglass_killswitch.errors import KillswitchError, NothingHaltedError, ResumeRefused
+from breakglass_killswitch.limits import FailedTokenLimit
 from breakglass_killswitch.switch import Actor
 from breakglass_killswitch.tokens import allows, authenticate
 
@@ -37,9 +39,17 @@ FEED_PAGE = 500
 class Problem(Exception):  # noqa: N818 -- an HTTP answer, raised to leave a handler
     """An error answer."""
 
-    def __init__(self, status: int, title: str, detail: str, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.status, self.title, self.detail, self.extra = status, title, detail, extra
+        self.headers = dict(headers or {})
 
     def response(self) -> Response:
         """As ``application/problem+json``."""
@@ -49,11 +59,9 @@ class Problem(Exception):  # noqa: N818 -- an HTTP answer, raised to leave a han
             "status": self.status,
             "detail": self.detail,
         } | self.extra
-        headers = (
-            {"WWW-Authenticate": 'Bearer realm="breakglass-killswitch"'}
-            if self.status == 401
-            else None
-        )
+        headers = dict(self.headers)
+        if self.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="breakglass-killswitch"'
         return Response(
             json.dumps(body),
             status_code=self.status,
@@ -62,15 +70,32 @@ class Problem(Exception):  # noqa: N818 -- an HTTP answer, raised to leave a han
         )
 
 
-def _caller(request: Request, switch: Switch, needed: str) -> TokenRow:
+def _refuse(request: Request, limit: FailedTokenLimit, detail: str) -> Problem:
+    """The answer to a missing or wrong token: 401, or 429 once its address is past the limit."""
+    client = request.client.host if request.client else "unknown"
+    wait = limit.fail(client)
+    if wait is not None:
+        # Past the limit: answered, not logged one by one (a flood must not flood the log).
+        return Problem(
+            429,
+            "Too Many Requests",
+            "too many wrong tokens from this address; try again later",
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
+    logger.warning("refused %s on %s from %s", detail, request.url.path, client)
+    return Problem(401, "Unauthorized", detail)
+
+
+def _caller(request: Request, switch: Switch, limit: FailedTokenLimit, needed: str) -> TokenRow:
+    # A valid token is checked first and always accepted: the limit never stands
+    # between an authenticated caller and a halt.
     header = request.headers.get("authorization", "")
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
-        raise Problem(401, "Unauthorized", "a bearer token of this switch is required")
+        raise _refuse(request, limit, "a bearer token of this switch is required")
     row = authenticate(switch.store, presented.strip())
     if row is None:
-        logger.warning("refused an unknown or revoked token on %s", request.url.path)
-        raise Problem(401, "Unauthorized", "unknown or revoked token")
+        raise _refuse(request, limit, "unknown or revoked token")
     if not allows(row.role, needed):
         logger.warning("refused token %r (role %s) on %s", row.name, row.role, request.url.path)
         raise Problem(403, "Forbidden", f"role {row.role} may not do this (needs {needed})")
@@ -112,22 +137,27 @@ class _Api:
 
     def __init__(self, switch: Switch) -> None:
         self.switch = switch
+        serve = switch.config.serve
+        self.limit = FailedTokenLimit(serve.failed_tokens, serve.failed_token_window)
+
+    def _caller(self, request: Request, needed: str) -> TokenRow:
+        return _caller(request, self.switch, self.limit, needed)
 
     async def health(self, _: Request) -> Response:
         return JSONResponse({"ok": True, "switch": self.switch.config.name})
 
     async def status(self, request: Request) -> Response:
-        _caller(request, self.switch, "viewer")
+        self._caller(request, "viewer")
         return JSONResponse(await run_in_threadpool(self.switch.status))
 
     async def halt(self, request: Request) -> Response:
-        row = _caller(request, self.switch, "halter")
+        row = self._caller(request, "halter")
         reason = _reason(await _body(request))
         report = await run_in_threadpool(self.switch.halt, Actor("api_token", row.name), reason)
         return JSONResponse(report.as_dict(), status_code=200 if report.ok else 502)
 
     async def approve(self, request: Request) -> Response:
-        row = _caller(request, self.switch, "approver")
+        row = self._caller(request, "approver")
         reason = _reason(await _body(request))
         try:
             result = await run_in_threadpool(
@@ -138,7 +168,7 @@ class _Api:
         return JSONResponse(result)
 
     async def resume(self, request: Request) -> Response:
-        row = _caller(request, self.switch, "halter")
+        row = self._caller(request, "halter")
         data = await _body(request)
         reason = _reason(data)
         token = data.get("authorisation")
@@ -154,13 +184,13 @@ class _Api:
         return JSONResponse(report.as_dict(), status_code=200 if report.ok else 502)
 
     async def preflight(self, request: Request) -> Response:
-        _caller(request, self.switch, "viewer")
+        self._caller(request, "viewer")
         findings = await run_in_threadpool(self.switch.preflight)
         risky = [f for f in findings if f.severity in ("risk", "error")]
         return JSONResponse({"ok": not risky, "findings": [f.as_dict() for f in findings]})
 
     async def audit(self, request: Request) -> Response:
-        _caller(request, self.switch, "viewer")
+        self._caller(request, "viewer")
         try:
             after = int(request.query_params.get("after", "0") or "0")
             limit = min(FEED_PAGE, max(1, int(request.query_params.get("limit", str(FEED_PAGE)))))
