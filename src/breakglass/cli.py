@@ -4,7 +4,8 @@ Exit codes: 0 active (or done), 3 halted (``status``), 1 an error (named
 on stderr, without secrets), 2 a usage error; ``halt``: 4 ``NOT HALTED``
 (failed, or readers are still served true); ``resume``: 4 refused by the
 resumption gate, 5 ``NOT RESUMED`` (failed, or readers are still served false).
-With ``--json`` a failure is one JSON object on stdout (:mod:`breakglass.cli_errors`).
+With ``--json`` a failure, a usage error too, is one JSON object on stdout
+(:mod:`breakglass.cli_errors`).
 
 ``halt`` and ``resume`` are confirmed by what readers are served after the
 change (the vendor's evaluation for the service's context), not by the
@@ -28,7 +29,7 @@ import click
 from breakglass.audit.cli import audit
 from breakglass.audit.last_change import LastChangeFollower, last_change
 from breakglass.bridge import Bridge
-from breakglass.cli_errors import error_object, fail
+from breakglass.cli_errors import JsonErrorsGroup, error_object, fail
 from breakglass.clock import SYSTEM_CLOCK, isoformat_ms
 from breakglass.columns import table
 from breakglass.drill.cli import drill
@@ -125,7 +126,7 @@ def _describe(info: dict[str, Any]) -> str:
     return line
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=JsonErrorsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(
     package_name="breakglass", prog_name="breakglass", message="%(prog)s %(version)s"
 )

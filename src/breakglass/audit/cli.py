@@ -21,7 +21,7 @@ import click
 from breakglass.audit.recorder import PROVIDER as OWN_PROVIDER
 from breakglass.audit.store import AuditQuery, open_audit_store
 from breakglass.audit.verify import MAX_LINE_BYTES as MAX_LINE
-from breakglass.cli_errors import fail
+from breakglass.cli_errors import fail, json_flag, print_json
 from breakglass.clock import SYSTEM_CLOCK
 from breakglass.columns import table
 from breakglass.errors import BreakglassError, ConfigurationError
@@ -31,8 +31,10 @@ from breakglass.safe_text import safe
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from breakglass.audit.export import Manifest
     from breakglass.audit.pull import PullReport
     from breakglass.audit.settings import FeedSettings
+    from breakglass.audit.signing import Signer
     from breakglass.audit.store import AuditStore
     from breakglass.settings import Settings
 
@@ -313,6 +315,12 @@ def _filters(func: Any) -> Any:
     help="Every flag's records: the store's whole chain (the probe's flag too).",
 )
 @_filters
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print what was exported (count, file, export hash, key) as JSON; needs --out.",
+)
 @click.pass_obj
 def export(  # noqa: PLR0913 -- one parameter per option
     ctx: _HasSettings,
@@ -328,6 +336,7 @@ def export(  # noqa: PLR0913 -- one parameter per option
     everything: bool,
     sign_key: Path | None,
     tsa_url: str | None,
+    as_json: bool,
 ) -> None:
     """Export the history (JSON Lines: hash-chained, signed evidence; CSV: for spreadsheets).
 
@@ -341,6 +350,8 @@ def export(  # noqa: PLR0913 -- one parameter per option
     from breakglass.audit.settings import load_audit_settings
     from breakglass.audit.signing import load_signer
 
+    if as_json and out is None:
+        raise click.UsageError("--json prints the summary on stdout: give the export --out FILE")
     try:
         settings = ctx.settings()
         if everything and (flags or providers or environments or since or until):
@@ -357,7 +368,10 @@ def export(  # noqa: PLR0913 -- one parameter per option
                     raise ConfigurationError("--new is for JSON Lines exports")
                 with _output(out, binary=False) as handle:
                     count = export_csv(store, query, handle)
-                click.echo(f"exported {count} records as CSV{_where(out)}", err=True)
+                if as_json:
+                    print_json({"ok": True, "format": "csv", "records": count, "out": str(out)})
+                else:
+                    click.echo(f"exported {count} records as CSV{_where(out)}", err=True)
                 return
             key_path = sign_key or audit_settings.signing_key
             signer = load_signer(key_path) if key_path is not None else None
@@ -376,6 +390,29 @@ def export(  # noqa: PLR0913 -- one parameter per option
             store.close()
     except BreakglassError as exc:
         _fail(exc)
+    _report_export(manifest, out, signer, stamped=stamper is not None, as_json=as_json)
+
+
+def _report_export(
+    manifest: Manifest, out: Path | None, signer: Signer | None, *, stamped: bool, as_json: bool
+) -> None:
+    """What a JSON Lines export wrote: a JSON object on stdout, or lines on stderr."""
+    if as_json:
+        print_json(
+            {
+                "ok": True,
+                "format": "jsonl",
+                "records": manifest.count,
+                "out": str(out),
+                "export_hash": manifest.export_hash,
+                "final_hash": manifest.final_hash,
+                "first_occurred_at": manifest.first_occurred_at,
+                "last_occurred_at": manifest.last_occurred_at,
+                "key_id": signer.key_id if signer is not None else None,
+                "timestamped": stamped,  # a failed stamp raised before this
+            }
+        )
+        return
     signed = f"; signed with key {signer.key_id}" if signer is not None else "; not signed"
     click.echo(
         f"exported {manifest.count} records{_where(out)}{signed}\n"
@@ -611,7 +648,8 @@ def _check_against_store(
     type=_FILE,
     help="Write the public key here; give it to auditors.",
 )
-def keygen(private_path: Path, public_path: Path) -> None:
+@json_flag
+def keygen(private_path: Path, public_path: Path, *, as_json: bool) -> None:
     """Make an Ed25519 key pair for signing exports (never overwrites a file)."""
     from breakglass.audit.signing import generate
 
@@ -619,6 +657,11 @@ def keygen(private_path: Path, public_path: Path) -> None:
         key_id = generate(private_path, public_path)
     except BreakglassError as exc:
         _fail(exc)
+    if as_json:
+        print_json(
+            {"ok": True, "key_id": key_id, "private": str(private_path), "public": str(public_path)}
+        )
+        return
     click.echo(
         f"key {key_id}: private {safe(private_path)}, public {safe(public_path)}\n"
         "sign exports with BREAKGLASS_AUDIT__SIGNING_KEY or --sign-key; auditors check them "
@@ -633,8 +676,9 @@ def keygen(private_path: Path, public_path: Path) -> None:
     multiple=True,
     help="PostgreSQL: grant this role what a writer needs, and no more (repeatable).",
 )
+@json_flag
 @click.pass_obj
-def migrate(ctx: _HasSettings, writers: tuple[str, ...]) -> None:
+def migrate(ctx: _HasSettings, writers: tuple[str, ...], *, as_json: bool) -> None:
     """Create or upgrade the audit store's schema (on PostgreSQL: once, as the owner role)."""
     try:
         store = _store(ctx.settings())
@@ -649,6 +693,11 @@ def migrate(ctx: _HasSettings, writers: tuple[str, ...]) -> None:
             store.close()
     except BreakglassError as exc:
         _fail(exc)
+    if as_json:
+        print_json(
+            {"ok": True, "store": store.location, "schema_version": version, "writers": writers}
+        )
+        return
     granted = f"; writers: {', '.join(safe(w) for w in writers)}" if writers else ""
     click.echo(f"audit store {safe(store.location)}: schema version {version}{granted}")
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from breakglass.cli_errors import fail
+from breakglass.cli_errors import fail, json_flag, print_json
 from breakglass.columns import table
 from breakglass.errors import BreakglassError
 from breakglass.safe_text import safe
@@ -204,7 +204,8 @@ def run(
 @drill.command("local")
 @click.option("--silent", multiple=True, help="A group whose receiver never acknowledges.")
 @click.option("--keep", type=click.Path(file_okay=False), help="Keep the environment's files here.")
-def local(silent: tuple[str, ...], keep: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the report's JSON instead.")
+def local(silent: tuple[str, ...], keep: str | None, *, as_json: bool) -> None:
     """Run a full drill on an environment started on loopback (the embedded local provider)."""
     from breakglass.extras import require_extras
 
@@ -217,7 +218,7 @@ def local(silent: tuple[str, ...], keep: str | None) -> None:
     from breakglass.policy import load_policy
 
     root = Path(keep) if keep else None
-    click.echo("starting serve, readers and notification receivers on loopback ...")
+    click.echo("starting serve, readers and notification receivers on loopback ...", err=as_json)
     try:
         with local_environment(root, silent=frozenset(silent)) as env:
             policy = load_policy(env.policy_path)
@@ -226,20 +227,20 @@ def local(silent: tuple[str, ...], keep: str | None) -> None:
                 policy,
                 load_signer(env.signing_key),
                 env.evidence_dir,
-                progress=_progress(),
+                progress=None if as_json else _progress(),
             )
-            click.echo(summary(data, folder))
-            if keep:
+            passed = data["verdict"] == "passed"
+            if as_json:
+                click.echo(json.dumps(data, indent=2))
+            else:
+                click.echo(summary(data, folder))
                 click.echo(
                     f"next: breakglass drill verify {folder} --public-key {env.public_key}; "
                     f"open {folder / 'report.html'}"
+                    if keep
+                    else "next: `breakglass drill local --keep ./drill-demo` keeps the report to "
+                    "open; `breakglass drill local --silent governance-lead` shows a failed drill"
                 )
-            else:
-                click.echo(
-                    "next: `breakglass drill local --keep ./drill-demo` keeps the report to open; "
-                    "`breakglass drill local --silent governance-lead` shows a failed drill"
-                )
-            passed = data["verdict"] == "passed"
     except (BreakglassError, RuntimeError) as exc:
         _fail(exc)
     sys.exit(0 if passed else 1)
@@ -259,14 +260,31 @@ def _folder(ctx: click.Context, drill_ref: str, evidence_dir: str | None) -> Pat
 @click.argument("drill_ref", metavar="DRILL")
 @_evidence_option
 @_public_option
+@json_flag
 @click.pass_context
 def verify(
-    ctx: click.Context, drill_ref: str, evidence_dir: str | None, public_key: str | None
+    ctx: click.Context,
+    drill_ref: str,
+    evidence_dir: str | None,
+    public_key: str | None,
+    *,
+    as_json: bool,
 ) -> None:
     """Check DRILL's files (its folder or its id) against its signature; exit 1 unless intact."""
     from breakglass.drill.evidence import verify_evidence
 
     check = verify_evidence(_folder(ctx, drill_ref, evidence_dir), _public_key(public_key))
+    if as_json:
+        verdict = (check.data or {}).get("verdict")
+        print_json(
+            {
+                "ok": check.ok,
+                "drill_id": check.drill_id,
+                "verdict": verdict if check.ok else None,
+                "problems": check.problems,
+            }
+        )
+        sys.exit(0 if check.ok else 1)
     if check.ok:
         verdict = (check.data or {}).get("verdict")
         click.echo(f"{check.drill_id}: intact, signature valid; the drill {verdict}")
@@ -337,6 +355,7 @@ def history_command(
 @_evidence_option
 @_public_option
 @click.option("--interval-days", type=float, help="Override the plan's interval (default 365).")
+@json_flag
 @click.pass_context
 def due_command(
     ctx: click.Context,
@@ -344,6 +363,8 @@ def due_command(
     evidence_dir: str | None,
     public_key: str | None,
     interval_days: float | None,
+    *,
+    as_json: bool,
 ) -> None:
     """Exit 1 when no passed, verified drill is on record within the interval (for CI)."""
     from breakglass.clock import SYSTEM_CLOCK
@@ -357,7 +378,10 @@ def due_command(
         interval = plan.interval if plan is not None else timedelta(days=365)
     entries = history(_evidence_dir(ctx, evidence_dir), _public_key(public_key))
     overdue, text = due(entries, interval, SYSTEM_CLOCK.now())
-    click.echo(("DUE: " if overdue else "ok: ") + safe(text))
+    if as_json:
+        print_json({"due": overdue, "detail": text, "interval_days": interval.days})
+    else:
+        click.echo(("DUE: " if overdue else "ok: ") + safe(text))
     sys.exit(1 if overdue else 0)
 
 
@@ -368,8 +392,9 @@ def due_command(
 @click.option("--by", required=True, help="Who (the Technical Owner).")
 @click.option("--open", "still_open", is_flag=True, help="Record progress without closing it.")
 @_evidence_option
+@json_flag
 @click.pass_context
-def remediate(
+def remediate(  # noqa: PLR0913 -- one parameter per option
     ctx: click.Context,
     drill_ref: str,
     deficiency: str,
@@ -378,6 +403,7 @@ def remediate(
     evidence_dir: str | None,
     *,
     still_open: bool,
+    as_json: bool,
 ) -> None:
     """Record the remediation of a deficiency (closed unless --open); kept in the audit trail."""
     from breakglass.drill.evidence import remediate as record_remediation
@@ -389,4 +415,7 @@ def remediate(
         )
     except BreakglassError as exc:
         _fail(exc)
+    if as_json:
+        print_json({"ok": True, **entry})
+        return
     click.echo(f"{folder.name} {deficiency}: {'closed' if entry['closed'] else 'in progress'}")

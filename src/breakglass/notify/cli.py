@@ -13,6 +13,7 @@ Exit codes: 0 done, 1 an error or a channel that did not get it.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -22,14 +23,14 @@ from typing import TYPE_CHECKING, NoReturn, Protocol
 
 import click
 
-from breakglass.cli_errors import fail
+from breakglass.cli_errors import fail, json_flag, print_json
 from breakglass.columns import table
 from breakglass.errors import BreakglassError
 from breakglass.notify.render import within_text
 from breakglass.safe_text import safe
 
 if TYPE_CHECKING:
-    from breakglass.notify.config import Channel, NotifyPolicy
+    from breakglass.notify.config import Channel, Group, NotifyPolicy
     from breakglass.notify.notifier import GroupStatus, Notifier
     from breakglass.settings import Settings
 
@@ -83,32 +84,52 @@ def notify() -> None:
     """The notification chain: who is told of a halt, how, and within which time."""
 
 
+_OPSGENIE_ENDS = (
+    "Opsgenie ends on 5 April 2027 (its REST API stops then): plan the move to "
+    "Jira Service Management or PagerDuty (docs/notifications.md)"
+)
+
+
 @notify.command()
 @_POLICY
-def check(policy_path: str | None) -> None:
+@json_flag
+def check(policy_path: str | None, *, as_json: bool) -> None:
     """Validate the policy file and list the groups, their conditions and channels."""
     policy = _policy(policy_path)
+    warnings = [_OPSGENIE_ENDS] if any(c.type == "opsgenie" for c in _all_channels(policy)) else []
+    if as_json:
+        groups = [
+            {
+                "group": name,
+                "kind": group.kind.value,
+                "immediate": group.immediate,
+                "ack_within": within_text(group.deadline),
+                "when": group.when.model_dump(mode="json", exclude_defaults=True) or "always",
+                "channels": _channel_names(policy, group),
+            }
+            for name, group in policy.groups.items()
+        ]
+        print_json({"ok": True, "valid": True, "groups": groups, "warnings": warnings})
+        return
     if not policy.groups:
         click.echo("policy is valid; [notify] names no group: nobody is told of a halt")
         return
     for name, group in policy.groups.items():
         timeframe = "immediate" if group.immediate else f"within {within_text(group.deadline)}"
         when = group.when.model_dump(exclude_defaults=True) or "always"
-        channels = (
-            [f"{d}/{c.id}" for d, dep in policy.deployers.items() for c in dep.channels]
-            if group.kind.value == "deployers"
-            else [str(c.id) for c in group.channels]
-        )
         click.echo(
             f"{name} ({group.kind.value}): {timeframe}, ack within {within_text(group.deadline)}, "
-            f"when {when}; channels: {', '.join(channels)}"
+            f"when {when}; channels: {', '.join(_channel_names(policy, group))}"
         )
-    if any(c.type == "opsgenie" for c in _all_channels(policy)):
-        click.echo(
-            "warning: Opsgenie ends on 5 April 2027 (its REST API stops then): plan the move to "
-            "Jira Service Management or PagerDuty (docs/notifications.md)"
-        )
+    for warning in warnings:
+        click.echo(f"warning: {warning}")
     click.echo("policy is valid")
+
+
+def _channel_names(policy: NotifyPolicy, group: Group) -> list[str]:
+    if group.kind.value == "deployers":  # every deployer's channels, named deployer/channel
+        return [f"{d}/{c.id}" for d, dep in policy.deployers.items() for c in dep.channels]
+    return [str(c.id) for c in group.channels]
 
 
 def _all_channels(policy: NotifyPolicy) -> list[Channel]:
@@ -198,8 +219,14 @@ def _report(results: list[GroupStatus], *, as_json: bool) -> None:
 
 @notify.command()
 @_POLICY
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="A JSON line when it delivers (store, pid) and one when it stops; failures as JSON.",
+)
 @click.pass_context
-def run(ctx: click.Context, policy_path: str | None) -> None:
+def run(ctx: click.Context, policy_path: str | None, *, as_json: bool) -> None:
     """Deliver the outbox and escalate overdue groups until stopped (SIGTERM or Ctrl-C)."""
     policy = _policy(policy_path)
     notifier = _notifier(ctx, policy)
@@ -211,12 +238,18 @@ def run(ctx: click.Context, policy_path: str | None) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     notifier.start()
-    click.echo(f"delivering notifications from {notifier.outbox.store.location}", err=True)
+    store = notifier.outbox.store.location
+    if as_json:
+        print_json({"event": "delivering", "store": store, "pid": os.getpid()})
+    else:
+        click.echo(f"delivering notifications from {store}", err=True)
     try:
         while not stop.wait(1.0):
             pass
     finally:
         notifier.close()
+    if as_json:
+        print_json({"event": "stopped", "pid": os.getpid()})
 
 
 @notify.command()

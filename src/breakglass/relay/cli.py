@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from breakglass.bridge import Bridge
+from breakglass.cli_errors import fail, json_flag, print_json
 from breakglass.errors import BreakglassError, ConfigurationError
 from breakglass.relay.channel import ChannelWriter
 from breakglass.relay.http import OfrepServer
@@ -58,12 +60,14 @@ def build_relay(settings: Settings) -> tuple[Relay, OfrepServer | None]:
 
 
 @click.command()
+@json_flag
 @click.pass_obj
-def relay(ctx: Any) -> None:
+def relay(ctx: Any, *, as_json: bool) -> None:
     """Read the vendor once for this host and serve the decision to its workers.
 
     Workers read it with BREAKGLASS_PROVIDER=relay; other languages through
-    OFREP when BREAKGLASS_RELAY__OFREP is set.
+    OFREP when BREAKGLASS_RELAY__OFREP is set. With --json: a JSON line when it
+    serves (flag, provider, channel, OFREP address, pid) and one when it stops.
     """
     stop = threading.Event()
 
@@ -77,18 +81,30 @@ def relay(ctx: Any) -> None:
         settings = ctx.settings()
         the_relay, server = build_relay(settings)
     except BreakglassError as exc:
-        click.echo(f"breakglass: error: {exc}", err=True)
-        sys.exit(1)
+        fail(exc)
     the_relay.start()
     if server is not None:
         server.start()
-    where = f"; OFREP on {server.url}" if server is not None else ""
-    click.echo(
-        f"relay: serving {settings.flag_key} from {the_relay.bridge.name} "
-        f"on {the_relay.writer.path}{where}",
-    )
+    serving = {
+        "event": "serving",
+        "flag": settings.flag_key,
+        "provider": the_relay.bridge.name,
+        "channel": str(the_relay.writer.path),
+        "ofrep": server.url if server is not None else None,
+        "pid": os.getpid(),
+    }
+    if as_json:
+        print_json(serving)
+    else:
+        where = f"; OFREP on {server.url}" if server is not None else ""
+        click.echo(
+            f"relay: serving {settings.flag_key} from {the_relay.bridge.name} "
+            f"on {the_relay.writer.path}{where}",
+        )
     sys.stdout.flush()
     stop.wait()
     if server is not None:
         server.close()
     the_relay.close()
+    if as_json:
+        print_json({"event": "stopped", "pid": os.getpid()})

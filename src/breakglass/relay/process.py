@@ -1,21 +1,21 @@
 """Running ``breakglass relay`` as a child process (the probe's ``--via relay``, and tests).
 
 :class:`RelayProcess` starts the relay command with the environment given,
-waits for its "serving" line (which names the OFREP address it bound) and
-stops it on every way out.
+waits for its JSON "serving" line (``--json``: it names the OFREP address it
+bound) and stops it on every way out.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import re
 import selectors
 import signal
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from breakglass.errors import BreakglassError
 
@@ -23,8 +23,6 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
     from types import TracebackType
-
-_OFREP = re.compile(r"OFREP on (http://\S+)")
 
 
 class RelayStartError(BreakglassError):
@@ -75,7 +73,7 @@ class RelayProcess:
         self._release()
         with self._log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "breakglass", "relay"],
+                [sys.executable, "-m", "breakglass", "relay", "--json"],
                 stdout=subprocess.PIPE,
                 stderr=log,
                 env=self._env,
@@ -90,12 +88,12 @@ class RelayProcess:
                     break
                 if self.process.poll() is not None:
                     break
-        if not self.line.startswith("relay: serving"):
+        serving = _serving(self.line)
+        if serving is None:
             self.stop()
             tail = self._log_path.read_text(errors="replace").strip()[-800:]
             raise RelayStartError(f"breakglass relay did not start: {self.line!r} {tail}")
-        found = _OFREP.search(self.line)
-        self.ofrep_url = found.group(1) if found else None
+        self.ofrep_url = serving.get("ofrep")
 
     def kill(self) -> None:
         """SIGKILL: no goodbye written, the channel file left as it was."""
@@ -120,3 +118,12 @@ class RelayProcess:
         if self.process is not None and self.process.stdout is not None:
             with contextlib.suppress(OSError):
                 self.process.stdout.close()
+
+
+def _serving(line: str) -> dict[str, Any] | None:
+    """The relay's "serving" line, or ``None`` for anything else (its JSON error, nothing)."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and data.get("event") == "serving" else None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from breakglass.cli_errors import fail
+from breakglass.cli_errors import fail, json_flag, print_json, wants_json
 from breakglass.columns import table
 from breakglass.errors import BreakglassError
 
@@ -38,11 +40,18 @@ def _tokens(ctx: click.Context) -> TokenBook:
 @click.group(invoke_without_command=True)
 @click.option("--host", help="Override BREAKGLASS_SERVE__HOST (default 127.0.0.1).")
 @click.option("--port", type=int, help="Override BREAKGLASS_SERVE__PORT (default 8470).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="A JSON line when it serves (URL, providers, pid); failures as JSON (also for a token "
+    "subcommand).",
+)
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+def serve(ctx: click.Context, host: str | None, port: int | None, *, as_json: bool) -> None:
     """Run the halt API and the operator console (needs the 'serve' extra).
 
-    On the first start with no admin token, one is made and printed once.
+    On the first start with no admin token, one is made and printed once (on stderr).
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -70,13 +79,18 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
                 err=True,
             )
         where = f"http://{serve_settings.host}:{serve_settings.port}/"
-        click.echo(
-            f"breakglass serve: console and API on {where} (providers: {server.bridge.name})",
-            err=True,
-        )
+        providers = server.bridge.name
         hub = server.services.control.hub
 
         class _Uvicorn(uvicorn.Server):
+            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                try:
+                    await super().startup(sockets)
+                except SystemExit:  # uvicorn logged why (the port is taken...) on stderr
+                    _fail(f"did not start serving on {where} (the reason is logged above)")
+                # Only now: a program waiting for this line may connect at once.
+                _announce(where, providers, as_json=as_json)
+
             def handle_exit(self, sig: int, frame: Any) -> None:
                 hub.close()  # event streams never end by themselves: end them so shutdown is quick
                 super().handle_exit(sig, frame)
@@ -93,6 +107,15 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         _fail(exc)
     finally:
         server.close()
+
+
+def _announce(where: str, providers: str, *, as_json: bool) -> None:
+    if as_json:
+        print_json({"event": "serving", "url": where, "providers": providers, "pid": os.getpid()})
+    else:
+        click.echo(
+            f"breakglass serve: console and API on {where} (providers: {providers})", err=True
+        )
 
 
 @serve.group()
@@ -119,7 +142,7 @@ def token_create(ctx: click.Context, name: str, role: str, *, as_json: bool) -> 
         stored, text = _tokens(ctx).create(name, Role.parse(role), by=default_actor())
     except BreakglassError as exc:
         _fail(exc)
-    if as_json:
+    if as_json or wants_json():
         click.echo(json.dumps({**stored.public(), "token": text}))
     else:
         click.echo(f"token {stored.name!r} ({stored.role}); shown once, store it now:\n{text}")
@@ -134,7 +157,7 @@ def token_list(ctx: click.Context, *, as_json: bool) -> None:
         tokens = _tokens(ctx).list()
     except BreakglassError as exc:
         _fail(exc)
-    if as_json:
+    if as_json or wants_json():
         click.echo(json.dumps([t.public() for t in tokens]))
         return
     rows = [
@@ -153,8 +176,9 @@ def token_list(ctx: click.Context, *, as_json: bool) -> None:
 
 @token.command("revoke")
 @click.argument("name")
+@json_flag
 @click.pass_context
-def token_revoke(ctx: click.Context, name: str) -> None:
+def token_revoke(ctx: click.Context, name: str, *, as_json: bool) -> None:
     """Revoke the token called NAME (every replica stops accepting it within seconds)."""
     from breakglass.cli import default_actor
 
@@ -164,4 +188,7 @@ def token_revoke(ctx: click.Context, name: str) -> None:
         _fail(exc)
     if not done:
         _fail(f"no live token called {name!r}")
+    if as_json or wants_json():
+        print_json({"ok": True, "name": name, "revoked": True})
+        return
     click.echo(f"token {name!r} revoked")
