@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import zipfile
@@ -98,6 +99,15 @@ def test_every_wheel_carries_the_licence_and_pins_the_core(installed: tuple[Path
             meta_name = next(n for n in names if n.endswith(".dist-info/METADATA"))
             meta = Parser().parsestr(archive.read(meta_name).decode())
         assert meta["License-Expression"] == "Apache-2.0"
+        # The README is the package page: a relative link there points nowhere.
+        description = meta.get_payload()
+        assert isinstance(description, str)
+        assert description.startswith(f"# {meta['Name']}\n"), description[:80]
+        targets = re.findall(r"\]\(([^)\s]*)", description) + re.findall(
+            r"href=\"([^\"]*)", description
+        )
+        relative = [t for t in targets if not t.startswith(("https://", "http://", "mailto:", "#"))]
+        assert not relative, (meta["Name"], relative)
         assert "Programming Language :: Python :: 3.11" in meta.get_all("Classifier", [])
         requires = meta.get_all("Requires-Dist", [])
         if meta["Name"] in {
