@@ -104,7 +104,8 @@ def shared(postgres_url: str, tmp_path: Path) -> dict[str, str]:
 
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(
-            "DROP TABLE IF EXISTS serve_tokens, serve_idempotency, serve_suspensions, serve_meta"
+            "DROP TABLE IF EXISTS serve_tokens, serve_idempotency, serve_suspensions, serve_meta, "
+            "serve_login_failures"
         )
     LocalStore(tmp_path / "local.db").write(FLAG, value=True, actor="setup", reason="start active")
     env = {k: v for k, v in os.environ.items() if not k.startswith("BREAKGLASS_")}
@@ -210,6 +211,49 @@ def _revoke_reaches_both(
     for replica in replicas:
         with replica.client(token) as c:
             assert c.get("/v1/status").status_code == 401
+
+
+def test_failed_logins_are_counted_once_for_both_replicas(
+    shared: dict[str, str], tmp_path: Path
+) -> None:
+    """An attacker spreading wrong tokens over the replicas gets the limit once, not per replica."""
+    limits = {"BREAKGLASS_SERVE__LOGIN_FAILURES": "4", "BREAKGLASS_SERVE__LOGIN_WINDOW": "60"}
+    a = Replica({**shared, **limits, "BREAKGLASS_STATE_DIR": str(tmp_path / "a")}, tmp_path)
+    try:
+        b = Replica({**shared, **limits, "BREAKGLASS_STATE_DIR": str(tmp_path / "b")}, tmp_path)
+        try:
+            admin = a.admin_token()
+            assert admin
+            wrong = {"Authorization": "Bearer bgt_guess_wrong"}
+            codes = [
+                httpx.get(f"{r.url}/v1/status", headers=wrong, timeout=30).status_code
+                for r in (a, b, a, b)
+            ]
+            assert codes == [401] * 4
+            for r in (a, b):
+                limited = httpx.get(f"{r.url}/v1/status", headers=wrong, timeout=30)
+                assert limited.status_code == 429, limited.text
+                assert 1 <= int(limited.headers["retry-after"]) <= 60
+            # The console's login form counts on the same books.
+            with httpx.Client(base_url=b.url, timeout=30) as browser:
+                form = browser.get("/login").text
+                nonce = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+                login = browser.post(
+                    "/login", data={"token": "bgt_x_y", "csrf": nonce}, headers={"Origin": b.url}
+                )
+                assert login.status_code == 429
+            # A valid token from the same address still works on either replica.
+            for r in (a, b):
+                with r.client(admin) as c:
+                    assert c.post("/v1/halt", json={"reason": f"from {r.port}"}).status_code == 200
+            # Another client is not limited by this one.
+            other = httpx.HTTPTransport(local_address="127.0.0.2")
+            with httpx.Client(base_url=b.url, transport=other, timeout=30) as c:
+                assert c.get("/v1/status", headers=wrong).status_code == 401
+        finally:
+            b.stop()
+    finally:
+        a.stop()
 
 
 def test_sigterm_with_an_event_stream_open_stops_quickly(

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,10 +27,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from breakglass.audit_record import Action, Actor, ActorKind, AuditRecord
 from breakglass.clock import SYSTEM_CLOCK, Clock, parse_iso
 from breakglass.errors import AuthError, BreakglassError, ServeStoreError
+from breakglass.limits import FailureLimit
 from breakglass.ofrep import OfrepEndpoint
 from breakglass.reports.fleet import FleetView
 from breakglass.reports.report import ReportError
-from breakglass.serve.auth import FailureLimiter, Identity, OidcVerifier, Role, TokenBook
+from breakglass.serve.auth import Identity, OidcVerifier, Role, TokenBook
 from breakglass.serve.control import (
     FALLBACK,
     Control,
@@ -70,7 +72,7 @@ class Services:
     tokens: TokenBook
     oidc: OidcVerifier | None
     sessions: Sessions
-    limiter: FailureLimiter
+    limiter: FailureLimit
     recorder: AuditRecorder
     public_origin: str | None = None
     clock: Clock = SYSTEM_CLOCK
@@ -195,8 +197,8 @@ def authenticate(request: Request) -> Identity:
         identity = _identify(services, request)
     except AuthError as exc:
         if exc.status == 401:
-            wait = services.limiter.blocked(client)
-            services.limiter.fail(client)
+            # Only failures are counted: a valid credential is never refused for its address.
+            wait = services.limiter.fail(client)
             if wait is not None:
                 # Past the limit: answered and counted, but no longer audited one by one.
                 services.control.metrics.denials.labels("429").inc()
@@ -218,7 +220,7 @@ def _problem_for_auth(request: Request, exc: AuthError) -> Response:
             429,
             str(exc),
             instance=instance,
-            headers={"Retry-After": str(int(exc.retry_after))},
+            headers={"Retry-After": str(math.ceil(exc.retry_after))},
         )
     if exc.status == 401:
         return problem(

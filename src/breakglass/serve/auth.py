@@ -1,4 +1,4 @@
-"""Who is asking, and may they: roles, named API tokens, OIDC bearer JWTs, failed-login limits.
+"""Who is asking, and may they: roles, named API tokens, OIDC bearer JWTs.
 
 Authority to halt is deliberately broad (``halter`` and above, no approval);
 resuming is narrow (``approver``). The identity found here is the actor of
@@ -21,7 +21,6 @@ import logging
 import secrets
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -331,42 +330,3 @@ class OidcVerifier:
                 continue
             best = role if best is None or role > best else best
         return best
-
-
-class FailureLimiter:
-    """Counts failed logins per client address; past the limit, further failures answer 429.
-
-    A valid credential is never refused because of others' failures: a halt
-    must not be blocked by someone hammering the same address.
-    """
-
-    def __init__(self, limit: int, window: float) -> None:
-        self._limit = limit
-        self._window = window
-        self._lock = threading.Lock()
-        self._failures: dict[str, deque[float]] = {}
-
-    def _recent(self, client: str, now: float) -> deque[float]:
-        times = self._failures.setdefault(client, deque())
-        while times and now - times[0] > self._window:
-            times.popleft()
-        return times
-
-    def blocked(self, client: str) -> float | None:
-        """Seconds until ``client`` may try again, or ``None`` when it may now."""
-        now = time.monotonic()
-        with self._lock:
-            times = self._recent(client, now)
-            if len(times) < self._limit:
-                return None
-            return max(1.0, self._window - (now - times[0]))
-
-    def fail(self, client: str) -> int:
-        """Count a failure; the number within the window."""
-        now = time.monotonic()
-        with self._lock:
-            times = self._recent(client, now)
-            times.append(now)
-            if len(self._failures) > 10_000:  # never grow without bound under a flood
-                self._failures = {client: times}
-            return len(times)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -142,7 +143,13 @@ def finish_login(request: Request, identity: Identity | None, exc: AuthError | N
     client = client_address(request)
     if identity is None:
         assert exc is not None  # noqa: S101 -- one of the two is given
-        services.limiter.fail(client)
+        wait = services.limiter.fail(client)
+        if wait is not None:
+            # Past the limit: answered and counted, but no longer audited one by one.
+            services.control.metrics.denials.labels("429").inc()
+            response = login_page(request, "Too many failed logins from here. Wait a minute.", 429)
+            response.headers["Retry-After"] = str(math.ceil(wait))
+            return response
         services.control.metrics.denials.labels(str(exc.status)).inc()
         audit_event(
             services, "login-denied", comment=str(exc), raw={"client": client, "status": exc.status}
@@ -186,19 +193,15 @@ def _add_login(app: FastAPI) -> None:
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request, token: str = Form(""), csrf: str = Form("")) -> Response:
+        # A valid token logs in whatever its address did before (as on the API); only
+        # failures are counted, on a thread: the count may wait on the shared store.
         services = _services(request)
-        client = client_address(request)
-        wait = services.limiter.blocked(client)
-        if wait is not None:
-            response = login_page(request, "Too many failed logins from here. Wait a minute.", 429)
-            response.headers["Retry-After"] = str(int(wait))
-            return response
         try:
             _check_login(request, services, csrf)
             identity = await asyncio.to_thread(_verify_bearer, services, token.strip())
         except AuthError as exc:
-            return finish_login(request, None, exc)
-        return finish_login(request, identity, None)
+            return await asyncio.to_thread(finish_login, request, None, exc)
+        return await asyncio.to_thread(finish_login, request, identity, None)
 
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 from breakglass.bridge import Bridge
 from breakglass.clock import SYSTEM_CLOCK, Clock
 from breakglass.errors import ServeStoreError
-from breakglass.serve.auth import FailureLimiter, OidcVerifier, Role, TokenBook
+from breakglass.serve.auth import OidcVerifier, Role, TokenBook
 from breakglass.serve.control import Control, ResumeGate
 from breakglass.serve.events import EventHub
+from breakglass.serve.limits import SharedFailures, failure_limit
 from breakglass.serve.listeners import ListenerRunner, SuspensionListener, load_listeners
 from breakglass.serve.sessions import Sessions
 from breakglass.serve.settings import ServeSettings, load_serve_settings
@@ -47,6 +48,8 @@ class Server:
         self.services.control.close()
         self.services.control.hub.close()
         self.tracing.close()
+        if isinstance(self.services.limiter, SharedFailures):
+            self.services.limiter.close()
         self.bridge.close()
 
 
@@ -97,7 +100,7 @@ def build(
             sessions=Sessions(
                 session_key, max_age=serve.session_hours * 3600, secure=serve.cookies_secure
             ),
-            limiter=FailureLimiter(serve.login_failures, serve.login_window),
+            limiter=failure_limit(store, serve.login_failures, serve.login_window, clock=clock),
             recorder=bridge.recorder,
             public_origin=serve.public_origin,
             clock=clock,

@@ -209,7 +209,8 @@ def add_sso(app: FastAPI, on_login: LoginEnd) -> None:
         try:
             identity = await _complete(request, services, discovery(services), code, state, error)
         except AuthError as exc:
-            return on_login(request, None, exc)
-        response: Response = on_login(request, identity, None)
+            # On a thread: counting the failure may wait on the shared store.
+            return await asyncio.to_thread(on_login, request, None, exc)
+        response: Response = await asyncio.to_thread(on_login, request, identity, None)
         response.delete_cookie(COOKIE, path="/login/oidc")
         return response

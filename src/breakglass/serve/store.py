@@ -62,6 +62,15 @@ _SCHEMA = (
 )
 
 
+# Failed logins shared by replicas (PostgreSQL only: SQLite is one replica, counted in memory).
+# Times are the database's own clock, so replicas whose clocks differ count alike.
+_PG_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS serve_login_failures (client TEXT NOT NULL, at TIMESTAMPTZ NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS serve_login_failures_client ON serve_login_failures (client, at)",
+    "CREATE INDEX IF NOT EXISTS serve_login_failures_at ON serve_login_failures (at)",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class StoredToken:
     """An API token as stored: its secret only as a hash."""
@@ -246,6 +255,7 @@ class _SqlStore:
     """The statements, shared by both databases; subclasses provide :meth:`_tx`."""
 
     _mark = "?"
+    _schema: tuple[str, ...] = _SCHEMA
     _for_update = ""
     """Locks the rows a read-modify-write reads (SQLite's BEGIN IMMEDIATE already serialises writers)."""
 
@@ -278,7 +288,7 @@ class _SqlStore:
             with self._migrate_lock:
                 if not self._migrated:
                     with self._tx() as cur:
-                        for statement in _SCHEMA:
+                        for statement in self._schema:
                             self._run(cur, statement)
                     self._migrated = True
         with self._tx() as cur:
@@ -539,6 +549,7 @@ class PostgresServeStore(_SqlStore):
     """The store in a PostgreSQL database shared by several replicas (a connection per unit of work)."""
 
     _mark = "%s"
+    _schema = (*_SCHEMA, *_PG_SCHEMA)
     _for_update = " FOR UPDATE"
 
     def __init__(
@@ -592,6 +603,32 @@ class PostgresServeStore(_SqlStore):
             raise ServeStoreError(
                 f"serve store {self._where}: {type(exc).__name__}: {first[:200]}"
             ) from None
+
+    def count_failure(self, client: str, limit: int, window: float) -> float | None:
+        """Count a failed login by ``client`` for every replica (see :class:`FailureLimit`).
+
+        One transaction holding a lock on ``client``: two replicas counting at once
+        cannot both let the last failure below the limit through.
+        """
+        with self._work() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("serve-login:" + client,))
+            # Expired rows go, and rows from the future too (a step back of the database's clock).
+            cur.execute(
+                "DELETE FROM serve_login_failures WHERE at < clock_timestamp() - make_interval(secs => %s) "
+                "OR at > clock_timestamp() + interval '1 second'",
+                (window,),
+            )
+            count, left = cur.execute(
+                "SELECT count(*), EXTRACT(EPOCH FROM min(at) + make_interval(secs => %s) "
+                "- clock_timestamp()) FROM serve_login_failures WHERE client = %s",
+                (window, client),
+            ).fetchone()
+            if count >= limit:
+                return max(1.0, min(float(window), float(left)))
+            cur.execute(
+                "INSERT INTO serve_login_failures VALUES (%s, clock_timestamp())", (client,)
+            )
+            return None
 
 
 def open_serve_store(
