@@ -173,6 +173,45 @@ def test_a_file_others_may_write_is_refused(writer: ChannelWriter, path: Path) -
         ChannelReader(path).read()
 
 
+def test_a_symbolic_link_is_refused(writer: ChannelWriter, path: Path, tmp_path: Path) -> None:
+    """Even to a sane, live channel: whoever can write the directory could point it anywhere."""
+    writer.write(snap())
+    link = tmp_path / "link.channel"
+    link.symlink_to(path)
+    with pytest.raises(ChannelError, match="symbolic link"):
+        ChannelReader(link).read()
+
+
+def _stranger(path: Path) -> int | None:
+    """Make ``path`` a stranger's file; the ``owner`` to pass a reader when that cannot be done."""
+    if os.getuid() == 0:
+        os.chown(path, 65534, 65534)  # nobody: neither root nor the directory's owner
+        return None
+    return os.getuid() + 1  # not root: the reader is told the relay is someone else
+
+
+def test_a_file_owned_by_a_stranger_is_refused(writer: ChannelWriter, path: Path) -> None:
+    """Another user who can write the directory must not be able to plant a 0644 file of its own."""
+    writer.write(snap())
+    owner = _stranger(path)
+    with pytest.raises(ChannelError, match=r"owned by uid \d+, not by the relay's user"):
+        ChannelReader(path, owner=owner).read()
+
+
+def test_the_relay_user_can_be_named(writer: ChannelWriter, path: Path) -> None:
+    """Where the directory is not the relay user's (a shared volume root owns), owner names it."""
+    writer.write(snap())
+    if os.getuid() == 0:
+        os.chown(path, 65534, 65534)
+        assert ChannelReader(path, owner=65534).read().active is True
+        with pytest.raises(ChannelError, match="BREAKGLASS_RELAY__OWNER"):
+            ChannelReader(path, owner=65533).read()
+    else:
+        assert ChannelReader(path, owner=os.getuid()).read().active is True
+        with pytest.raises(ChannelError, match="BREAKGLASS_RELAY__OWNER"):
+            ChannelReader(path, owner=os.getuid() + 1).read()
+
+
 def test_missing_file_and_directory(tmp_path: Path) -> None:
     with pytest.raises(ChannelError) as info:
         ChannelReader(tmp_path / "none").read()
@@ -189,7 +228,7 @@ def source(path: Path, clock: ManualClock, **options: float) -> RelaySource:
     return RelaySource(
         ChannelReader(path),
         flag_key=KEY,
-        max_staleness=30.0,
+        max_staleness=options.get("max_staleness", 30.0),
         silent_after=options.get("silent_after", 2.0),
         clock=clock,
     )
@@ -235,6 +274,28 @@ def test_the_relays_clock_never_enters(
     assert obs is not None
     assert obs.confirmed_at is not None
     assert obs.confirmed_at + 30.0 == pytest.approx(base + 3.0)
+
+
+def test_the_shorter_staleness_budget_wins(
+    writer: ChannelWriter, path: Path, clock: ManualClock
+) -> None:
+    """A worker told 1 s behind a relay allowed 30 s halts 1 s after the vendor's last answer."""
+    src = source(path, clock, max_staleness=1.0)
+    engine = StateEngine(KEY, [src], max_staleness=1.0, clock=clock)
+    writer.write(snap(remaining=29.6, max_staleness=30.0))  # the vendor answered 0.4 s before
+    src.poll_once()
+    base = clock.monotonic()
+    clock.advance(0.1)
+    writer.write(snap(remaining=29.6, max_staleness=30.0))
+    feed(engine, src)
+    assert engine.state.active
+    assert engine.state.deadline == pytest.approx(base + 0.6)
+    # The vendor went quiet: the relay still says active (28.5 s left), the worker does not.
+    clock.advance(0.1)
+    writer.write(snap(remaining=28.5, max_staleness=30.0))
+    feed(engine, src)
+    assert engine.state.active is False
+    assert engine.state.cause is Cause.STALE
 
 
 def test_silent_relay_halts_the_worker(
@@ -425,6 +486,7 @@ def test_a_torn_read_waits_for_the_next_write_and_a_lasting_one_halts(
             "BREAKGLASS_RELAY__SILENT_AFTER: must be at least three heartbeats",
         ),
         ("OFREP", "nope", "BREAKGLASS_RELAY__OFREP: must be host:port"),
+        ("OWNER", "no-such-user-here", "BREAKGLASS_RELAY__OWNER: .*no user 'no-such-user-here'"),
         ("HEARTBEAT", "0", "BREAKGLASS_RELAY__HEARTBEAT"),
         ("POLL_INTERVAL", "nan", "BREAKGLASS_RELAY__POLL_INTERVAL"),
     ],

@@ -292,12 +292,17 @@ class ChannelWriter:
 class ChannelReader:
     """A worker's end: reads the file, re-opening it when the relay replaced it.
 
-    Refuses a file that is not a regular file or that anyone but its owner
-    may write (a halted service must not be able to forge "active").
+    Refuses a file that is not a regular file (a symbolic link included), that
+    anyone but its owner may write, or that is owned by someone other than
+    ``owner`` (default: the owner of the file's directory) or root: a halted
+    service, or another user who can write the directory, must not be able to
+    forge "active".
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, owner: int | None = None) -> None:
         self.path = path
+        self._owner = owner
+        self._expected = -1
         self._fd = -1
         self._ino: tuple[int, int] | None = None
 
@@ -330,13 +335,36 @@ class ChannelReader:
 
     def _reopen_if_replaced(self) -> None:
         try:
-            info = os.stat(self.path)
+            info = os.lstat(self.path)
         except FileNotFoundError:
             self.close()
             raise ChannelError(f"no relay channel at {self.path}", missing=True) from None
         except OSError as exc:
             self.close()
             raise ChannelError(f"{self.path}: {exc.strerror or exc}") from None
+        ino = (info.st_dev, info.st_ino)
+        same = ino == self._ino and self._fd >= 0
+        if not same:
+            self._expected = self._expected_owner()
+        self._check(info)
+        if same:
+            return
+        self.close()
+        try:
+            # No link followed, no blocking on a FIFO swapped in since the lstat.
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as exc:
+            raise ChannelError(f"{self.path}: {exc.strerror or exc}") from None
+        opened = os.fstat(fd)
+        if (opened.st_dev, opened.st_ino) != ino:
+            os.close(fd)
+            raise ChannelError(f"{self.path} was replaced while it was opened")
+        self._fd = fd
+        self._ino = ino
+
+    def _check(self, info: os.stat_result) -> None:
+        if stat.S_ISLNK(info.st_mode):
+            raise ChannelError(f"{self.path} is a symbolic link, not the relay's file")
         if not stat.S_ISREG(info.st_mode):
             raise ChannelError(f"{self.path} is not a regular file")
         if info.st_mode & 0o022:
@@ -344,15 +372,20 @@ class ChannelReader:
                 f"{self.path} is writable by group or others (mode {info.st_mode & 0o777:o}); "
                 "only the relay may write it"
             )
-        ino = (info.st_dev, info.st_ino)
-        if ino == self._ino and self._fd >= 0:
-            return
-        self.close()
+        if info.st_uid not in (self._expected, 0):
+            said = "BREAKGLASS_RELAY__OWNER" if self._owner is not None else "its directory's owner"
+            raise ChannelError(
+                f"{self.path} is owned by uid {info.st_uid}, not by the relay's user "
+                f"(uid {self._expected}, {said})"
+            )
+
+    def _expected_owner(self) -> int:
+        if self._owner is not None:
+            return self._owner
         try:
-            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            return os.stat(self.path.parent).st_uid
         except OSError as exc:
-            raise ChannelError(f"{self.path}: {exc.strerror or exc}") from None
-        self._ino = ino
+            raise ChannelError(f"{self.path.parent}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         """Close the file (the next read opens it again)."""

@@ -30,7 +30,7 @@ class RelayPlugin:
         return Backend(
             name=NAME,
             source=RelaySource(
-                ChannelReader(path),
+                ChannelReader(path, owner=relay.owner_uid()),
                 flag_key=settings.flag_key,
                 max_staleness=settings.max_staleness,
                 poll_interval=relay.poll_interval,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pwd
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -32,6 +33,11 @@ class RelaySettings(BaseSettings):
 
     silent_after: float = Field(default=2.0, gt=0, le=MAX_STALENESS_LIMIT)
     """Seconds without a new write after which a worker halts (relay killed, frozen or starved)."""
+
+    owner: str | None = None
+    """The relay's user (a name or a uid): workers refuse a channel owned by anyone else but
+    root. Unset: the owner of the channel's directory (set it where that is not the relay's
+    user, such as a shared volume root owns)."""
 
     upstream: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """The providers the relay itself reads (``launchdarkly`` or ``unleash,local``); the
@@ -70,6 +76,17 @@ class RelaySettings(BaseSettings):
             raise ValueError(msg)
         return value
 
+    @field_validator("owner")
+    @classmethod
+    def _known_user(cls, value: str | None) -> str | None:
+        if value is not None:
+            _uid(value)
+        return value
+
+    def owner_uid(self) -> int | None:
+        """The uid the channel must belong to (or root); ``None``: its directory's owner."""
+        return None if self.owner is None else _uid(self.owner)
+
     def address(self) -> tuple[str, int] | None:
         """The OFREP listen address, or ``None``."""
         if self.ofrep is None:
@@ -80,6 +97,16 @@ class RelaySettings(BaseSettings):
     def channel_path(self, settings: Settings) -> Path:
         """The channel file for ``settings``."""
         return self.path or settings.state_dir / "relay.channel"
+
+
+def _uid(owner: str) -> int:
+    if owner.isdigit():
+        return int(owner)
+    try:
+        return pwd.getpwnam(owner).pw_uid
+    except KeyError:
+        msg = f"no user {owner!r} on this host"
+        raise ValueError(msg) from None
 
 
 def load_relay_settings(settings: Settings) -> RelaySettings:

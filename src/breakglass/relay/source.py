@@ -10,6 +10,9 @@ Rules, each one a way to be unsure that reads as halted:
   still saw the old one, so the relay's ``remaining`` is counted from that poll,
   on the worker's monotonic clock: never later than the truth, whatever clock
   the relay has.
+- **The shorter budget wins.** The relay's ``max_staleness`` minus ``remaining``
+  is how old the vendor's answer was at the write; the worker's deadline is
+  that answer plus the worker's own ``max_staleness`` when that comes sooner.
 - **A silent relay is an unsure one.** No new write for ``silent_after``
   seconds (killed, frozen, starved) halts the worker, with the relay's pid.
 - **A file that is not a sane channel** (missing, truncated, corrupt, writable
@@ -69,8 +72,11 @@ def observation_for(
     confirmed_wall = _wall(snap.confirmed_wall)
     match snap.cause:
         case Cause.ACTIVE:
-            # The worker's deadline is base + remaining, never later than the relay's own.
-            held = min(snap.remaining, max_staleness)
+            # The vendor's confirmation was this old when the relay wrote (the relay's deadline is
+            # that confirmation + its own max_staleness). The worker holds to the shorter budget:
+            # a worker told 1 s behind a relay allowed 30 s must not run 30 s on an old answer.
+            age = snap.max_staleness - snap.remaining
+            held = min(snap.remaining, max_staleness - age)
             return Observation(
                 NAME,
                 value=True,
