@@ -1,4 +1,4 @@
-"""The shared provider conformance suite (``docs/conformance.md``, C1-C22).
+"""The shared provider conformance suite (``docs/conformance.md``, C1-C27).
 
 Written once here, run by every provider against its real or
 protocol-faithful server. A provider's test module supplies a harness and
@@ -18,6 +18,7 @@ reason*; a server that cannot start must fail in the harness fixture, never skip
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from datetime import datetime, timedelta
@@ -118,6 +119,11 @@ class ConformanceHarness(Protocol):
     #   exclude_service_while_on(): make readers get false with the switch on
     #       (targeting, strategies or constraints that leave the service's context out).
     # restore() undoes both.
+    #   control(bridge): the bridge whose admin and audit change and record the flag ``bridge``
+    #       reads (a relay's workers have none: the operator halts upstream); ``bridge`` itself
+    #       when absent.
+    #   not_expressible: a mapping from a case ("C15") to why this provider cannot express it
+    #       at all; the case is reported as skipped with that reason.
 
 
 def wait_for(
@@ -159,6 +165,15 @@ class ProviderConformance:
             bridge.close()
 
     @pytest.fixture(autouse=True)
+    def _expressible(self, harness: ConformanceHarness, request: pytest.FixtureRequest) -> None:
+        """A case the harness declares not expressible is skipped with its reason, never silently."""
+        case = re.match(r"test_c(\d+)", request.function.__name__)
+        reasons: dict[str, str] = getattr(harness, "not_expressible", {})
+        reason = reasons.get(f"C{int(case.group(1))}") if case else None
+        if reason:
+            pytest.skip(f"not expressible by this provider: {reason}")
+
+    @pytest.fixture(autouse=True)
     def _no_secrets_in_logs(
         self, harness: ConformanceHarness, caplog: pytest.LogCaptureFixture
     ) -> Iterator[None]:
@@ -182,6 +197,11 @@ class ProviderConformance:
 
     def _resume_bound(self, harness: ConformanceHarness) -> float:
         return float(getattr(harness, "resume_bound", harness.poll_bound)) + self.margin
+
+    def _control(self, harness: ConformanceHarness, bridge: Bridge) -> Bridge:
+        """Where an operator halts, resumes and audits the flag ``bridge`` reads (see ``control``)."""
+        control: Callable[[Bridge], Bridge] | None = getattr(harness, "control", None)
+        return bridge if control is None else control(bridge)
 
     # -------------------------------------------------------------- cases
 
@@ -223,14 +243,15 @@ class ProviderConformance:
         """C4: FlagAdmin changes show in the vendor and come back acknowledged."""
         harness.set_from_dashboard(True)
         bridge = bridge_factory(max_staleness=30.0)
-        ack = bridge.halt(actor="conformance@test", reason="C4 halt")
+        control = self._control(harness, bridge)
+        ack = control.halt(actor="conformance@test", reason="C4 halt")
         assert ack.active is False
         assert harness.vendor_value() is False
         assert self._halted_within(bridge, self._bound(harness)) is not None
-        ack = bridge.resume(actor="conformance@test", reason="C4 resume")
+        ack = control.resume(actor="conformance@test", reason="C4 resume")
         assert ack.active is True
         assert harness.vendor_value() is True
-        assert bridge.admin.get_active() is True
+        assert control.admin.get_active() is True
         assert self._active_within(bridge, self._resume_bound(harness)) is not None
 
     def test_c05_c07_vendor_away_then_back(
@@ -395,7 +416,7 @@ class ProviderConformance:
     ) -> None:
         """C15: changes appear as normalised records; a second pull adds nothing; pulls resume."""
         harness.set_from_dashboard(True)
-        bridge = bridge_factory(max_staleness=30.0)
+        bridge = self._control(harness, bridge_factory(max_staleness=30.0))
         before = [r for page in bridge.audit.pull(None) for r in page.records]
         cursor = None
         for page in bridge.audit.pull(None):
@@ -423,7 +444,8 @@ class ProviderConformance:
         """C20: every halt and resume says what readers are served (not the switch) and what it changed."""
         harness.set_from_dashboard(True)
         bridge = bridge_factory(max_staleness=30.0)
-        ack = bridge.halt(actor="conformance@test", reason="C20 halt")
+        control = self._control(harness, bridge)
+        ack = control.halt(actor="conformance@test", reason="C20 halt")
         assert (ack.served, ack.confirmed) == (False, True), ack.served_detail
         assert ack.served_detail
         assert ack.target
@@ -432,7 +454,7 @@ class ProviderConformance:
                 "a secret in the acknowledgement"
             )
         assert self._halted_within(bridge, self._bound(harness)) is not None
-        ack = bridge.resume(actor="conformance@test", reason="C20 resume")
+        ack = control.resume(actor="conformance@test", reason="C20 resume")
         assert (ack.served, ack.confirmed) == (True, True), ack.served_detail
         assert self._active_within(bridge, self._resume_bound(harness)) is not None
 
@@ -455,7 +477,8 @@ class ProviderConformance:
         _optional(harness, "exclude_service_while_on" if active else "serve_true_while_off")
         try:
             bridge = bridge_factory(max_staleness=30.0)
-            change = bridge.resume if active else bridge.halt
+            control = self._control(harness, bridge)
+            change = control.resume if active else control.halt
             with pytest.raises(NotServedError) as raised:
                 change(actor="conformance@test", reason="C21/C22")
             ack = raised.value.ack
