@@ -14,7 +14,7 @@ import click
 import pytest
 
 from breakglass.cli import main
-from breakglass.cli_errors import asks_for_json
+from breakglass.cli_errors import asks_for_json, with_json
 
 if TYPE_CHECKING:
     from click.testing import CliRunner, Result
@@ -91,6 +91,21 @@ def test_an_unknown_option_is_json_before_or_after_json(
 
 
 @pytest.mark.parametrize("path", COMMANDS, ids=" ".join)
+def test_the_global_json_counts_for_every_command(run: CliRunner, path: tuple[str, ...]) -> None:
+    result = run.invoke(main, ["--json", *path, "--no-such-option"])
+    assert result.exit_code == 2, result.output
+    assert _json_error(result)["type"] == "NoSuchOption"
+
+
+def test_a_group_without_its_command_is_one_short_json_error(run: CliRunner) -> None:
+    for args in (["--json", "audit"], ["--json", "serve", "token"]):
+        error = _json_error(run.invoke(main, args))
+        assert error["type"] == "NoArgsIsHelpError"
+        assert " ".join(args[1:]) + " needs a command: " in str(error["message"])
+        assert "Usage" not in str(error["message"])  # not the whole help text
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=" ".join)
 def test_without_json_a_usage_error_stays_clicks_text(
     run: CliRunner, path: tuple[str, ...]
 ) -> None:
@@ -102,9 +117,8 @@ def test_without_json_a_usage_error_stays_clicks_text(
     assert "Error: No such option '--no-such-option'" in result.stderr
 
 
-# Lines that are wrong only because of --json: there is no global --json, and an export to
-# stdout leaves no room for the summary.
-ONLY_WITH_JSON = [["--json", "status"], ["audit", "export", "--json"]]
+# A line wrong only because of --json: an export to stdout leaves no room for the summary.
+ONLY_WITH_JSON = [["audit", "export", "--json"]]
 
 
 @pytest.mark.parametrize(
@@ -123,7 +137,7 @@ ONLY_WITH_JSON = [["--json", "status"], ["audit", "export", "--json"]]
         (["stauts", "--json"], "NoSuchCommand", "Did you mean 'status'?"),
         # The root's own options, parsed before the command's name is even looked at.
         (["--log-format", "yaml", "status", "--json"], "BadParameter", "'yaml' is not one of"),
-        (["--json", "status"], "NoSuchOption", "No such option '--json'"),
+        (["--json", "status", "--wait", "soon"], "BadParameter", "'soon' is not a valid float"),
         # Refused by the command itself, after parsing.
         (["audit", "verify", "--json"], "UsageError", "give an export FILE"),
         (["audit", "export", "--json"], "UsageError", "give the export --out FILE"),
@@ -180,8 +194,46 @@ def test_control_characters_in_a_bad_option_do_not_reach_the_json(run: CliRunner
         (["probe", "--json"], False),  # no value: a usage error for a person
         (["status"], False),
         (["audit", "verify", "--", "--json"], False),
-        (["--json"], True),  # no command takes it there, but the caller asked for JSON
+        (["--json"], True),
+        (["--json", "probe", "--json", "out.json"], True),  # the global one asks for JSON
+        (["audit", "--json", "export"], True),  # audit takes none: a usage error, in JSON
     ],
 )
 def test_what_counts_as_asking_for_json(args: list[str], *, expected: bool) -> None:
     assert asks_for_json(main, args) is expected
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "expected"),
+    [
+        ("status", ["--wait", "0"], ["--wait", "0", "--json"]),
+        ("status", ["--json"], ["--json"]),
+        ("probe", ["--rounds", "3"], ["--rounds", "3", "--json", "-"]),
+        ("probe", ["--json", "out.json"], ["--json", "out.json"]),  # its own report file wins
+        ("probe", ["--json=out.json"], ["--json=out.json"]),
+        ("audit", ["export", "--out", "x"], ["export", "--out", "x", "--json"]),
+        ("audit", [], []),  # no command yet: Click says so
+        ("serve", [], ["--json"]),  # serve runs by itself
+        ("serve", ["token", "list"], ["token", "list", "--json"]),
+        ("drill", ["verify", "--", "-odd-name"], ["verify", "--json", "--", "-odd-name"]),
+    ],
+)
+def test_the_global_json_is_passed_to_the_command_that_runs(
+    command: str, args: list[str], expected: list[str]
+) -> None:
+    assert with_json(main.commands[command], args) == expected
+
+
+def test_the_global_json_prints_what_the_commands_own_prints(run: CliRunner) -> None:
+    for own, global_ in (
+        (["status", "--json", "--wait", "0"], ["--json", "status", "--wait", "0"]),
+        (["serve", "token", "list", "--json"], ["--json", "serve", "token", "list"]),
+        (["providers", "--json"], ["--json", "providers"]),
+    ):
+        mine, theirs = run.invoke(main, own), run.invoke(main, global_)
+        assert mine.exit_code == theirs.exit_code, theirs.output
+        first, second = json.loads(mine.stdout), json.loads(theirs.stdout)
+        if isinstance(first, dict):  # status: two reads, at two moments
+            for moment in ("age_ms", "confirmed_at"):
+                assert (first.pop(moment) is None) == (second.pop(moment) is None)
+        assert first == second

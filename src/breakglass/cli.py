@@ -144,6 +144,13 @@ def _describe(info: dict[str, Any]) -> str:
     envvar=LOG_FORMAT_ENV,
     help=f"Log lines on stderr as text or JSON (or {LOG_FORMAT_ENV}).",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="The command's result and failures as JSON on stdout (its own --json; the probe's "
+    "--json -).",
+)
 @click.pass_context
 def main(
     ctx: click.Context,
@@ -152,8 +159,11 @@ def main(
     state_dir: str | None,
     verbose: int,
     log_format: str,
+    *,
+    as_json: bool,
 ) -> None:
     """A fail-closed stop button for a high-risk AI system (EU AI Act Art. 14(4)(e))."""
+    del as_json  # passed on to the command by JsonErrorsGroup.resolve_command
     level = {0: logging.ERROR, 1: logging.INFO}.get(verbose, logging.DEBUG)
     configure_logging(level, log_format)
     overrides: dict[str, Any] = {}

@@ -78,14 +78,12 @@ def asks_for_json(command: click.Command, args: Sequence[str]) -> bool:
     for index, arg in enumerate(args):
         if arg == "--":
             return False
-        if isinstance(current, click.Group) and arg in current.commands:
-            current = current.commands[arg]
-            continue
+        current = _subcommand(current, arg) or current
         name, equals, value = arg.partition("=")
         if name != "--json":
             continue
-        option = next((p for p in current.params if "--json" in p.opts), None)
-        if not isinstance(option, click.Option) or option.is_flag:
+        option = json_option(current)
+        if option is None or option.is_flag:
             return True
         if not equals:
             value = args[index + 1] if index + 1 < len(args) else ""
@@ -94,11 +92,50 @@ def asks_for_json(command: click.Command, args: Sequence[str]) -> bool:
     return False
 
 
+def json_option(command: click.Command) -> click.Option | None:
+    """The command's own ``--json`` option, if it has one."""
+    found = [p for p in command.params if "--json" in p.opts]
+    return found[0] if found and isinstance(found[0], click.Option) else None
+
+
+def _subcommand(command: click.Command, arg: str) -> click.Command | None:
+    return command.commands.get(arg) if isinstance(command, click.Group) else None
+
+
+def with_json(command: click.Command, args: list[str]) -> list[str]:
+    """``args`` for ``command`` with its own ``--json`` added (the global ``--json`` given).
+
+    Unchanged when ``--json`` is already there (the probe's may name a report file), or when
+    ``args`` stop at a group that needs a subcommand: Click then says what is missing.
+    """
+    end = args.index("--") if "--" in args else len(args)
+    if any(arg.partition("=")[0] == "--json" for arg in args[:end]):
+        return args
+    target = command
+    for arg in args[:end]:
+        target = _subcommand(target, arg) or target
+    option = json_option(target)
+    if option is None:
+        return args
+    added = ["--json"] if option.is_flag else ["--json", STDOUT]
+    return [*args[:end], *added, *args[end:]]
+
+
+def _usage_failure(exc: click.ClickException) -> NoReturn:
+    message = exc.format_message()
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):  # its message is the whole help
+        group = exc.ctx.command
+        names = ", ".join(group.commands) if isinstance(group, click.Group) else ""
+        message = f"{exc.ctx.command_path} needs a command: {names}"
+    _json_failure(type(exc).__name__, safe(message), exc.exit_code)
+
+
 class JsonErrorsGroup(click.Group):
     """The root group: a usage error is one JSON object when the command line asks for JSON.
 
     Click parses a subcommand's options only when the group invokes it, so both steps are
-    covered: the root's own options (``make_context``) and everything after (``invoke``).
+    covered: the root's own options (``make_context``) and everything after (``invoke``). The
+    root's own ``--json`` is passed on to the command that runs (``resolve_command``).
     """
 
     def make_context(
@@ -114,7 +151,7 @@ class JsonErrorsGroup(click.Group):
             ctx = super().make_context(info_name, args, parent, **extra)
         except click.ClickException as exc:
             if asked:
-                _json_failure(type(exc).__name__, safe(exc.format_message()), exc.exit_code)
+                _usage_failure(exc)
             raise
         ctx.meta[_ASKED] = asked
         return ctx
@@ -125,5 +162,14 @@ class JsonErrorsGroup(click.Group):
             return super().invoke(ctx)
         except click.ClickException as exc:
             if ctx.meta.get(_ASKED) is True:
-                _json_failure(type(exc).__name__, safe(exc.format_message()), exc.exit_code)
+                _usage_failure(exc)
             raise
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """The subcommand and its arguments, with ``--json`` when the root was given it."""
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None and not ctx.resilient_parsing and ctx.params.get("as_json"):
+            rest = with_json(command, rest)
+        return name, command, rest
