@@ -94,8 +94,6 @@ class RelayHarness:
             2 * heartbeat
         )
         self.not_expressible = {
-            "C12": "the relay channel has no credentials: who may write it is the file's owner "
-            "and mode (R3 replaces it with hostile files)",
             "C15": "the relay provider keeps no change history: the upstream provider's audit is "
             "the record, checked by the upstream's own conformance run",
         }
@@ -178,8 +176,21 @@ class RelayHarness:
             raise NotExpressible(f"upstream: {exc}") from None
 
     def bad_credentials(self) -> Settings:
-        """Not expressible: the channel has no credentials."""
-        raise NotExpressible(self.not_expressible["C12"])
+        """The channel has none of its own (its owner and mode stand for them: R3); the upstream's may.
+
+        A relay on wrong upstream credentials is a relay process of its own, which this harness
+        does not start: it says so rather than pass.
+        """
+        try:
+            self.upstream.bad_credentials()
+        except NotExpressible as exc:
+            raise NotExpressible(
+                f"the relay channel has no credentials (its owner and mode: R3), and upstream: {exc}"
+            ) from None
+        raise NotExpressible(
+            "a relay on the upstream's wrong credentials needs a relay process of its own; "
+            "this harness runs one relay on the good ones"
+        )
 
     def secrets(self) -> list[str]:
         """The upstream's secrets (the channel holds none)."""
