@@ -32,6 +32,7 @@ from breakglass.bridge import Bridge
 from breakglass.cli_errors import JsonErrorsGroup, error_object, fail
 from breakglass.clock import SYSTEM_CLOCK, isoformat_ms
 from breakglass.columns import table
+from breakglass.database.cli import db
 from breakglass.drill.cli import drill
 from breakglass.errors import BreakglassError
 from breakglass.extras import require_extras
@@ -637,3 +638,4 @@ main.add_command(relay)
 main.add_command(serve)
 main.add_command(notify)
 main.add_command(drill)
+main.add_command(db)

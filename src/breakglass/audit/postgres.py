@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     import psycopg
     from pydantic import SecretStr
 
+    from breakglass.database.grants import TableGrant
+
 logger = logging.getLogger("breakglass.audit")
 
 SETTING = "BREAKGLASS_AUDIT__DATABASE_URL"
@@ -123,9 +125,25 @@ class PostgresAuditStore:
         if isinstance(exc, self._psycopg.OperationalError | self._psycopg.InterfaceError):
             self._drop()
         transient = isinstance(exc, self._psycopg.errors.LockNotAvailable)
+        detail = self._scrub(exc)
+        if isinstance(exc, self._psycopg.errors.InsufficientPrivilege):
+            detail = self._explain_denied(detail)
         return AuditStoreError(
-            f"audit store {self._location}: {what}: {self._scrub(exc)}", transient=transient
+            f"audit store {self._location}: {what}: {detail}", transient=transient
         )
+
+    def _explain_denied(self, detail: str) -> str:
+        """Name the table and privilege a missing grant is about (the server names only the table)."""
+        from breakglass.database.grants import AUDIT_DB, explain, is_denied
+
+        conn = self._conn
+        if not is_denied(detail) or conn is None or conn.closed:
+            return detail  # an append-only trigger's refusal says what it refused itself
+        try:
+            with conn.cursor() as cur:
+                return explain(cur, detail, AUDIT_DB) or detail
+        except self._psycopg.Error:
+            return detail  # the connection is mid-transaction or gone: the server's words will do
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
@@ -240,22 +258,24 @@ class PostgresAuditStore:
         """Grant ``role`` what pulling, recording and exporting need: no UPDATE, DELETE or DDL.
 
         Records, problems and the export log: SELECT and INSERT; cursors also
-        UPDATE (a cursor moves); the schema version: SELECT. Run by the owner,
-        after :meth:`migrate`.
+        UPDATE of the cursor and its time (a cursor moves); the schema version:
+        SELECT. Run by the owner, after :meth:`migrate`.
         """
-        from psycopg import sql
+        from breakglass.database.grants import tables_of
 
-        who = sql.Identifier(role)
-        statements = [
-            sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(VERSION_TABLE), who),
-            sql.SQL(
-                "GRANT SELECT, INSERT ON audit_records, audit_problems, audit_exports TO {}"
-            ).format(who),
-            sql.SQL("GRANT SELECT, INSERT, UPDATE ON audit_cursors TO {}").format(who),
-            sql.SQL("GRANT USAGE ON SEQUENCE audit_problems_seq_seq TO {}").format(who),
-        ]
+        self.grant(role, tables_of(["audit"]))
+
+    def grant(
+        self, role: str, tables: Sequence[TableGrant], *, revoke: Sequence[TableGrant] = ()
+    ) -> None:
+        """Give ``role`` exactly the grants of ``tables``, nothing on ``revoke``.
+
+        See :mod:`breakglass.database.grants`. Run by the owner, after the tables exist.
+        """
+        from breakglass.database.grants import grant_statements
+
         with self._tx() as cur:
-            for statement in statements:
+            for statement in grant_statements(role, tables, revoke=revoke):
                 cur.execute(statement)
 
     # ------------------------------------------------------------------ writing

@@ -183,32 +183,65 @@ class Outbox:
             yield _Tx(handle, postgres=self.postgres)
 
     def migrate(self) -> int:
-        """Create or upgrade the notification tables; return their version."""
+        """Create or upgrade the notification tables; return their version.
+
+        Tables that are current are only read, so a runtime role without any
+        right to create tables gets this far (``breakglass db migrate`` made them).
+        """
         with self._lock:
             if self._ready:
                 return LATEST
             with self.store._tx() as handle:
-                tx = _Tx(handle, postgres=self.postgres)
-                if self.postgres:
-                    tx.run("SELECT pg_advisory_xact_lock(hashtext('breakglass.notify'), 0)")
-                tx.run(VERSION_DDL)
-                (current,) = tx.run(f"SELECT COALESCE(MAX(version), 0) FROM {VERSION_TABLE}")[0]  # noqa: S608 -- a constant
-                if int(current) > LATEST:
-                    raise AuditStoreError(
-                        f"notification tables in {self.store.location} have version {current}, "
-                        f"newer than this breakglass knows ({LATEST}): upgrade breakglass"
-                    )
-                for version, description, sqlite, postgres in MIGRATIONS:
-                    if version <= int(current):
-                        continue
-                    for statement in postgres if self.postgres else sqlite:
-                        tx.run(statement)
-                    tx.run(
-                        f"INSERT INTO {VERSION_TABLE} (version, description, applied_at) VALUES (?, ?, ?)",  # noqa: S608
-                        (version, description, 0.0),
-                    )
+                current = self._version(_Tx(handle, postgres=self.postgres))
+            if current < LATEST:
+                self._upgrade()
             self._ready = True
             return LATEST
+
+    def _version(self, tx: _Tx) -> int:
+        """The tables' version (0: none yet), read without creating anything."""
+        if self.postgres:
+            exists = tx.run("SELECT to_regclass(?) IS NOT NULL", (VERSION_TABLE,))[0][0]
+        else:
+            exists = bool(
+                tx.run(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                    (VERSION_TABLE,),
+                )
+            )
+        if not exists:
+            return 0
+        (current,) = tx.run(f"SELECT COALESCE(MAX(version), 0) FROM {VERSION_TABLE}")[0]  # noqa: S608 -- a constant
+        if int(current) > LATEST:
+            raise AuditStoreError(
+                f"notification tables in {self.store.location} have version {current}, "
+                f"newer than this breakglass knows ({LATEST}): upgrade breakglass"
+            )
+        return int(current)
+
+    def _upgrade(self) -> None:
+        with self.store._tx() as handle:
+            tx = _Tx(handle, postgres=self.postgres)
+            if self.postgres:
+                # Several hosts may start at once: one migrates, the others wait for it.
+                tx.run("SELECT pg_advisory_xact_lock(hashtext('breakglass.notify'), 0)")
+                if not tx.run("SELECT has_schema_privilege(current_schema(), 'CREATE')")[0][0]:
+                    raise AuditStoreError(
+                        f"notification tables in {self.store.location} are missing or old, and "
+                        "this role may not create them: run `breakglass db migrate` once as the "
+                        "database owner"
+                    )
+            tx.run(VERSION_DDL)
+            current = self._version(tx)
+            for version, description, sqlite, postgres in MIGRATIONS:
+                if version <= current:
+                    continue
+                for statement in postgres if self.postgres else sqlite:
+                    tx.run(statement)
+                tx.run(
+                    f"INSERT INTO {VERSION_TABLE} (version, description, applied_at) VALUES (?, ?, ?)",  # noqa: S608
+                    (version, description, 0.0),
+                )
 
     # ------------------------------------------------------------------ writing
 

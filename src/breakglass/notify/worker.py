@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from breakglass.audit_record import Action, Actor, ActorKind, AuditRecord
 from breakglass.clock import SYSTEM_CLOCK, Clock
+from breakglass.errors import StoreError
 from breakglass.notify.channels import Delivery, Outcome, Outgoing, Sender, build_sender
 from breakglass.notify.event import SuspensionEvent
 from breakglass.notify.outbox import FAILED, PENDING, Attempt, Notification
@@ -235,10 +236,17 @@ class OutboxWorker:
                 rows = self.outbox.claim(
                     self.worker_id, now=now, lease_s=lease, limit=free, horizon_s=self._horizon()
                 )
-        except Exception:
-            # A store that cannot be reached: log once, keep trying (rows wait in the store).
+        except Exception as exc:
+            # Unusable (down, a grant missing): log once, keep trying (rows wait in the store).
+            # A store's own error is one line naming what to fix; anything else gets its traceback.
             if not self._store_failing:
-                logger.exception("notification outbox unusable; retrying")
+                known = isinstance(exc, StoreError)
+                logger.log(
+                    logging.ERROR,
+                    "notification outbox unusable; retrying: %s",
+                    exc,
+                    exc_info=not known,
+                )
             self._store_failing = True
             return 0
         self._store_failing = False

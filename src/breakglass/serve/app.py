@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 
 from breakglass.audit_record import Action, Actor, ActorKind, AuditRecord
 from breakglass.clock import SYSTEM_CLOCK, Clock, parse_iso
-from breakglass.errors import AuthError, BreakglassError, ServeStoreError
+from breakglass.errors import AuthError, BreakglassError, ServeStoreError, StoreError
 from breakglass.limits import FailureLimit
 from breakglass.ofrep import OfrepEndpoint
 from breakglass.reports.fleet import FleetView
@@ -255,8 +255,10 @@ def _install_handlers(app: FastAPI) -> None:
         slug = "not-found" if exc.status_code == 404 else "invalid-request"
         return problem(slug, exc.status_code, str(exc.detail), instance=request.url.path)
 
-    @app.exception_handler(ServeStoreError)
-    async def _store(request: Request, exc: ServeStoreError) -> Response:
+    # Serve's store, or the audit database under notifications: unusable (down, a grant
+    # missing) is a one-line 503 naming what to fix, never a 500 with a traceback.
+    @app.exception_handler(StoreError)
+    async def _store(request: Request, exc: StoreError) -> Response:
         return problem("store-unavailable", 503, str(exc), instance=request.url.path)
 
     @app.exception_handler(Exception)

@@ -26,11 +26,13 @@ from breakglass.clock import SYSTEM_CLOCK, Clock, isoformat_ms, parse_iso
 from breakglass.errors import ConfigurationError, ServeStoreError, StoreError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
     from datetime import datetime
     from pathlib import Path
 
     from pydantic import SecretStr
+
+    from breakglass.database.grants import TableGrant
 
 KEY_LIFETIME = timedelta(hours=24)
 """How long an ``Idempotency-Key`` replays its first answer."""
@@ -69,6 +71,11 @@ _PG_SCHEMA = (
     "CREATE INDEX IF NOT EXISTS serve_login_failures_client ON serve_login_failures (client, at)",
     "CREATE INDEX IF NOT EXISTS serve_login_failures_at ON serve_login_failures (at)",
 )
+
+
+def table_names(schema: tuple[str, ...]) -> tuple[str, ...]:
+    """The tables a schema creates (``CREATE TABLE IF NOT EXISTS <name> (``), indexes left out."""
+    return tuple(s.split()[5] for s in schema if s.startswith("CREATE TABLE"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +193,10 @@ class ServeStore(Protocol):
         """Raise :class:`ServeStoreError` unless the store answers."""
         ...
 
+    def migrate(self) -> None:
+        """Create the missing tables (done on first use; ``breakglass db migrate`` as the owner)."""
+        ...
+
     def session_key(self) -> str:
         """The key that signs console sessions: made once, shared by every replica."""
         ...
@@ -287,12 +298,36 @@ class _SqlStore:
         if not self._migrated:
             with self._migrate_lock:
                 if not self._migrated:
-                    with self._tx() as cur:
-                        for statement in self._schema:
-                            self._run(cur, statement)
-                    self._migrated = True
+                    self.migrate()
         with self._tx() as cur:
             yield cur
+
+    def migrate(self) -> None:
+        """Create the tables that are missing.
+
+        Tables that exist are only looked up, so a role without the right to
+        create tables (``breakglass db migrate`` made them) gets past this.
+        """
+        with self._tx() as cur:
+            absent = self._absent(cur)
+            if absent:
+                if not self._may_create(cur):
+                    raise ServeStoreError(
+                        f"serve store {self.location}: {', '.join(absent)} missing, and this "
+                        "role may not create tables: run `breakglass db migrate` once as the "
+                        "database owner"
+                    )
+                for statement in self._schema:
+                    self._run(cur, statement)
+        self._migrated = True
+
+    def _absent(self, cur: Any) -> list[str]:
+        have = {r[0] for r in self._run(cur, "SELECT name FROM sqlite_master").fetchall()}
+        return [t for t in table_names(self._schema) if t not in have]
+
+    def _may_create(self, cur: Any) -> bool:
+        del cur
+        return True  # SQLite: whoever may write the file may create its tables
 
     def ping(self) -> None:
         with self._work() as cur:
@@ -584,24 +619,28 @@ class PostgresServeStore(_SqlStore):
         """``host:port/database``."""
         return self._where
 
+    def _connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(
+            self._url.get_secret_value(), connect_timeout=max(1, round(self._timeout))
+        )
+
     @contextmanager
     def _tx(self) -> Iterator[Any]:
         import psycopg
 
         try:
-            with (
-                psycopg.connect(
-                    self._url.get_secret_value(), connect_timeout=max(1, round(self._timeout))
-                ) as conn,
-                conn.cursor() as cur,
-            ):
+            with self._connect() as conn, conn.cursor() as cur:
                 yield cur
         except psycopg.Error as exc:
             # psycopg's message can quote the connection string: keep only its class and first line.
             first = str(exc).splitlines()[0] if str(exc) else ""
-            first = first.replace(self._url.get_secret_value(), "***")
+            first = first.replace(self._url.get_secret_value(), "***")[:200]
+            if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+                first = self._explain_denied(first)
             raise ServeStoreError(
-                f"serve store {self._where}: {type(exc).__name__}: {first[:200]}"
+                f"serve store {self._where}: {type(exc).__name__}: {first}"
             ) from None
 
     def count_failure(self, client: str, limit: int, window: float) -> float | None:
@@ -629,6 +668,46 @@ class PostgresServeStore(_SqlStore):
                 "INSERT INTO serve_login_failures VALUES (%s, clock_timestamp())", (client,)
             )
             return None
+
+    def _explain_denied(self, first: str) -> str:
+        """Name the table and privilege a missing grant is about (the server names only the table)."""
+        import psycopg
+
+        from breakglass.database.grants import SERVE_DB, explain, is_denied
+
+        if not is_denied(first):
+            return first
+        try:
+            with self._connect() as conn, conn.cursor() as cur:
+                return explain(cur, first, SERVE_DB) or first
+        except psycopg.Error:
+            return first  # the server's own words will do
+
+    def _absent(self, cur: Any) -> list[str]:
+        rows = self._run(
+            cur,
+            "SELECT t FROM unnest(?::text[]) AS t WHERE to_regclass(t) IS NULL",
+            (list(table_names(self._schema)),),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def _may_create(self, cur: Any) -> bool:
+        row = self._run(cur, "SELECT has_schema_privilege(current_schema(), 'CREATE')").fetchone()
+        return bool(row[0])
+
+    def grant(
+        self, role: str, tables: Sequence[TableGrant], *, revoke: Sequence[TableGrant] = ()
+    ) -> None:
+        """Give ``role`` exactly the grants of ``tables``, nothing on ``revoke``.
+
+        See :mod:`breakglass.database.grants`. Run by the owner, after the tables exist.
+        """
+        from breakglass.database.grants import grant_statements
+
+        self.migrate()
+        with self._tx() as cur:
+            for statement in grant_statements(role, tables, revoke=revoke):
+                cur.execute(statement)
 
 
 def open_serve_store(

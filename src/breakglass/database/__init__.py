@@ -1,0 +1,1 @@
+"""PostgreSQL roles and grants for everything breakglass keeps in a database."""
