@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -95,14 +96,17 @@ def test_a_pipe_gets_plain_lines_and_changes_only_on_request(tmp_path: Path) -> 
     assert len(lines) == 3
     assert all("ACTIVE" in line and " changed " not in line for line in lines)
     # --changes: the first state, then only changes (a halt made while it watches).
+    # The halt is made once the first state is shown, and the watch runs until the change is shown:
+    # fixed waits and a sample count raced a slow start of either process.
     watcher = subprocess.Popen(
-        [*cmd, "--count", "60", "--changes", "--json"],
-        env=_env(tmp_path),
-        stdout=subprocess.PIPE,
-        text=True,
+        [*cmd, "--changes", "--json"], env=_env(tmp_path), stdout=subprocess.PIPE, text=True
     )
-    time.sleep(1.0)
+    assert watcher.stdout is not None
+    shown = [watcher.stdout.readline()]
     _cli(tmp_path, "halt", "--reason", "stop")
+    shown.append(watcher.stdout.readline())
+    watcher.send_signal(signal.SIGINT)
     out, _ = watcher.communicate(timeout=60)
-    samples = [json.loads(line) for line in out.splitlines()]
+    assert watcher.returncode == 0
+    samples = [json.loads(line) for line in [*shown, *out.splitlines()]]
     assert [(s["active"], s["changed"]) for s in samples] == [(True, False), (False, True)]
