@@ -21,7 +21,13 @@ import pytest
 from breakglass.local.store import LocalStore
 from breakglass.serve.listeners import SuspensionEvent
 from breakglass.serve.settings import ServeSettings
-from breakglass.testing.serve import FLAG, Running, local_settings, running_serve
+from breakglass.testing.serve import (
+    FLAG,
+    Running,
+    halt_once_answered,
+    local_settings,
+    running_serve,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -205,8 +211,7 @@ def test_idempotent_replay_halts_once(serve: Running) -> None:
     before = len(store.changes(FLAG).changes)
     with serve.client("halter") as c:
         first = c.post("/v1/halt", json={"reason": "r"}, headers={"Idempotency-Key": "pager-123"})
-        time.sleep(0.2)  # the answer is kept in the background
-        again = c.post("/v1/halt", json={"reason": "r"}, headers={"Idempotency-Key": "pager-123"})
+        again = halt_once_answered(c, {"reason": "r"}, "pager-123")
         other = c.post(
             "/v1/halt", json={"reason": "other"}, headers={"Idempotency-Key": "pager-123"}
         )
@@ -236,8 +241,7 @@ def test_a_halt_no_target_acknowledged_is_not_halted_with_the_fallback(tmp_path:
             # The key was released: a retry halts for real once the target works again.
             local.rmdir()
             LocalStore(local).write(FLAG, True, actor="setup", reason="repaired")
-            time.sleep(0.2)
-            retry = c.post("/v1/halt", json={"reason": "r"}, headers={"Idempotency-Key": "k"})
+            retry = halt_once_answered(c, {"reason": "r"}, "k")
             assert retry.status_code == 200, retry.text
             assert "idempotent-replayed" not in retry.headers
 

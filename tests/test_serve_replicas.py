@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from breakglass.local.store import LocalStore
+from breakglass.testing.serve import halt_once_answered
 
 if TYPE_CHECKING:
     pass
@@ -162,10 +163,7 @@ def test_two_replicas_share_tokens_keys_and_suspensions(
                     "/v1/halt", json={"reason": "replica A"}, headers={"Idempotency-Key": "p-1"}
                 )
                 assert first.status_code == 200, first.text
-                time.sleep(0.3)
-                replay = cb.post(
-                    "/v1/halt", json={"reason": "replica A"}, headers={"Idempotency-Key": "p-1"}
-                )
+                replay = halt_once_answered(cb, {"reason": "replica A"}, "p-1")
                 assert replay.status_code == 200
                 assert replay.headers["idempotent-replayed"] == "true"
                 assert replay.json()["id"] == first.json()["id"]

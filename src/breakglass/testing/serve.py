@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
 FLAG = "system-active"
+KEY_IN_USE = "/problems/idempotency-key-in-use"
 
 
 def bind_loopback() -> socket.socket:
@@ -120,6 +121,22 @@ class Running:
                 return True
             time.sleep(0.01)
         return False
+
+
+def halt_once_answered(
+    client: httpx.Client, body: dict[str, Any], key: str, timeout: float = 30.0
+) -> httpx.Response:
+    """POST /v1/halt with ``key`` as its Idempotency-Key, repeated while serve says the key is in use.
+
+    serve keeps the answer to a key's first halt (or releases the key) just after sending it.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.post("/v1/halt", json=body, headers={"Idempotency-Key": key})
+        in_use = response.status_code == 409 and response.json().get("type") == KEY_IN_USE
+        if not in_use or time.monotonic() > deadline:
+            return response
+        time.sleep(0.05)
 
 
 def local_settings(root: Path, **overrides: Any) -> Settings:
