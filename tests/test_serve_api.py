@@ -567,37 +567,38 @@ def test_a_hanging_store_does_not_queue_halts(serve: Running, tmp_path: Path) ->
     """serve.db locked by another process: 48 halts with idempotency keys at once all answer quickly.
 
     Before halts had threads of their own, the store calls filled the shared pool and the halts
-    waited behind them: 30 halts took 8.4 s here, and the wait grows with their number.
+    waited behind them: 30 halts took 8.4 s here, and the wait grows with their number. The same
+    48 halts with the store free, just before, are the yardstick: a loaded machine slows both.
     """
     import sqlite3
     from concurrent.futures import ThreadPoolExecutor
 
-    with serve.client("halter") as c:
-        assert c.get("/v1/status").status_code == 200  # the token list is in memory
+    def halt(key: str) -> int:
+        with serve.client("halter") as c:
+            response = c.post("/v1/halt", json={"reason": key}, headers={"Idempotency-Key": key})
+        return response.status_code
+
+    def halts(tag: str) -> float:
+        begun = time.monotonic()
+        with ThreadPoolExecutor(48) as pool:
+            codes = list(pool.map(halt, [f"{tag}-{i}" for i in range(48)]))
+        assert codes == [200] * 48, tag
+        return time.monotonic() - begun
+
+    free = halts("free")
+    assert serve.wait_active(False)
     locker = sqlite3.connect(tmp_path / "serve.db", isolation_level=None)
     locker.execute(
         "BEGIN EXCLUSIVE"
     )  # every write (and read) of the store now waits its busy timeout
     try:
-
-        def halt(i: int) -> tuple[int, float]:
-            started = time.monotonic()
-            with serve.client("halter") as c:
-                response = c.post(
-                    "/v1/halt", json={"reason": f"locked {i}"}, headers={"Idempotency-Key": f"k{i}"}
-                )
-            return response.status_code, time.monotonic() - started
-
-        begun = time.monotonic()
-        with ThreadPoolExecutor(48) as pool:
-            answers = list(pool.map(halt, range(48)))
-        took = time.monotonic() - begun
+        took = halts("locked")
     finally:
         locker.execute("ROLLBACK")
         locker.close()
-    assert [code for code, _ in answers] == [200] * 48
-    assert took < 8, f"48 halts took {took:.1f} s with the store hanging"
-    assert serve.wait_active(False)
+    # Each halt gives up on the key after 1 s and on the store's busy timeout (2 s) at most once;
+    # queued behind each other they wait a multiple of that.
+    assert took < free + 6, f"48 halts took {took:.1f} s with the store hanging, {free:.1f} s free"
 
 
 def test_admins_manage_tokens_over_the_api(serve: Running) -> None:
