@@ -227,6 +227,10 @@ class RelayHarness:
         """
         if how not in HOSTILE:
             raise ValueError(f"not one of {HOSTILE}: {how!r}")
+        if how == "owner" and os.getuid() != 0:
+            # tests/test_relay_channel.py pins the same refusal without root (a reader told the
+            # relay is another user); a forged file of a stranger's takes root to make.
+            raise NotExpressible("a file owned by another user takes root to make")
         forged = self.root / "forger" / "relay.channel"
         forged.parent.mkdir(exist_ok=True)
         forged.unlink(missing_ok=True)
@@ -381,7 +385,10 @@ class RelayConformance(ProviderConformance):
         bridge = bridge_factory(max_staleness=LONG)
         self._up(harness, bridge)
         try:
-            harness.replace_channel(how)
+            try:
+                harness.replace_channel(how)
+            except NotExpressible as exc:
+                pytest.skip(f"not expressible here: {exc}")
             harness.set_from_dashboard(False)
             took = wait_for(lambda: not bridge.engine.active, self._bound(harness))
             assert took is not None, bridge.engine.state
