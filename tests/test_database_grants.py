@@ -436,3 +436,43 @@ def test_db_migrate_on_sqlite_makes_the_files_and_refuses_roles(tmp_path: Path) 
     refused = CliRunner().invoke(main, ["db", "migrate", "--role", "breakglass_runtime"], env=env)
     assert refused.exit_code == 1
     assert "--role is for PostgreSQL" in refused.output
+
+
+def test_a_role_that_could_not_close_the_suspension_is_refused_the_resume_before_any_target(
+    roles: Roles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closing comes after the targets are on: a grant missing there is found first."""
+    assert _migrate(roles.owner, tmp_path, "--role", roles.group).exit_code == 0
+    _owner(
+        roles.owner,
+        f'REVOKE UPDATE (closed_at, closed_by, close_reason, open_marker) ON serve_suspensions FROM "{roles.group}"',
+    )
+    with _serve_as(roles, tmp_path, monkeypatch, POLICY_GATE) as serve:
+        _, serve.tokens["approver-2"] = serve.server.services.tokens.create(
+            "approver-2", Role.APPROVER, by="test setup"
+        )
+        started = [r.getMessage() for r in caplog.records if "lacks" in r.getMessage()]
+        assert serve.wait_active(True)
+        with serve.client("halter") as c:
+            assert c.post("/v1/halt", json={"reason": "drift"}).status_code == 200
+        assert serve.wait_active(False)
+        with serve.client("approver") as a1, serve.client("approver-2") as a2:
+            tick = a1.post("/v1/resume/checklist/root-cause", json={"answer": "a stale join"})
+            assert tick.status_code == 200, tick.text
+            assert a2.post("/v1/resume/approvals", json={}).status_code == 200
+            refused = a2.post(
+                "/v1/resume", json={"reason": "fixed", "classification": "precautionary"}
+            )
+        assert not serve.wait_active(True, timeout=1.0)
+    ((still_open,),) = _owner(
+        roles.owner, "SELECT count(*) FROM serve_suspensions WHERE closed_at IS NULL"
+    )
+    assert still_open == 1
+    assert refused.status_code == 409, refused.text
+    text = refused.text
+    assert (
+        f"role {roles.serve} lacks UPDATE (closed_at, closed_by, close_reason, open_marker)" in text
+    )
+    assert "on serve_suspensions" in text
+    assert len(started) == 1, started  # said once, at start, before anyone needed it
+    assert "serve_suspensions" in started[0]

@@ -340,7 +340,11 @@ def explain(cur: Any, message: str, database: str) -> str | None:
     hit = _DENIED.search(message)
     name = hit.group(1) if hit else None
     named = [t for t in known if name in (t.table, t.sequence)]
-    lacking = missing(cur, named) or missing(cur, known)
+    return sentence(missing(cur, named) or missing(cur, known))
+
+
+def sentence(lacking: Sequence[Missing]) -> str | None:
+    """One line: the first privilege lacking, how many more, and the command that grants them."""
     if not lacking:
         return None
     first = lacking[0]

@@ -540,18 +540,25 @@ class Control:
         from breakglass.resume.gate import approvers_of, record_resume
 
         try:
-            sid = record_resume(
-                self.store,
-                subject=identity.subject,
-                actor=identity.actor,
-                reason=request.reason,
-                classification=request.classification,
-                change_id=change_id,
-                at=self._clock.now(),
-            )
-            return approvers_of(self.store, sid) if sid else ()
+            # A grant missing would show only after the targets were on (the suspension left
+            # open): find it first, and stay halted.
+            lacking = self.store.grants_missing(("serve",))
+            if not lacking:
+                sid = record_resume(
+                    self.store,
+                    subject=identity.subject,
+                    actor=identity.actor,
+                    reason=request.reason,
+                    classification=request.classification,
+                    change_id=change_id,
+                    at=self._clock.now(),
+                )
+                return approvers_of(self.store, sid) if sid else ()
         except ServeStoreError as exc:
             raise ResumeRefusedError([f"the resume cannot be recorded: {exc}"]) from None
+        raise ResumeRefusedError(
+            [f"the resume cannot be recorded: serve store {self.store.location}: {lacking}"]
+        )
 
     def after_resume(self, outcome: Outcome) -> None:
         """Once answered: tell listeners, then export the closed suspension's record."""

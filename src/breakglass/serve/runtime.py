@@ -76,6 +76,7 @@ def build(
             session_key = store.session_key()
         except ServeStoreError as exc:
             raise ServeStoreError(f"cannot start without the store: {exc}") from None
+        _warn_of_missing_grants(store)
         hub = EventHub()
         metrics = Metrics(lambda: _state(bridge))
         tracing = Tracing(serve.otlp_endpoint)
@@ -109,6 +110,17 @@ def build(
         bridge.close()
         raise
     return Server(create_app(services), services, bridge, tracing)
+
+
+def _warn_of_missing_grants(store: ServeStore) -> None:
+    """Say at start what the role lacks: halts still work, but resumes and reviews would be refused."""
+    try:
+        lacking = store.grants_missing(("serve", "hold"))
+    except ServeStoreError as exc:
+        logger.warning("cannot check the serve store's grants: %s", exc)
+        return
+    if lacking:
+        logger.error("serve store %s: %s", store.location, lacking)
 
 
 def policy_gate(store: ServeStore, clock: Clock = SYSTEM_CLOCK) -> ResumeGate | None:

@@ -197,6 +197,10 @@ class ServeStore(Protocol):
         """Create the missing tables (done on first use; ``breakglass db migrate`` as the owner)."""
         ...
 
+    def grants_missing(self, components: Sequence[str]) -> str | None:
+        """One line naming what this store's role lacks of the components' grants, else ``None``."""
+        ...
+
     def session_key(self) -> str:
         """The key that signs console sessions: made once, shared by every replica."""
         ...
@@ -328,6 +332,10 @@ class _SqlStore:
     def _may_create(self, cur: Any) -> bool:
         del cur
         return True  # SQLite: whoever may write the file may create its tables
+
+    def grants_missing(self, components: Sequence[str]) -> str | None:
+        del components
+        return None  # SQLite has no grants: the file's permissions are checked on opening
 
     def ping(self) -> None:
         with self._work() as cur:
@@ -694,6 +702,13 @@ class PostgresServeStore(_SqlStore):
     def _may_create(self, cur: Any) -> bool:
         row = self._run(cur, "SELECT has_schema_privilege(current_schema(), 'CREATE')").fetchone()
         return bool(row[0])
+
+    def grants_missing(self, components: Sequence[str]) -> str | None:
+        """One line naming what the connected role lacks (see :mod:`breakglass.database.grants`)."""
+        from breakglass.database.grants import SERVE_DB, missing, sentence, tables_of
+
+        with self._work() as cur:
+            return sentence(missing(cur, tables_of(components, SERVE_DB)))
 
     def grant(
         self, role: str, tables: Sequence[TableGrant], *, revoke: Sequence[TableGrant] = ()
