@@ -194,8 +194,9 @@ def test_a_file_owned_by_a_stranger_is_refused(writer: ChannelWriter, path: Path
     """Another user who can write the directory must not be able to plant a 0644 file of its own."""
     writer.write(snap())
     owner = _stranger(path)
-    with pytest.raises(ChannelError, match=r"owned by uid \d+, not by the relay's user"):
+    with pytest.raises(ChannelError, match=r"owned by uid \d+, not by the relay's user") as info:
         ChannelReader(path, owner=owner).read()
+    assert "BREAKGLASS_RELAY__OWNER" in str(info.value), "the error names the setting to fix it"
 
 
 def test_the_relay_user_can_be_named(writer: ChannelWriter, path: Path) -> None:

@@ -373,7 +373,11 @@ class ChannelReader:
                 "only the relay may write it"
             )
         if info.st_uid not in (self._expected, 0):
-            said = "BREAKGLASS_RELAY__OWNER" if self._owner is not None else "its directory's owner"
+            said = (
+                "BREAKGLASS_RELAY__OWNER"
+                if self._owner is not None
+                else "its directory's owner; set BREAKGLASS_RELAY__OWNER if the relay runs as another"
+            )
             raise ChannelError(
                 f"{self.path} is owned by uid {info.st_uid}, not by the relay's user "
                 f"(uid {self._expected}, {said})"
