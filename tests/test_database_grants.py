@@ -11,6 +11,7 @@ gets one line naming the table and the privilege, and never an active state.
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -147,8 +148,15 @@ def test_db_migrate_grants_exactly_the_table_and_a_rerun_takes_back_the_rest(
     assert done.exit_code == 0, done.output
     assert f"role {roles.group}: granted audit, notify, serve, hold" in done.output
     assert f"role {roles.hold}: granted hold" in done.output
-    again = _migrate(url, tmp_path, "--role", roles.group, "--role", f"{roles.hold}:hold")
+    again = _migrate(url, tmp_path, "--role", roles.group, "--role", f"{roles.hold}:hold", "--json")
     assert again.exit_code == 0, again.output  # idempotent
+    report = json.loads(again.output)
+    assert report["ok"] is True
+    assert report["audit"]["schema_version"] == 2
+    assert report["roles"] == [
+        {"role": roles.group, "granted": list(NAMES)},
+        {"role": roles.hold, "granted": ["hold"]},
+    ]
 
     assert _granted(url, roles.group) == _expected(NAMES)
     assert _granted(url, roles.hold) == _expected(("hold",))
@@ -201,6 +209,9 @@ def test_db_migrate_grants_exactly_the_table_and_a_rerun_takes_back_the_rest(
     unknown = _migrate(url, tmp_path, "--role", f"{roles.hold}:billing")
     assert unknown.exit_code == 1
     assert "no component 'billing': choose from audit, notify, serve, hold" in unknown.output
+    as_json = _migrate(url, tmp_path, "--role", f"{roles.hold}:billing", "--json")
+    assert as_json.exit_code == 1
+    assert json.loads(as_json.output)["error"]["message"].startswith("no component 'billing'")
 
 
 POLICY_GATE = """
@@ -476,3 +487,32 @@ def test_a_role_that_could_not_close_the_suspension_is_refused_the_resume_before
     assert "on serve_suspensions" in text
     assert len(started) == 1, started  # said once, at start, before anyone needed it
     assert "serve_suspensions" in started[0]
+
+
+def test_drill_evidence_is_recorded_by_the_runtime_role_and_stays_as_written(
+    roles: Roles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from breakglass.drill.evidence import record_in_audit
+
+    assert _migrate(roles.owner, tmp_path, "--role", roles.group).exit_code == 0
+    monkeypatch.setenv("BREAKGLASS_AUDIT__DATABASE_URL", roles.serve_url)
+    record_in_audit(
+        local_settings(tmp_path),
+        kind="drill-report",
+        drill_id="drill-20261205T130000Z-ab12",
+        actor="technical-owner",
+        comment="drill passed",
+        raw={"evidence_hash": "0" * 64},
+        environment="production",
+    )
+    ((stored,),) = _owner(
+        roles.owner, "SELECT count(*) FROM audit_records WHERE vendor_event_type = 'drill-report'"
+    )
+    assert stored == 1
+    with psycopg.connect(roles.serve_url, autocommit=True) as conn:
+        for statement in (
+            "UPDATE audit_records SET comment = 'drill failed'",
+            "DELETE FROM audit_records WHERE vendor_event_type = 'drill-report'",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)  # test constants
