@@ -88,8 +88,11 @@ def roles(postgres_url: str) -> Iterator[Roles]:
     tag = secrets.token_hex(4)
     group, serve, hold = f"bg_runtime_{tag}", f"bg_serve_{tag}", f"bg_hold_{tag}"
     _drop_everything(postgres_url)
+    database = conninfo_to_dict(postgres_url)["dbname"]
     _owner(
         postgres_url,
+        # Nothing at database level beyond CONNECT: not even the temporary tables PUBLIC may make.
+        f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC',
         f'CREATE ROLE "{group}" NOLOGIN',
         f'CREATE ROLE "{serve}" LOGIN IN ROLE "{group}"',
         f'CREATE ROLE "{hold}" LOGIN',
@@ -106,6 +109,7 @@ def roles(postgres_url: str) -> Iterator[Roles]:
     finally:
         for role in (serve, hold, group):
             _owner(postgres_url, f'DROP OWNED BY "{role}"', f'DROP ROLE IF EXISTS "{role}"')
+        _owner(postgres_url, f'GRANT TEMPORARY ON DATABASE "{database}" TO PUBLIC')
 
 
 def _migrate(url: str, tmp_path: Path, *args: str) -> Any:

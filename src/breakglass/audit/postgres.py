@@ -1,9 +1,8 @@
 """The audit store in PostgreSQL (``BREAKGLASS_AUDIT__DATABASE_URL``), through psycopg 3.
 
 For several hosts that pull or export one history. Same tables as SQLite
-(see :mod:`breakglass.audit.migrations`). Pages are written with ``COPY``
-into a temporary table and moved over with ``ON CONFLICT DO NOTHING``, in one
-transaction with their cursor. The URL is a secret: it may carry a password,
+(see :mod:`breakglass.audit.migrations`). A page's records not stored yet
+are written with ``COPY``, in one transaction with their cursor. The URL is a secret: it may carry a password,
 so only its host, port and database name ever appear in messages.
 """
 
