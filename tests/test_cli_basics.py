@@ -204,3 +204,12 @@ def test_missing_admin_credentials_name_the_setting(
     result = run.invoke(main, ["--provider", provider, "halt", "--reason", "incident"])
     assert result.exit_code == 4, result.output  # NOT HALTED
     assert f"no admin credentials configured: set {admin_setting}" in result.output
+
+
+def test_halt_on_a_relay_worker_says_where_to_halt(run: CliRunner) -> None:
+    """No credentials would help: a worker only reads its relay, so the error says to halt upstream."""
+    result = run.invoke(main, ["--provider", "relay", "halt", "--reason", "incident"])
+    assert result.exit_code == 4, result.output  # NOT HALTED
+    assert "relay provider cannot change the flag" in result.output
+    assert "halt through the provider the relay reads" in result.output
+    assert "credentials" not in result.output.split("fallback")[0]

@@ -177,7 +177,7 @@ class Bridge:
         """The first provider's management API (raises when it has none configured)."""
         if self.backend.admin is None:
             b = self.backend
-            raise ConfigurationError(Target(b.name, None, b.admin_setting).no_admin())
+            raise ConfigurationError(Target(b.name, None, b.admin_setting, b.no_admin).no_admin())
         return self.recorder.wrap_admin(self.backend.admin, backend=self.backend.name)
 
     def targets(self) -> list[Target]:
@@ -190,6 +190,7 @@ class Bridge:
                 b.name,
                 None if b.admin is None else self.recorder.wrap_admin(b.admin, backend=b.name),
                 b.admin_setting,
+                b.no_admin,
             )
             for b in self.backends
         ]

@@ -190,6 +190,9 @@ class Backend:
     admin_setting: str | None = None
     """The setting that gives this backend its admin API (``BREAKGLASS_UNLEASH__ADMIN_TOKEN``):
     named when a halt or resume is asked of a backend that has none."""
+    no_admin: str | None = None
+    """Why this backend can never change the flag, said instead of asking for credentials
+    (a relay worker: the flag is changed upstream)."""
     durable: bool = True
     """Whether the bridge may remember this source's decision across restarts. ``False`` for a
     relay worker: a restarted worker must wait for the relay, never serve a remembered ``true``."""

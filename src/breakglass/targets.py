@@ -38,9 +38,13 @@ class Target:
     admin: FlagAdmin | None
     admin_setting: str | None = None
     """Named in the error when ``admin`` is ``None``."""
+    read_only: str | None = None
+    """Why it can never be changed here (:attr:`breakglass.seams.Backend.no_admin`)."""
 
     def no_admin(self) -> str:
         """Why this target cannot be changed, naming the setting that would allow it."""
+        if self.read_only is not None:
+            return f"the {self.name} provider cannot change the flag: {self.read_only}"
         where = f": set {self.admin_setting}" if self.admin_setting else ""
         return f"the {self.name} provider has no admin credentials configured{where}"
 

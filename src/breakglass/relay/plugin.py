@@ -40,6 +40,10 @@ class RelayPlugin:
             ),
             admin=None,
             audit=None,
+            no_admin=(
+                "a worker only reads its relay; halt through the provider the relay reads "
+                "(breakglass halt with the relay's settings, or serve)"
+            ),
             poll_bound=relay.poll_interval + relay.heartbeat,
             # The relay writes at least every heartbeat; the worker sees it within a poll.
             confirm_interval=relay.poll_interval + relay.heartbeat,

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypeVar
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator
@@ -324,9 +324,9 @@ class Control:
         if ctx is None:
             return self.bridge.targets()
         return [
-            Target(
-                t.name,
-                None if t.admin is None else _TracedAdmin(t.name, t.admin, self.tracing, ctx),
+            replace(
+                t,
+                admin=None if t.admin is None else _TracedAdmin(t.name, t.admin, self.tracing, ctx),
             )
             for t in self.bridge.targets()
         ]
