@@ -498,30 +498,6 @@ def test_a_flood_of_halts_is_answered_and_lands_in_one_suspension(serve: Running
     assert 'breakglass_halts_total{outcome="halted"} 200.0' in metrics
 
 
-def test_an_expired_console_session_is_refused(serve: Running) -> None:
-    from itsdangerous import TimestampSigner, URLSafeTimedSerializer
-
-    class NineHoursAgo(TimestampSigner):
-        def get_timestamp(self) -> int:
-            return int(time.time()) - 9 * 3600
-
-    sessions = serve.server.services.sessions
-    fresh, session = sessions.make(serve.server.services.tokens.verify(serve.tokens["halter"]))
-    data = URLSafeTimedSerializer(sessions.key, salt="breakglass.console.session").loads(fresh)
-    old = URLSafeTimedSerializer(
-        sessions.key, salt="breakglass.console.session", signer=NineHoursAgo
-    ).dumps(data)
-    with httpx.Client(base_url=serve.url, timeout=30.0) as c:
-        c.cookies.set(sessions.cookie, fresh)
-        assert c.get("/v1/status").status_code == 200
-        c.cookies.set(sessions.cookie, old)
-        body = _problem(c.get("/v1/status"), 401, "unauthenticated")
-        assert "expired" in body["detail"]
-        halted = c.post("/v1/halt", json={"reason": "x"}, headers={"X-CSRF-Token": session.csrf})
-        _problem(halted, 401, "unauthenticated")
-    assert serve.server.bridge.engine.active
-
-
 def test_slowloris_clients_do_not_block_a_halt(serve: Running) -> None:
     import socket
 

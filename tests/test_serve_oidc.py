@@ -14,7 +14,7 @@ import json
 import secrets
 import threading
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -145,17 +145,24 @@ def idp() -> Iterator[IdentityProvider]:
     provider.close()
 
 
-@pytest.fixture
-def serve(tmp_path: Path, idp: IdentityProvider) -> Iterator[Running]:
+@contextmanager
+def sso_serve(tmp_path: Path, idp: IdentityProvider, **options: Any) -> Iterator[Running]:
+    """Serve trusting ``idp``: group ``sre`` halts, ``governance`` approves."""
     oidc = OidcSettings(
         issuer=idp.issuer,
         audience=AUDIENCE,
         role_claim="groups",
         role_map={"sre": "halter", "governance": "approver"},
     )
-    settings = ServeSettings(path=tmp_path / "serve.db", oidc=oidc)
+    settings = ServeSettings(path=tmp_path / "serve.db", oidc=oidc, **options)
     with running_serve(tmp_path, serve=settings) as running:
         assert running.wait_active(True)
+        yield running
+
+
+@pytest.fixture
+def serve(tmp_path: Path, idp: IdentityProvider) -> Iterator[Running]:
+    with sso_serve(tmp_path, idp) as running:
         yield running
 
 

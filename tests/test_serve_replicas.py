@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,7 +107,7 @@ def shared(postgres_url: str, tmp_path: Path) -> dict[str, str]:
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(
             "DROP TABLE IF EXISTS serve_tokens, serve_idempotency, serve_suspensions, serve_meta, "
-            "serve_login_failures"
+            "serve_login_failures, serve_session_revocations"
         )
     LocalStore(tmp_path / "local.db").write(FLAG, value=True, actor="setup", reason="start active")
     env = {k: v for k, v in os.environ.items() if not k.startswith("BREAKGLASS_")}
@@ -248,6 +249,71 @@ def test_failed_logins_are_counted_once_for_both_replicas(
             other = httpx.HTTPTransport(local_address="127.0.0.2")
             with httpx.Client(base_url=b.url, transport=other, timeout=30) as c:
                 assert c.get("/v1/status", headers=wrong).status_code == 401
+        finally:
+            b.stop()
+    finally:
+        a.stop()
+
+
+def _console_login(replica: Replica, token: str) -> httpx.Client:
+    browser = httpx.Client(base_url=replica.url, timeout=30, follow_redirects=False)
+    nonce = browser.get("/login").text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    done = browser.post(
+        "/login", data={"token": token, "csrf": nonce}, headers={"Origin": replica.url}
+    )
+    assert done.status_code == 303, done.text
+    return browser
+
+
+def test_a_session_ended_on_one_replica_is_refused_on_the_other(
+    shared: dict[str, str], tmp_path: Path
+) -> None:
+    a = Replica({**shared, "BREAKGLASS_STATE_DIR": str(tmp_path / "a")}, tmp_path)
+    try:
+        b = Replica({**shared, "BREAKGLASS_STATE_DIR": str(tmp_path / "b")}, tmp_path)
+        try:
+            admin = a.admin_token()
+            assert admin
+            env = {**shared, "BREAKGLASS_STATE_DIR": str(tmp_path / "a")}
+            oncall = _cli(
+                env, tmp_path, "serve", "token", "create", "--name", "oncall", "--role",
+                "approver", "--json",
+            )["token"]  # fmt: skip
+            on_b = _console_login(b, oncall)
+            cookie = dict(on_b.cookies)
+            with closing(on_b), httpx.Client(base_url=a.url, cookies=cookie, timeout=30) as on_a:
+                assert on_b.get("/v1/status").status_code == 200
+                assert on_a.get("/v1/status").status_code == 200, "one key for every replica"
+                with a.client(admin) as ca:
+                    ended = ca.post("/v1/sessions/revocations", json={"person": "oncall"})
+                    assert ended.status_code == 200, ended.text
+                time.sleep(0.5)  # token_refresh is 0.2 s here
+                for browser in (on_b, on_a):
+                    assert browser.get("/v1/status").status_code == 401
+                    resumed = browser.post(
+                        "/v1/resume",
+                        json={"reason": "x"},
+                        headers={"Origin": str(browser.base_url)},
+                    )
+                    assert resumed.status_code == 401
+            # The person's API token is not a session: it still halts, on either replica.
+            with b.client(oncall) as cb:
+                assert cb.post("/v1/halt", json={"reason": "still may"}).status_code == 200
+            # The command line ends sessions the same way, through the shared store.
+            admin_on_a = _console_login(a, admin)
+            with closing(admin_on_a):
+                assert admin_on_a.get("/v1/status").status_code == 200
+                out = _cli(env, tmp_path, "serve", "session", "revoke", "admin", "--json")
+                assert out["person"] == "admin"
+                assert out["generation"] == 1
+                time.sleep(0.5)
+                assert admin_on_a.get("/v1/status").status_code == 401
+                with httpx.Client(
+                    base_url=b.url, cookies=dict(admin_on_a.cookies), timeout=30
+                ) as replay:
+                    assert replay.get("/v1/status").status_code == 401
+            listed = _cli(env, tmp_path, "serve", "session", "revocations", "--json")
+            assert sorted(r["person"] for r in listed) == ["admin", "oncall"]
         finally:
             b.stop()
     finally:

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from breakglass.audit.recorder import AuditRecorder
+    from breakglass.serve.revocations import SessionRevocations
 
 logger = logging.getLogger("breakglass.serve")
 
@@ -74,6 +75,7 @@ class Services:
     sessions: Sessions
     limiter: FailureLimit
     recorder: AuditRecorder
+    revocations: SessionRevocations
     public_origin: str | None = None
     clock: Clock = SYSTEM_CLOCK
     fleet: FleetView = field(default_factory=FleetView)
@@ -166,6 +168,11 @@ def session_of(services: Services, request: Request) -> Session | None:
     tid = session.identity.token_id
     if tid is not None and services.tokens.live(tid) is None:
         raise AuthError("the API token behind this console session was revoked; log in again")
+    if services.revocations.ended(session.identity, session.generations):
+        raise AuthError("an admin ended this console session; log in again")
+    renewed = services.sessions.renewal(session)
+    if renewed is not None:
+        request.state.renewed_session = renewed  # set on the response by the app's middleware
     return session
 
 
@@ -274,6 +281,20 @@ class TokenRequest(BaseModel):
 
     name: str = Field(min_length=1, max_length=100, description="Who or what holds it.")
     role: Literal["viewer", "halter", "approver", "admin"] = Field(description="What it may do.")
+
+
+class RevokeSessionsRequest(BaseModel):
+    """The body of ``POST /v1/sessions/revocations``."""
+
+    model_config = {"extra": "forbid"}
+
+    person: str = Field(
+        min_length=1,
+        max_length=300,
+        description="The subject (oidc:<issuer>#<sub>, token:<id>) or the name the audit trail "
+        "shows (the e-mail; any case).",
+    )
+    reason: str = Field(default="", max_length=500, description="Why (kept and audited).")
 
 
 def _idempotency_key(value: str | None) -> str | None:
@@ -626,6 +647,47 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
         audit_event(services, "token-revoked", comment=name, identity=identity)
         return Response(status_code=204)
 
+    @app.post(
+        "/v1/sessions/revocations",
+        tags=["sessions"],
+        summary="End a person's console sessions on every replica (admin)",
+    )
+    async def revoke_sessions(
+        request: Request, body: RevokeSessionsRequest, identity: Caller
+    ) -> Response:
+        services: Services = request.app.state.services
+        identity.require(Role.ADMIN, "ending console sessions")
+        try:
+            done = await _store_io(
+                services,
+                lambda: services.revocations.revoke(
+                    body.person, by=identity.actor, reason=body.reason
+                ),
+            )
+        except ServeStoreError:
+            raise
+        except BreakglassError as exc:
+            return problem("invalid-request", 422, str(exc), instance=request.url.path)
+        audit_event(
+            services,
+            "sessions-revoked",
+            comment=f"{done.person}: {done.reason}" if done.reason else done.person,
+            identity=identity,
+            raw=done.public(),
+        )
+        return JSONResponse(done.public())
+
+    @app.get(
+        "/v1/sessions/revocations",
+        tags=["sessions"],
+        summary="Whose console sessions were ended, by whom, when (admin)",
+    )
+    async def session_revocations(request: Request, identity: Caller) -> dict[str, Any]:
+        services: Services = request.app.state.services
+        identity.require(Role.ADMIN, "ending console sessions")
+        listed = await _store_io(services, services.revocations.list)
+        return {"revocations": [r.public() for r in listed]}
+
     @app.get("/v1/suspensions", tags=["v1"], summary="The latest halt episodes, newest first")
     async def suspensions(
         request: Request, _caller: Caller, limit: Annotated[int, Query(ge=1, le=200)] = 20
@@ -730,6 +792,13 @@ def create_app(services: Services) -> FastAPI:
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:
         response: Response = await call_next(request)
+        renewed = getattr(request.state, "renewed_session", None)
+        cookie = services.sessions.cookie + "="
+        if renewed is not None and not any(
+            v.startswith(cookie) for v in response.headers.getlist("set-cookie")
+        ):
+            # The session was used: its idle time starts again (unless this answer logs out or in).
+            response.set_cookie(value=renewed, **services.sessions.cookie_options())
         response.headers.setdefault("Content-Security-Policy", _CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         # Not no-referrer: with it, browsers send `Origin: null` on form posts and the origin check fails.

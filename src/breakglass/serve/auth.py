@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from breakglass.clock import SYSTEM_CLOCK, Clock, isoformat_ms
-from breakglass.errors import AuthError, BreakglassError, ServeStoreError
+from breakglass.errors import AuthError, BreakglassError
+from breakglass.serve.refreshed import Refreshed
 from breakglass.serve.store import StoredToken
 
 if TYPE_CHECKING:
@@ -116,14 +117,19 @@ class TokenBook:
         self, store: ServeStore, *, refresh: float = 2.0, clock: Clock = SYSTEM_CLOCK
     ) -> None:
         self._store = store
-        self._refresh = refresh
         self._clock = clock
-        self._lock = threading.Lock()
-        self._tokens: dict[str, StoredToken] = {}
-        self._read_at = -float("inf")
-        self._reading = threading.Lock()
-        self.problem: str | None = None
+        empty: dict[str, StoredToken] = {}
+        self._tokens = Refreshed(
+            lambda: {t.id: t for t in store.tokens()},
+            empty,
+            refresh=refresh,
+            what="the API tokens",
+        )
+
+    @property
+    def problem(self) -> str | None:
         """Why the last re-read failed (the last good list is in use meanwhile)."""
+        return self._tokens.problem
 
     def create(self, name: str, role: Role, *, by: str) -> tuple[StoredToken, str]:
         """Make a token; returns it and the full token text (shown once, never stored)."""
@@ -141,13 +147,13 @@ class TokenBook:
             created_by=by,
         )
         self._store.add_token(stored)
-        self._reload(wait=True)
+        self._tokens.reload(wait=True)
         return stored, f"{TOKEN_PREFIX}{token_id}_{secret}"
 
     def revoke(self, name: str, *, by: str) -> bool:
         """Revoke the live token called ``name``; ``False`` when there is none."""
         done = self._store.revoke_token(name, by=by, at=self._clock.now())
-        self._reload(wait=True)
+        self._tokens.reload(wait=True)
         return done
 
     def list(self) -> list[StoredToken]:
@@ -158,35 +164,9 @@ class TokenBook:
         """Whether a live admin token exists (read from the store)."""
         return any(t.role == Role.ADMIN.label and t.revoked_at is None for t in self.list())
 
-    def _reload(self, *, wait: bool = False) -> None:
-        # One reader at a time: with the store hanging, requests must not pile up behind it.
-        if not self._reading.acquire(blocking=wait):
-            return
-        try:
-            self._read()
-        finally:
-            self._reading.release()
-
-    def _read(self) -> None:
-        try:
-            tokens = self._store.tokens()
-        except ServeStoreError as exc:
-            if self.problem is None:
-                logger.error("cannot re-read the API tokens; using the last list read: %s", exc)  # noqa: TRY400 -- one line
-            self.problem = str(exc)
-            self._read_at = time.monotonic()  # retry after the refresh interval, not per request
-            return
-        with self._lock:
-            self._tokens = {t.id: t for t in tokens}
-            self._read_at = time.monotonic()
-        self.problem = None
-
     def live(self, token_id: str) -> StoredToken | None:
         """The unrevoked token with this id, from the list in memory (re-read when due)."""
-        if time.monotonic() - self._read_at >= self._refresh:
-            self._reload()
-        with self._lock:
-            token = self._tokens.get(token_id)
+        token = self._tokens.get().get(token_id)
         return token if token is not None and token.revoked_at is None else None
 
     def verify(self, text: str) -> Identity:
@@ -196,7 +176,7 @@ class TokenBook:
         token = self.live(token_id) if token_id and secret else None
         if token is None and token_id and secret and self.problem is None:
             # A token made on another replica since the last read: look once more.
-            self._reload()
+            self._tokens.reload()
             token = self.live(token_id)
         if token is None or not hmac.compare_digest(token.secret_hash, _hash(secret)):
             raise AuthError("the API token is unknown, revoked or wrong")

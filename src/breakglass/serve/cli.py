@@ -1,4 +1,4 @@
-"""``breakglass serve``: run the halt API and the console; ``breakglass serve token ...``: manage tokens."""
+"""``breakglass serve``: the halt API and the console; ``token``: tokens; ``session``: sessions."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from breakglass.errors import BreakglassError
 
 if TYPE_CHECKING:
     from breakglass.serve.auth import TokenBook
+    from breakglass.serve.revocations import SessionRevocations
 
 
 def _fail(exc: BaseException | str) -> NoReturn:
@@ -192,3 +193,57 @@ def token_revoke(ctx: click.Context, name: str, *, as_json: bool) -> None:
         print_json({"ok": True, "name": name, "revoked": True})
         return
     click.echo(f"token {name!r} revoked")
+
+
+@serve.group()
+def session() -> None:
+    """Console sessions: end a person's sessions on every replica, list who was ended."""
+
+
+def _revocations(ctx: click.Context) -> SessionRevocations:
+    from breakglass.serve.revocations import SessionRevocations
+    from breakglass.serve.runtime import open_store
+    from breakglass.serve.settings import load_serve_settings
+
+    settings = _settings(ctx)
+    return SessionRevocations(open_store(settings, load_serve_settings(settings)))
+
+
+@session.command("revoke")
+@click.argument("person")
+@click.option("--reason", default="", help="Why (kept in the store).")
+@json_flag
+@click.pass_context
+def session_revoke(ctx: click.Context, person: str, reason: str, *, as_json: bool) -> None:
+    """End every console session of PERSON (subject or e-mail) on every replica within seconds.
+
+    API tokens are not touched (revoke those with `token revoke`); with single sign-on, also
+    remove the person's role at the identity provider, or they can log in again.
+    """
+    from breakglass.cli import default_actor
+
+    try:
+        done = _revocations(ctx).revoke(person, by=default_actor(), reason=reason)
+    except BreakglassError as exc:
+        _fail(exc)
+    if as_json or wants_json():
+        print_json(done.public())
+        return
+    click.echo(f"console sessions of {done.person!r} ended (generation {done.generation})")
+
+
+@session.command("revocations")
+@json_flag
+@click.pass_context
+def session_revocations(ctx: click.Context, *, as_json: bool) -> None:
+    """List whose console sessions were ended, by whom, when."""
+    try:
+        listed = _revocations(ctx).list()
+    except BreakglassError as exc:
+        _fail(exc)
+    if as_json or wants_json():
+        print_json([r.public() for r in listed])
+        return
+    rows = [(r.person, str(r.generation), r.revoked_at, r.revoked_by, r.reason) for r in listed]
+    for line in table(("PERSON", "GENERATION", "LAST", "BY", "REASON"), rows):
+        click.echo(line)

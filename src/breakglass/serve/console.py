@@ -155,7 +155,10 @@ def finish_login(request: Request, identity: Identity | None, exc: AuthError | N
             services, "login-denied", comment=str(exc), raw={"client": client, "status": exc.status}
         )
         return login_page(request, str(exc), 401 if exc.status == 401 else 403)
-    value, _ = services.sessions.make(identity)
+    # The generations read fresh: a person logging in again right after a revocation keeps the new session.
+    value, _ = services.sessions.make(
+        identity, services.revocations.generations(identity, fresh=True)
+    )
     audit_event(
         services,
         "login",

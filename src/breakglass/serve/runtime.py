@@ -15,6 +15,7 @@ from breakglass.serve.control import Control, ResumeGate
 from breakglass.serve.events import EventHub
 from breakglass.serve.limits import SharedFailures, failure_limit
 from breakglass.serve.listeners import ListenerRunner, SuspensionListener, load_listeners
+from breakglass.serve.revocations import SessionRevocations
 from breakglass.serve.sessions import Sessions
 from breakglass.serve.settings import ServeSettings, load_serve_settings
 from breakglass.serve.store import ServeStore, open_serve_store
@@ -99,8 +100,13 @@ def build(
             tokens=tokens,
             oidc=OidcVerifier(serve.oidc) if serve.oidc.enabled else None,
             sessions=Sessions(
-                session_key, max_age=serve.session_hours * 3600, secure=serve.cookies_secure
+                session_key,
+                max_age=serve.session_hours * 3600,
+                idle=serve.session_idle_minutes * 60,
+                secure=serve.cookies_secure,
+                clock=clock,
             ),
+            revocations=SessionRevocations(store, refresh=serve.token_refresh, clock=clock),
             limiter=failure_limit(store, serve.login_failures, serve.login_window, clock=clock),
             recorder=bridge.recorder,
             public_origin=serve.public_origin,

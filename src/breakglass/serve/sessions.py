@@ -1,55 +1,97 @@
 """Console sessions: signed, HttpOnly, SameSite=Strict cookies, a CSRF token, and the origin check.
 
-The cookie holds the identity and a CSRF token, signed with a key shared by
-every replica (kept in the store). Every unsafe request that rides on the
-cookie must carry the CSRF token (header ``X-CSRF-Token`` or form field
-``csrf``) and come from the console's own origin (``Origin``, else
-``Referer``, else ``Sec-Fetch-Site: same-origin``); bearer-token requests
-need neither, since a browser never adds a bearer token by itself.
+The cookie holds the identity, a CSRF token, when the login was made, when
+the session was last used, and the person's revocation generations at login
+(:mod:`breakglass.serve.revocations`), signed with a key shared by every
+replica (kept in the store). A session ends ``max_age`` after the login, or
+``idle`` after its last request: each request re-issues the cookie with a new
+last-use time once the old one is ``renew_after`` old. The console's own page
+asks for the state every 2 s, so an open console stays logged in; a closed one
+ends within ``idle``.
+
+Times are the wall clock, because they must mean the same on every replica. A
+step forward ends sessions early; a cookie dated more than ``SKEW`` seconds in
+this replica's future is refused rather than trusted, so a step back (or a
+replica whose clock is ahead) never stretches a session. Both fail closed: log
+in again, and an API token halts meanwhile.
+
+Every unsafe request that rides on the cookie must carry the CSRF token (header
+``X-CSRF-Token`` or form field ``csrf``) and come from the console's own origin
+(``Origin``, else ``Referer``, else ``Sec-Fetch-Site: same-origin``);
+bearer-token requests need neither, since a browser never adds a bearer token
+by itself.
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from itsdangerous import BadSignature, URLSafeSerializer
 
+from breakglass.clock import SYSTEM_CLOCK, Clock
 from breakglass.errors import AuthError
 from breakglass.serve.auth import Identity, Role
 
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-_SALT = "breakglass.console.session"
+_SALT = "breakglass.console.session/2"  # /2: cookies carry the times and generations
+SKEW = 60.0
+"""Seconds a cookie may be dated in this replica's future (replicas' clocks differ a little)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """A console login."""
+    """A console login.
+
+    Attributes:
+        identity: Who logged in.
+        csrf: The token every unsafe request must carry.
+        made: When the login was made (wall clock, seconds since the epoch).
+        used: When the session was last used (renewed at most every ``renew_after``).
+        generations: The person's revocation generations at login (subject, name).
+    """
 
     identity: Identity
     csrf: str
+    made: float = 0.0
+    used: float = 0.0
+    generations: tuple[int, int] = (0, 0)
 
 
 class Sessions:
-    """Makes and reads session cookies."""
+    """Makes, reads and renews session cookies."""
 
-    def __init__(self, key: str, *, max_age: float, secure: bool) -> None:
+    def __init__(
+        self,
+        key: str,
+        *,
+        max_age: float,
+        secure: bool,
+        idle: float | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.key = key
         """The signing key (also signs the single sign-on attempt's cookie)."""
-        self._signer = URLSafeTimedSerializer(key, salt=_SALT)
+        self._signer = URLSafeSerializer(key, salt=_SALT)
         self.max_age = int(max_age)
+        self.idle = float(idle if idle is not None else max_age)
+        self.renew_after = min(60.0, self.idle / 10)
+        """A request re-issues the cookie when its last-use time is this old."""
         self.secure = secure
+        self._clock = clock
         # A __Host- cookie is bound to this exact origin, but browsers accept it only over https.
         self.cookie = "__Host-breakglass" if secure else "breakglass_session"
 
-    def make(self, identity: Identity) -> tuple[str, Session]:
-        """The cookie value for a new login, and the session it holds."""
-        session = Session(identity, secrets.token_urlsafe(24))
+    def _now(self) -> float:
+        return self._clock.now().timestamp()
+
+    def _dump(self, session: Session) -> str:
+        identity = session.identity
         data = {
             "sub": identity.subject,
             "name": identity.name,
@@ -57,23 +99,57 @@ class Sessions:
             "kind": identity.kind,
             "tid": identity.token_id,
             "csrf": session.csrf,
+            "made": session.made,
+            "used": session.used,
+            "gen": list(session.generations),
         }
-        return self._signer.dumps(data), session
+        return self._signer.dumps(data)
+
+    def make(
+        self, identity: Identity, generations: tuple[int, int] = (0, 0)
+    ) -> tuple[str, Session]:
+        """The cookie value for a new login, and the session it holds."""
+        now = self._now()
+        session = Session(identity, secrets.token_urlsafe(24), now, now, generations)
+        return self._dump(session), session
 
     def read(self, value: str) -> Session:
-        """The session a cookie holds; raises a 401 :class:`AuthError` when forged or expired."""
+        """The session a cookie holds; raises a 401 :class:`AuthError` when forged, expired or idle."""
         try:
-            data: dict[str, Any] = self._signer.loads(value, max_age=self.max_age)
-        except BadSignature:
+            data: dict[str, Any] = self._signer.loads(value)
+            identity = Identity(
+                subject=str(data["sub"]),
+                name=str(data["name"]),
+                role=Role.parse(str(data["role"])),
+                kind=str(data["kind"]),
+                token_id=data.get("tid"),
+            )
+            made, used = float(data["made"]), float(data["used"])
+            first, second = (int(g) for g in data["gen"])
+            session = Session(identity, str(data["csrf"]), made, used, (first, second))
+        except (BadSignature, KeyError, TypeError, ValueError):
             raise AuthError("the console session is invalid or has expired; log in again") from None
-        identity = Identity(
-            subject=str(data["sub"]),
-            name=str(data["name"]),
-            role=Role.parse(str(data["role"])),
-            kind=str(data["kind"]),
-            token_id=data.get("tid"),
-        )
-        return Session(identity, str(data["csrf"]))
+        now = self._now()
+        if made > now + SKEW or used > now + SKEW or used < made:
+            raise AuthError(
+                "the console session is dated in this server's future (a clock differs "
+                "between replicas?); log in again"
+            )
+        if now - made > self.max_age:
+            raise AuthError("the console session has expired; log in again")
+        if now - used > self.idle:
+            minutes = max(1, round(self.idle / 60))
+            raise AuthError(
+                f"the console session ended after {minutes} min without activity; log in again"
+            )
+        return session
+
+    def renewal(self, session: Session) -> str | None:
+        """A new cookie value with the last-use time moved to now, when due; else ``None``."""
+        now = self._now()
+        if now - session.used < self.renew_after:
+            return None
+        return self._dump(replace(session, used=now))
 
     def cookie_options(self) -> dict[str, Any]:
         """Keyword arguments for ``Response.set_cookie``."""

@@ -104,7 +104,10 @@ class ServeSettings(BaseSettings):
     request's own ``Host`` when unset. Unsafe requests from any other origin are refused."""
 
     session_hours: float = Field(default=8.0, gt=0, le=24 * 7)
-    """How long a console login lasts."""
+    """How long a console login lasts at most."""
+
+    session_idle_minutes: float = Field(default=30.0, gt=0, le=24 * 7 * 60)
+    """A console session without a request for this long ends (an open console asks every 2 s)."""
 
     secure_cookies: bool | None = None
     """``Secure`` cookies; on when ``public_origin`` is https."""

@@ -51,6 +51,10 @@ _SCHEMA = (
         business_continuity INTEGER NOT NULL, halts TEXT NOT NULL, targets TEXT NOT NULL,
         closed_at TEXT, closed_by TEXT, close_reason TEXT, open_marker INTEGER UNIQUE)""",
     """CREATE TABLE IF NOT EXISTS serve_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    # Console sessions ended by an admin: a session made before the person's latest generation is refused.
+    """CREATE TABLE IF NOT EXISTS serve_session_revocations (
+        person TEXT PRIMARY KEY, generation INTEGER NOT NULL, revoked_at TEXT NOT NULL,
+        revoked_by TEXT NOT NULL, reason TEXT NOT NULL)""",
     # What happens to a suspension after it opened: checklist ticks, approvals, ungated resumes...
     """CREATE TABLE IF NOT EXISTS serve_suspension_entries (
         suspension_id TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, actor TEXT NOT NULL,
@@ -101,6 +105,27 @@ class StoredToken:
             "created_by": self.created_by,
             "revoked_at": self.revoked_at,
             "revoked_by": self.revoked_by,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRevocation:
+    """An admin ended a person's console sessions; ``generation`` counts how often."""
+
+    person: str
+    generation: int
+    revoked_at: str
+    revoked_by: str
+    reason: str
+
+    def public(self) -> dict[str, Any]:
+        """JSON-ready data."""
+        return {
+            "person": self.person,
+            "generation": self.generation,
+            "revoked_at": self.revoked_at,
+            "revoked_by": self.revoked_by,
+            "reason": self.reason,
         }
 
 
@@ -215,6 +240,16 @@ class ServeStore(Protocol):
 
     def revoke_token(self, name: str, *, by: str, at: datetime) -> bool:
         """Revoke the token called ``name``; ``False`` when there is no such live token."""
+        ...
+
+    def revoke_sessions(
+        self, person: str, *, by: str, reason: str, at: datetime
+    ) -> SessionRevocation:
+        """End every console session of ``person`` made so far (its generation goes up by one)."""
+        ...
+
+    def session_revocations(self) -> list[SessionRevocation]:
+        """Every person whose sessions were ever ended, with the latest generation."""
         ...
 
     def claim_key(self, actor: str, key: str, fingerprint: str, at: datetime) -> Claim:
@@ -373,6 +408,31 @@ class _SqlStore:
                 (isoformat_ms(at), by, name),
             )
             return bool(done.rowcount)
+
+    def revoke_sessions(
+        self, person: str, *, by: str, reason: str, at: datetime
+    ) -> SessionRevocation:
+        with self._work() as cur:
+            self._run(
+                cur,
+                "INSERT INTO serve_session_revocations VALUES (?, 1, ?, ?, ?) "
+                "ON CONFLICT (person) DO UPDATE SET "
+                "generation = serve_session_revocations.generation + 1, "
+                "revoked_at = excluded.revoked_at, revoked_by = excluded.revoked_by, "
+                "reason = excluded.reason",
+                (person, isoformat_ms(at), by, reason),
+            )
+            row = self._run(
+                cur, "SELECT * FROM serve_session_revocations WHERE person = ?", (person,)
+            ).fetchone()
+        return SessionRevocation(*row)
+
+    def session_revocations(self) -> list[SessionRevocation]:
+        with self._work() as cur:
+            rows = self._run(
+                cur, "SELECT * FROM serve_session_revocations ORDER BY revoked_at, person"
+            ).fetchall()
+        return [SessionRevocation(*row) for row in rows]
 
     def claim_key(self, actor: str, key: str, fingerprint: str, at: datetime) -> Claim:
         with self._work() as cur:
