@@ -252,6 +252,14 @@ def test_serve_notify_resume_and_hold_run_as_the_runtime_role_which_cannot_touch
         assert serve.wait_active(True)
         with serve.client(headers={"Authorization": "Bearer bgt_wrong_wrong"}) as stranger:
             assert stranger.get("/v1/status").status_code == 401  # counted for every replica
+        with serve.client("admin") as admin:
+            # Made, then raised: an INSERT, then an UPDATE of the generation.
+            answers = [
+                admin.post("/v1/sessions/revocations", json={"person": "x@example.com"})
+                for _ in range(2)
+            ]
+            assert [a.status_code for a in answers] == [200, 200], answers[-1].text
+            assert answers[-1].json()["generation"] == 2
         with serve.client("halter") as c:
             halted = c.post(
                 "/v1/halt", json={"reason": "scores drifted"}, headers={"Idempotency-Key": "h-1"}
@@ -313,9 +321,11 @@ def test_serve_notify_resume_and_hold_run_as_the_runtime_role_which_cannot_touch
             " UNION ALL SELECT 'attempts', count(*) FROM notify_attempts"
             " UNION ALL SELECT 'closed', count(*) FROM serve_suspensions WHERE closed_at IS NOT NULL"
             " UNION ALL SELECT 'delivered', count(*) FROM held_decisions WHERE state = 'delivered'"
-            " UNION ALL SELECT 'failures', count(*) FROM serve_login_failures",
+            " UNION ALL SELECT 'failures', count(*) FROM serve_login_failures"
+            " UNION ALL SELECT 'ended', sum(generation) FROM serve_session_revocations",
         )
     )
+    assert rows["ended"] == 2, rows
     assert rows["record"] == 1, rows
     assert rows["acks"] == rows["closed"] == rows["delivered"] == rows["failures"] == 1, rows
     assert rows["attempts"] >= 2, rows  # the page and its resolve
@@ -336,6 +346,7 @@ def _the_role_cannot_touch_evidence(roles: Roles) -> None:
         "UPDATE serve_suspensions SET reason = 'nothing happened', opened_by = 'nobody'",
         "UPDATE notify_outbox SET context = '{}'",
         "UPDATE serve_tokens SET role = 'admin'",
+        "UPDATE serve_session_revocations SET person = 'someone else'",
         "UPDATE held_decisions SET payload = '{}'",
         "UPDATE audit_cursors SET provider = 'x'",
         # The append-only triggers stay on.

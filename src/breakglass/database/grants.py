@@ -170,6 +170,12 @@ COMPONENTS: tuple[Component, ...] = (
                 why="failed logins per address, shared by replicas, forgotten after the window",
             ),
             TableGrant(
+                "serve_session_revocations",
+                _READ_APPEND,
+                update=("generation", "revoked_at", "revoked_by", "reason"),
+                why="whose console sessions an admin ended; a revocation is raised, never removed",
+            ),
+            TableGrant(
                 "serve_suspensions",
                 _READ_APPEND,
                 update=(
@@ -189,7 +195,8 @@ COMPONENTS: tuple[Component, ...] = (
                 why="the resume gate: checklist ticks and conditions are re-done in place",
             ),
         ),
-        "serve and the resume gate: tokens, idempotency keys, suspensions and their entries",
+        "serve and the resume gate: tokens, idempotency keys, failed logins, session revocations, "
+        "suspensions and their entries",
     ),
     Component(
         "hold",
