@@ -8,11 +8,17 @@ import re
 import threading
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
-from breakglass.audit.recorder import OBSERVED, PROVIDER, AuditRecorder, RecordingAdmin
+from breakglass.audit.recorder import (
+    OBSERVED,
+    OBSERVED_HOLD_S,
+    PROVIDER,
+    AuditRecorder,
+    RecordingAdmin,
+)
 from breakglass.audit.settings import AuditSettings
 from breakglass.audit.sqlite import SqliteAuditStore
 from breakglass.audit.store import AuditQuery
@@ -238,7 +244,7 @@ def test_unconfirmed_start_and_closing_are_not_flips() -> None:
     recorder = AuditRecorder(None, backend="local", flag_key=KEY)
     recorder.record_observed = True  # a factory-less recorder would otherwise refuse
     seen: list[Any] = []
-    recorder._submit = seen.append  # type: ignore[method-assign,assignment]
+    recorder._submit = lambda record, **_: seen.append(record)  # type: ignore[method-assign]
     recorder.on_state(FlagState(active=False, cause=Cause.UNCONFIRMED))
     recorder.on_state(
         FlagState(active=False, cause=Cause.STALE, source="local")
@@ -299,3 +305,64 @@ def test_from_settings_reads_the_audit_section(tmp_path: Path) -> None:
     )
     assert (off.record_observed, off.record_changes) == (False, True)
     assert "observed=False" in repr(off)
+
+
+class _TimedStore(SqliteAuditStore):
+    """The real store, noting when each save began and how many records it carried."""
+
+    saves: ClassVar[list[tuple[float, int]]] = []
+
+    def save(self, records: Any, **kwargs: Any) -> Any:
+        type(self).saves.append((time.monotonic(), len(records)))
+        return super().save(records, **kwargs)
+
+
+def test_an_observed_flip_is_written_after_the_rest_of_the_host_stopped(tmp_path: Path) -> None:
+    """Stop first, record after: the record of a flip is written no sooner than 50 ms after it."""
+    _TimedStore.saves = []
+    recorder = AuditRecorder(
+        lambda: _TimedStore(tmp_path / "audit.db"), backend="local", flag_key=KEY
+    )
+    try:
+        recorder.on_state(FlagState(active=True, cause=Cause.ACTIVE, source="local"))  # baseline
+        for n in range(1, 7):
+            flipped = time.monotonic()
+            recorder.on_state(
+                FlagState(active=n % 2 == 0, cause=Cause.ACTIVE if n % 2 == 0 else Cause.OFF)
+            )
+            assert wait_for(lambda n=n: recorder.written == n, 10.0) is not None  # type: ignore[misc]
+            assert _TimedStore.saves[-1][0] - flipped >= OBSERVED_HOLD_S[0]
+        assert len(_own(SqliteAuditStore(tmp_path / "audit.db"))) == 6
+    finally:
+        recorder.close()
+
+
+def test_a_change_a_flush_and_closing_do_not_wait_for_the_moment(tmp_path: Path) -> None:
+    _TimedStore.saves = []
+    recorder = AuditRecorder(
+        lambda: _TimedStore(tmp_path / "audit.db"),
+        backend="local",
+        flag_key=KEY,
+        observed_hold=(600.0, 600.0),
+    )
+    try:
+        recorder.on_state(FlagState(active=True, cause=Cause.ACTIVE, source="local"))  # baseline
+        recorder.on_state(FlagState(active=False, cause=Cause.OFF, source="local"))
+        recorder.record_change(
+            flag_key=KEY,
+            active=False,
+            actor="alice",
+            reason="stop",
+            started_at=recorder._clock.now(),
+        )
+        # The change is written at once and takes the flip held before it along, in one save.
+        assert wait_for(lambda: recorder.written == 2, 10.0) is not None
+        assert [n for _, n in _TimedStore.saves] == [2]
+        recorder.on_state(FlagState(active=True, cause=Cause.ACTIVE, source="local"))
+        assert recorder.flush(10.0)  # a flush writes what is held
+        assert recorder.written == 3
+        recorder.on_state(FlagState(active=False, cause=Cause.OFF, source="local"))
+    finally:
+        recorder.close(timeout=10.0)  # a process on its way out writes what is held
+    assert recorder.written == 4
+    assert len(_own(SqliteAuditStore(tmp_path / "audit.db"))) == 4

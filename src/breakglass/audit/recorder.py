@@ -13,7 +13,13 @@ and it shows how long each process of a fleet really took to stop.
 Recording is off the request path and cannot stop the bridge: the engine's
 listener (called only when the decision changes, never per request) and the
 admin wrapper only build a small record and queue it; one background thread
-writes the queue to the audit store. If the store fails, the failure is
+writes the queue to the audit store. Stop first, record after: every reader on
+a host observes a flip at the same moment, and fifty processes committing
+their records at once would take the CPU the last of them needs to stop (the
+last of 50 relay workers halted twice as late, docs/performance.md). So an
+observed flip is written between 50 and 250 ms after it (a random moment per
+process, which spreads a fleet's writes); a change made through the bridge, a
+flush and closing write at once. If the store fails, the failure is
 logged once and the records go to a local spool file, synced to disk
 (:mod:`breakglass.audit.spool`), and are written to the store when it works
 again; a process that exits first (a CLI halt) says where its record waits.
@@ -26,7 +32,9 @@ from __future__ import annotations
 import atexit
 import itertools
 import logging
+import math
 import os
+import random
 import secrets
 import socket
 import sys
@@ -65,6 +73,8 @@ OBSERVED = "observed-flip"
 """``vendor_event_type`` of an observed flip."""
 
 _BATCH = 500
+OBSERVED_HOLD_S = (0.05, 0.25)
+"""Seconds after an observed flip within which its record is written (drawn per flip)."""
 _RETRY_FIRST_S = 0.5
 _RETRY_MAX_S = 30.0
 
@@ -82,6 +92,8 @@ class AuditRecorder:
         record_changes: Record changes made through :meth:`wrap_admin`.
         max_pending: Records kept in memory while the store is down; beyond
             it the oldest are dropped, counted and logged once.
+        observed_hold: The range, in seconds, from which each observed flip's
+            moment of writing is drawn (see the module's "stop first").
     """
 
     def __init__(  # noqa: PLR0913 -- keyword options, each documented
@@ -95,8 +107,10 @@ class AuditRecorder:
         record_changes: bool = True,
         max_pending: int = 10_000,
         spool: Spool | None = None,
+        observed_hold: tuple[float, float] = OBSERVED_HOLD_S,
     ) -> None:
         self._factory = store_factory
+        self._observed_hold = observed_hold
         self.spool = spool
         self._spooled = False
         self._drained = False
@@ -122,6 +136,10 @@ class AuditRecorder:
         self._failing: str | None = None
         self._retry_s = _RETRY_FIRST_S
         self._baseline: bool | None = None
+        # Monotonic time by which the queue must be written; see the module's "stop first".
+        self._write_by = math.inf
+        self._urgent = False
+        self._jitter = random.Random()  # noqa: S311 -- spreads writes in time, no secret
         self.written = 0
         """Records written to the store so far."""
         self.dropped = 0
@@ -136,6 +154,9 @@ class AuditRecorder:
         self._pending.clear()
         self._closing = False
         self._writing = 0
+        self._write_by = math.inf
+        self._urgent = False
+        self._jitter = random.Random()  # noqa: S311 -- a child must not share the parent's moments
         self._baseline = None
         self._pid = os.getpid()
         self._token = secrets.token_hex(4)
@@ -214,7 +235,8 @@ class AuditRecorder:
         word = "active" if state.active else "halted"
         detail = f"observed {word} (cause {state.cause.value}, source {state.source})"
         self._submit(
-            AuditRecord(
+            hold=self._jitter.uniform(*self._observed_hold),
+            record=AuditRecord(
                 provider=PROVIDER,
                 vendor_event_id=self._event_id(seq),
                 vendor_event_type=OBSERVED,
@@ -239,7 +261,7 @@ class AuditRecorder:
                     "backend": self.backend,
                     **self._process_info(seq),
                 },
-            )
+            ),
         )
 
     def record_change(  # noqa: PLR0913 -- one keyword per field of the record
@@ -325,7 +347,8 @@ class AuditRecorder:
             name=f"breakglass bridge ({self._process})",
         )
 
-    def _submit(self, record: AuditRecord) -> None:
+    def _submit(self, record: AuditRecord, *, hold: float = 0.0) -> None:
+        """Queue ``record``, to be written at the latest ``hold`` seconds from now."""
         with self._cond:
             if self._closing:
                 self.dropped += 1
@@ -337,6 +360,7 @@ class AuditRecorder:
                         "audit store still unusable; dropping the oldest unwritten records"
                     )
             self._pending.append(record)
+            self._write_by = min(self._write_by, time.monotonic() + hold)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="breakglass-audit-recorder", daemon=True
@@ -355,6 +379,7 @@ class AuditRecorder:
                         break
                 if not self._pending and self._closing:
                     return
+                self._hold()
                 batch = [self._pending[i] for i in range(min(_BATCH, len(self._pending)))]
                 self._writing = len(batch)
             ok = self._write(batch)
@@ -363,6 +388,8 @@ class AuditRecorder:
                     for _ in batch:
                         if self._pending:
                             self._pending.popleft()
+                    if not self._pending:
+                        self._write_by, self._urgent = math.inf, False
                 self._writing = 0
                 self._cond.notify_all()
                 if not ok or self._spooled:
@@ -371,6 +398,14 @@ class AuditRecorder:
                     if not ok:
                         self._cond.wait(self._retry_s)
                     self._retry_s = min(_RETRY_MAX_S, self._retry_s * 2)
+
+    def _hold(self) -> None:
+        """Wait (holding the condition) until the queue's moment has come, or it must be written now."""
+        while self._pending and not (self._closing or self._urgent):
+            wait = self._write_by - time.monotonic()
+            if wait <= 0:
+                return
+            self._cond.wait(wait)
 
     def _write(self, batch: list[AuditRecord]) -> bool:
         """Store ``batch`` (and what the spool holds); spool it when the store fails.
@@ -453,6 +488,7 @@ class AuditRecorder:
         # Real time, not the injected clock: a manual test clock must not make this wait forever.
         deadline = time.monotonic() + timeout
         with self._cond:
+            self._urgent = True  # nothing waits for its moment: write it all now
             self._cond.notify_all()
             while self._pending:
                 remaining = deadline - time.monotonic()
