@@ -266,6 +266,24 @@ def test_a_viewer_sees_no_stop_button_and_is_refused(
         c.shot("01-viewer")
 
 
+def test_an_ended_session_says_so_on_the_open_console(
+    browser: Browser, serve: Running, axe: str, shots: Path
+) -> None:
+    with console(browser, serve, axe, shots) as c:
+        c.login("halter")
+        expect(c.page.get_by_role("button", name="STOP", exact=True)).to_be_visible()
+        with serve.client("admin") as admin:
+            ended = admin.post("/v1/sessions/revocations", json={"person": "halter-1"})
+            assert ended.status_code == 200, ended.text
+        # The page's next poll (every 2 s) learns it; the operator is told how to halt now.
+        result = c.page.locator("#result-live")
+        expect(result).to_contain_text("LOGGED OUT", timeout=10_000)
+        expect(result).to_contain_text("an admin ended this console session")
+        expect(result).to_contain_text("Until you do, an API token halts.")
+        c.check_axe("console, session ended")
+        c.shot("01-session-ended")
+
+
 def test_on_a_phone_and_when_nothing_acknowledges(
     browser: Browser, serve: Running, axe: str, shots: Path
 ) -> None:

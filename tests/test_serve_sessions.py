@@ -9,6 +9,7 @@ Two replicas: ``tests/test_serve_replicas.py``.
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -271,3 +272,51 @@ def test_a_login_right_after_a_revocation_is_not_ended_by_it(tmp_path: Path) -> 
             assert login.status_code == 303
             time.sleep(2.2)  # past token_refresh: the list in memory knows the revocation now
             assert c.get("/v1/status").status_code == 200
+
+
+def _listen(serve: Running, **kwargs: Any) -> tuple[list[str], threading.Thread, threading.Event]:
+    """Read ``/v1/events`` on a thread: the lines seen, the thread, and 'the snapshot arrived'."""
+    lines: list[str] = []
+    opened = threading.Event()
+
+    def read() -> None:
+        with httpx.stream("GET", f"{serve.url}/v1/events", timeout=30, **kwargs) as answer:
+            assert answer.status_code == 200
+            for line in answer.iter_lines():
+                lines.append(line)
+                if line.startswith("event: snapshot"):
+                    opened.set()
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return lines, thread, opened
+
+
+def test_an_open_event_stream_ends_with_its_session_or_token(
+    serve: Running, idp: IdentityProvider
+) -> None:
+    c, _ = _sso(serve, idp, ERIN)
+    with closing(c):
+        cookie = {
+            serve.server.services.sessions.cookie: c.cookies[serve.server.services.sessions.cookie]
+        }
+        by_session, session_thread, session_open = _listen(serve, cookies=cookie)
+        token = {"Authorization": f"Bearer {serve.tokens['viewer']}"}
+        by_token, token_thread, token_open = _listen(serve, headers=token)
+        assert session_open.wait(10)
+        assert token_open.wait(10)
+        with serve.client("admin") as admin:
+            assert (
+                admin.post("/v1/sessions/revocations", json={"person": ERIN["email"]}).status_code
+                == 200
+            )
+        assert serve.server.services.tokens.revoke("viewer-1", by="test")
+        time.sleep(0.3)  # token_refresh is 0.2 s here
+        with serve.client("halter") as h:
+            assert h.post("/v1/halt", json={"reason": "seen by whom?"}).status_code == 200
+        session_thread.join(10)
+        token_thread.join(10)
+    assert not session_thread.is_alive(), "the stream of the ended session is closed"
+    assert not token_thread.is_alive(), "the stream of the revoked token is closed"
+    for lines in (by_session, by_token):
+        assert not any(line.startswith("event: halt") for line in lines), lines

@@ -595,6 +595,13 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
         async def stream() -> Any:
             yield first.encode()
             async for chunk in services.control.hub.stream(last):
+                # The credentials are checked again before each event (and each heartbeat):
+                # a revoked token, an ended session or an expired JWT ends the stream.
+                try:
+                    await asyncio.to_thread(_identify, services, request)
+                except AuthError as exc:
+                    logger.info("ended an event stream: %s", exc)
+                    return
                 yield chunk
 
         return StreamingResponse(

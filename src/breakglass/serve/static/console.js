@@ -131,9 +131,20 @@
     for (const line of board.lines) { addDrillLine(line); }
   }
 
+  // The session ended (an admin ended it, or its lifetime ran out): say so once, and how to halt now.
+  let loggedOut = false;
+  async function sessionEnded(r) {
+    if (loggedOut) { return; }
+    loggedOut = true;
+    let detail = "your console session has ended; log in again";
+    try { detail = (await r.json()).detail || detail; } catch (e) { /* keep the plain sentence */ }
+    showResult("LOGGED OUT", "This page can no longer halt: " + detail + ". Until you do, an API token halts.", false);
+  }
+
   async function refresh() {
     const options = { credentials: "same-origin", headers: { Accept: "application/json" } };
     const r = await fetch("/v1/status", options);
+    if (r.status === 401) { await sessionEnded(r); return; }
     if (r.ok) { renderAll(await r.json()); }
     const h = await fetch("/v1/suspensions?limit=20", options);
     if (h.ok) { renderHistory((await h.json()).suspensions); }
