@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 from pydantic import SecretStr
 
-from breakglass.limits import FailureWindow
+from breakglass.limits import FailureWindow, client_key
 from breakglass.serve.limits import PAUSE, SharedFailures, failure_limit
 from breakglass.serve.store import PostgresServeStore, SqliteServeStore
 from breakglass.testing import ManualClock
@@ -37,6 +37,22 @@ def test_the_window_limits_failures_and_lifts_on_the_monotonic_clock() -> None:
     # Failures past the limit were not counted: the wait is not extended by the flood.
     clock.advance(1)
     assert window.fail("a") is None
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("198.51.100.7", "198.51.100.7"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:fffe", "2001:db8:1:2::/64"),
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+        ("::ffff:198.51.100.7", "198.51.100.7"),
+        ("unknown", "unknown"),
+    ],
+)
+def test_an_ipv6_subscriber_is_counted_by_its_64(address: str, key: str) -> None:
+    # Taking a fresh address of one's /64 for every attempt gains nothing.
+    assert client_key(address) == key
 
 
 def test_a_flood_of_clients_never_grows_the_window_without_bound() -> None:

@@ -10,6 +10,7 @@ tells a misconfigured client to back off.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from collections import deque
 from typing import Protocol
@@ -18,6 +19,23 @@ from breakglass.clock import SYSTEM_CLOCK, Clock
 
 MAX_CLIENTS = 10_000
 """Clients remembered at most; past it the least recently seen are forgotten."""
+
+
+def client_key(address: str) -> str:
+    """What failures are counted by: an IPv4 address, or an IPv6 address's /64.
+
+    One IPv6 subscriber is commonly given a whole /64: counted per address,
+    its holder could take a fresh address for every attempt.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # not an address (a Unix socket, "unknown"): counted as it is
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 class FailureLimit(Protocol):

@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from breakglass.audit_record import Action, Actor, ActorKind, AuditRecord
 from breakglass.clock import SYSTEM_CLOCK, Clock, parse_iso
 from breakglass.errors import AuthError, BreakglassError, ServeStoreError, StoreError
-from breakglass.limits import FailureLimit
+from breakglass.limits import FailureLimit, client_key
 from breakglass.ofrep import OfrepEndpoint
 from breakglass.reports.fleet import FleetView
 from breakglass.reports.report import ReportError
@@ -205,7 +205,7 @@ def authenticate(request: Request) -> Identity:
     except AuthError as exc:
         if exc.status == 401:
             # Only failures are counted: a valid credential is never refused for its address.
-            wait = services.limiter.fail(client)
+            wait = services.limiter.fail(client_key(client))
             if wait is not None:
                 # Past the limit: answered and counted, but no longer audited one by one.
                 services.control.metrics.denials.labels("429").inc()

@@ -23,6 +23,7 @@ from starlette.responses import RedirectResponse, Response
 from breakglass.drill.serve_routes import REMEDIATOR, drill_panel
 from breakglass.errors import AuthError
 from breakglass.hold.serve_routes import held_panel
+from breakglass.limits import client_key
 from breakglass.notify.serve_routes import notification_panel
 from breakglass.resume.serve_routes import resume_panel
 from breakglass.serve.app import (
@@ -143,7 +144,7 @@ def finish_login(request: Request, identity: Identity | None, exc: AuthError | N
     client = client_address(request)
     if identity is None:
         assert exc is not None  # noqa: S101 -- one of the two is given
-        wait = services.limiter.fail(client)
+        wait = services.limiter.fail(client_key(client))
         if wait is not None:
             # Past the limit: answered and counted, but no longer audited one by one.
             services.control.metrics.denials.labels("429").inc()

@@ -13,12 +13,25 @@ nothing of the flag path (see the README), so that it works when that is down.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections import deque
 
 MAX_CLIENTS = 10_000
 """Addresses remembered at most; past it the oldest are forgotten (a flood never grows memory)."""
+
+
+def counted_as(address: str) -> str:
+    """An IPv4 address as it is, an IPv6 address as its /64 (one subscriber's usual share)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip)
+    mapped = ip.ipv4_mapped
+    return str(mapped) if mapped else str(ipaddress.IPv6Network((ip, 64), strict=False))
 
 
 class FailedTokenLimit:
@@ -41,6 +54,7 @@ class FailedTokenLimit:
         not counted, so a flood does not extend its own wait).
         """
         now = time.monotonic()
+        client = counted_as(client)
         with self._lock:
             times = self._seen.pop(client, None) or deque()
             while times and now - times[0] >= self.window:

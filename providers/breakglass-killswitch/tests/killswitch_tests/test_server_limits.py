@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from breakglass_killswitch import Store, Switch, load_config
+from breakglass_killswitch.limits import FailedTokenLimit
 from breakglass_killswitch.tokens import create_token
 from killswitch_tests.cluster import NS
 from killswitch_tests.conftest import STANDARD_TARGETS, write_config
@@ -133,3 +134,14 @@ def test_the_limit_lifts_after_the_window(tmp_path: Path, kube: KubeApiServer) -
             assert int(wait.headers["retry-after"]) in (1, 2)
             time.sleep(1.6)
             assert c.get("/v1/status", headers=BAD).status_code == 401
+
+
+def test_an_ipv6_subscriber_is_limited_by_its_64_not_per_address() -> None:
+    limit = FailedTokenLimit(2, 60)
+    assert limit.fail("2001:db8:7::1") is None
+    assert limit.fail("2001:db8:7::2") is None
+    assert limit.fail("2001:db8:7:0:ffff::9") is not None, "another address of the same /64"
+    assert limit.fail("2001:db8:8::1") is None, "another /64"
+    assert limit.fail("::ffff:192.0.2.1") is None
+    assert limit.fail("192.0.2.1") is None
+    assert limit.fail("192.0.2.1") is not None, "an IPv4-mapped address is its IPv4 address"
