@@ -30,15 +30,13 @@ stored, the client gets the 503 notice, as without holding.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
-from breakglass.guard import Guard, Suspended
-from breakglass.middleware._hold import held_body, hold_request, matches, parse_routes
+from breakglass.guard import Suspended
+from breakglass.middleware._hold import held_body, hold_request, matches
 from breakglass.middleware._notice import render
-
-if TYPE_CHECKING:
-    from breakglass.hold.queue import HoldQueue
+from breakglass.middleware._options import GuardOptions
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -50,7 +48,7 @@ WEBSOCKET_TRY_AGAIN_LATER = 1013
 """The close code sent to a refused websocket when the server cannot send a 503."""
 
 
-class GuardMiddleware:
+class GuardMiddleware(GuardOptions[ASGIApp]):
     """Wrap an ASGI application with a :class:`breakglass.guard.Guard`.
 
     Args:
@@ -62,23 +60,6 @@ class GuardMiddleware:
     The middleware holds no state of its own and is safe to share between
     event loops; the guard does the counting.
     """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        guard: Guard,
-        *,
-        exempt_paths: Iterable[str] = (),
-        hold: HoldQueue | None = None,
-        hold_routes: Iterable[str] = (),
-        hold_max_body: int = 1 << 20,
-    ) -> None:
-        self.app = app
-        self.guard = guard
-        self.exempt_paths = frozenset(exempt_paths)
-        self.hold = hold
-        self.hold_routes = parse_routes(hold_routes)
-        self.hold_max_body = hold_max_body
 
     def __repr__(self) -> str:
         return f"GuardMiddleware({self.app!r}, {self.guard!r})"

@@ -17,20 +17,20 @@ and ``hold_routes`` answer such a request while halted with ``202`` and a ticket
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from wsgiref.types import WSGIApplication
 
-from breakglass.guard import Guard, Suspended, Ticket
-from breakglass.middleware._hold import held_body, hold_request, matches, parse_routes
+from breakglass.guard import Suspended, Ticket
+from breakglass.middleware._hold import held_body, hold_request, matches
 from breakglass.middleware._notice import render
+from breakglass.middleware._options import GuardOptions
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-
-    from breakglass.hold.queue import HoldQueue
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 
-class GuardWSGIMiddleware:
+class GuardWSGIMiddleware(GuardOptions[WSGIApplication]):
     """Wrap a WSGI application with a :class:`breakglass.guard.Guard`.
 
     Args:
@@ -39,23 +39,6 @@ class GuardWSGIMiddleware:
         exempt_paths: Paths (exact ``PATH_INFO`` matches, e.g. ``"/healthz"``)
             served even while halted, and not counted.
     """
-
-    def __init__(
-        self,
-        app: WSGIApplication,
-        guard: Guard,
-        *,
-        exempt_paths: Iterable[str] = (),
-        hold: HoldQueue | None = None,
-        hold_routes: Iterable[str] = (),
-        hold_max_body: int = 1 << 20,
-    ) -> None:
-        self.app = app
-        self.guard = guard
-        self.exempt_paths = frozenset(exempt_paths)
-        self.hold = hold
-        self.hold_routes = parse_routes(hold_routes)
-        self.hold_max_body = hold_max_body
 
     def __repr__(self) -> str:
         return f"GuardWSGIMiddleware({self.app!r}, {self.guard!r})"
