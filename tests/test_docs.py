@@ -1,0 +1,208 @@
+"""What the README, docs/ and examples/ tell a user to type, checked against the real CLI and settings.
+
+Three claims that drift silently when a command or a setting is renamed: every ``breakglass ...``
+line in a shell block parses against the real command tree (a file it names need not exist here);
+every ``breakglass ...`` named anywhere (inline code, examples) names real commands and options;
+every ``BREAKGLASS_*`` variable named is a setting, or one of the few variables read beside them.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import click
+import pytest
+from pydantic import BaseModel
+
+from breakglass import settings
+from breakglass.audit.settings import AuditSettings
+from breakglass.cli import main as cli
+from breakglass.killswitch import KillswitchSettings
+from breakglass.relay.settings import RelaySettings
+from breakglass.reports.settings import ReportSettings
+from breakglass.serve.settings import ServeSettings
+from breakglass_flagsmith.settings import FlagsmithSettings
+from breakglass_launchdarkly.settings import LaunchDarklySettings
+from breakglass_unleash.settings import UnleashSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+EXAMPLES = sorted(path for path in (ROOT / "examples").rglob("*") if path.is_file())
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+SHELL = {"bash", "sh", "shell", "console", ""}
+INLINE = re.compile(r"(?<![`\w])`((?:[A-Z_]+=\S+ )*(?:\S*/)?breakglass [^`]+)`")
+ASSIGNMENT = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)+")
+COMMAND = re.compile(r"^(?:\$ )?(?:\S*/)?breakglass (.*)")
+# Where a shell line stops being breakglass's arguments.
+SHELL_END = re.compile(r"\s+(?:#.*|\|.*|&&.*|;.*|[12]?>.*)$")
+SECTIONS: dict[str, type[BaseModel]] = {
+    "audit": AuditSettings,
+    "serve": ServeSettings,
+    "relay": RelaySettings,
+    "report": ReportSettings,
+    "killswitch": KillswitchSettings,
+    "unleash": UnleashSettings,
+    "launchdarkly": LaunchDarklySettings,
+    "flagsmith": FlagsmithSettings,
+}
+
+
+def _shell_commands(text: str) -> list[str]:
+    """The arguments of every ``breakglass`` line in the text's shell blocks."""
+    found = []
+    for match in FENCE.finditer(text):
+        if match.group(1) not in SHELL:
+            continue
+        for line in match.group(2).replace("\\\n", " ").splitlines():
+            command = COMMAND.match(ASSIGNMENT.sub("", line.strip()))
+            if command:
+                found.append(SHELL_END.sub("", command.group(1)))
+    return found
+
+
+def _named_commands(text: str) -> list[str]:
+    """The arguments of every ``breakglass ...`` in inline code outside the blocks."""
+    found = []
+    for match in INLINE.finditer(FENCE.sub("", text)):
+        command = COMMAND.match(ASSIGNMENT.sub("", match.group(1)))
+        if command:
+            found.append(SHELL_END.sub("", command.group(1)))
+    return found
+
+
+def _example_commands(text: str) -> list[str]:
+    """``breakglass <command> ...`` run in an example file (a unit, a workflow, a docstring).
+
+    A command is a line's first word, an indented one in a comment, or a path ending ``bin/breakglass``;
+    ``# breakglass serve on Kubernetes`` is a title.
+    """
+    names = "|".join(cli.list_commands(click.Context(cli)))
+    pattern = re.compile(
+        rf"^(?:\s*|\s*#\s{{2,}}|.*bin/)breakglass ((?:--?[\w-]+(?: \S+)? )*(?:{names})\b[^\n\"#]*)",
+        re.MULTILINE,
+    )
+    return [SHELL_END.sub("", m.group(1)) for m in pattern.finditer(text.replace("\\\n", " "))]
+
+
+def _options(command: click.Command) -> dict[str, click.Parameter]:
+    return {name: param for param in command.params for name in param.opts + param.secondary_opts}
+
+
+def _check_names(argv: list[str]) -> str | None:
+    """Whether the words name real (sub)commands and every ``--option`` exists where it is given."""
+    command: click.Command = cli
+    path = ["breakglass"]
+    options = _options(cli)
+    words = iter(argv)
+    for word in words:
+        if word.startswith("--"):
+            name, has_value, _ = word.partition("=")
+            param = options.get(name)
+            if param is None:
+                return f"{' '.join(path)} has no option {name}"
+            if not has_value and not getattr(param, "is_flag", False) and param.nargs == 1:
+                next(words, None)
+        elif isinstance(command, click.Group) and not word.startswith("-"):
+            found = command.get_command(click.Context(command), word)
+            if found is None:
+                if re.fullmatch(r"[a-z][a-z-]*", word):
+                    return f"no command {' '.join([*path, word])!r}"
+                return None  # a placeholder such as <dir> or …: the rest is prose
+            command = found
+            path.append(word)
+            options |= _options(command)
+    return None
+
+
+def _parse(argv: list[str]) -> None:
+    """Parse as the CLI would, down to the last subcommand, without running anything."""
+    ctx = cli.make_context("breakglass", list(argv))
+    command: click.Command = cli
+    while isinstance(command, click.Group) and ctx.protected_args + ctx.args:
+        name, found, rest = command.resolve_command(ctx, [*ctx.protected_args, *ctx.args])
+        assert found is not None, name
+        ctx = found.make_context(name or "", rest, parent=ctx)
+        command = found
+
+
+def _everything() -> list[tuple[str, str]]:
+    found = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        where = str(page.relative_to(ROOT))
+        found += [(where, line) for line in _shell_commands(text) + _named_commands(text)]
+    for example in EXAMPLES:
+        where = str(example.relative_to(ROOT))
+        found += [(where, line) for line in _example_commands(example.read_text(encoding="utf-8"))]
+    return found
+
+
+def test_the_docs_name_commands_at_all() -> None:
+    """The extraction finds what it should (an empty list would make the checks below vacuous)."""
+    lines = _everything()
+    assert len(lines) > 80, len(lines)
+    assert any(line.startswith("halt ") for _, line in lines)
+    assert any(line.startswith("probe ") for where, line in lines if where.endswith("probe.yml"))
+    assert any(where.startswith("examples/") for where, _ in lines)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # click's protected_args, read on purpose
+def test_every_shell_line_parses() -> None:
+    wrong = []
+    for page in PAGES:
+        for line in _shell_commands(page.read_text(encoding="utf-8")):
+            try:
+                _parse(shlex.split(line))
+            except click.exceptions.Exit:
+                pass  # --help, --version
+            except click.BadParameter as exc:
+                if "does not exist" not in exc.format_message():  # the reader's own file
+                    wrong.append(f"{page.name}: breakglass {line}: {exc.format_message()}")
+            except click.ClickException as exc:
+                wrong.append(f"{page.name}: breakglass {line}: {exc.format_message()}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_named_command_and_option_exists() -> None:
+    wrong = []
+    for where, line in _everything():
+        try:
+            words = shlex.split(line)
+        except ValueError:
+            words = line.split()
+        problem = _check_names(words)
+        if problem:
+            wrong.append(f"{where}: `breakglass {line}`: {problem}")
+    assert not wrong, "\n".join(wrong)
+
+
+def _known_variables() -> set[str]:
+    known = settings._env_names(settings.Settings, settings.ENV_PREFIX)
+    for section, model in SECTIONS.items():
+        known |= settings._env_names(model, f"{settings.ENV_PREFIX}{section.upper()}__")
+    return known
+
+
+def test_every_section_is_checked() -> None:
+    assert set(SECTIONS) == settings.known_sections()
+
+
+def test_every_variable_named_is_read() -> None:
+    known = _known_variables()
+    wrong = []
+    for path in [*PAGES, *EXAMPLES]:
+        text = path.read_text(encoding="utf-8")
+        # BREAKGLASS_SERVE__* names a section; _BREAKGLASS_COMPLETE is click's completion switch.
+        for name in sorted(
+            set(re.findall(r"(?<![\w])BREAKGLASS_[A-Z0-9_]*[A-Z0-9]\b(?!__)", text))
+        ):
+            if (
+                name in known
+                or name in settings.NOT_SETTINGS
+                or name.startswith(settings.TEST_VARIABLE_PREFIX)
+            ):
+                continue
+            wrong.append(f"{path.relative_to(ROOT)}: {name}")
+    assert not wrong, "\n".join(wrong)
