@@ -320,3 +320,40 @@ def test_an_open_event_stream_ends_with_its_session_or_token(
     assert not token_thread.is_alive(), "the stream of the revoked token is closed"
     for lines in (by_session, by_token):
         assert not any(line.startswith("event: halt") for line in lines), lines
+
+
+def test_a_hanging_store_never_stalls_the_server_through_a_console_page(tmp_path: Path) -> None:
+    """Sessions are checked against lists kept in memory; a due re-read from a page handler runs
+    off the event loop, so a locked store delays no other request (here: /healthz, a halt)."""
+    import sqlite3
+
+    with running_serve(tmp_path) as serve:
+        c = httpx.Client(base_url=serve.url, timeout=30.0, follow_redirects=False)
+        with closing(c):
+            nonce = c.get("/login").text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            login = c.post(
+                "/login",
+                data={"token": serve.tokens["viewer"], "csrf": nonce},
+                headers={"Origin": serve.url},
+            )
+            assert login.status_code == 303
+            locker = sqlite3.connect(tmp_path / "serve.db", isolation_level=None)
+            locker.execute("BEGIN EXCLUSIVE")  # every read of the store waits its busy timeout
+            try:
+                time.sleep(0.3)  # past token_refresh: the lists are due for a re-read
+                page = threading.Thread(target=lambda: c.get("/"), daemon=True)
+                page.start()
+                time.sleep(0.05)
+                with serve.client("halter") as h:
+                    started = time.monotonic()
+                    assert h.get("/healthz").status_code == 200
+                    health = time.monotonic() - started
+                    started = time.monotonic()
+                    assert h.post("/v1/halt", json={"reason": "locked store"}).status_code == 200
+                    halt = time.monotonic() - started
+                page.join(30)
+            finally:
+                locker.execute("ROLLBACK")
+                locker.close()
+    assert health < 1.0, f"/healthz waited {health:.1f} s behind a page's store read"
+    assert halt < 3.0, f"the halt waited {halt:.1f} s"

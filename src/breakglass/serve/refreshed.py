@@ -8,6 +8,7 @@ last value read keeps working.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -21,6 +22,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger("breakglass.serve")
 
 T = TypeVar("T")
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class Refreshed(Generic[T]):
@@ -37,9 +46,17 @@ class Refreshed(Generic[T]):
         """Why the last re-read failed (the last good value is in use meanwhile)."""
 
     def get(self) -> T:
-        """The value in memory, re-read first when due (unless another thread is reading)."""
-        if time.monotonic() - self._read_at >= self._refresh:
-            self.reload()
+        """The value in memory, re-read first when due (unless another thread is reading).
+
+        Called on the event loop (a page handler), a due re-read runs on a thread of its own
+        and this call answers from memory: a hanging store must not stall every request,
+        halts included. A worker thread reads inline, so it sees a change within ``refresh``.
+        """
+        if time.monotonic() - self._read_at >= self._refresh and not self._reading.locked():
+            if _on_event_loop():
+                threading.Thread(target=self.reload, name="breakglass-reread", daemon=True).start()
+            else:
+                self.reload()
         return self._value
 
     def reload(self, *, wait: bool = False) -> None:
