@@ -337,6 +337,20 @@ class Control:
         self.metrics.target(result)
         self.hub.publish("target", {"change_id": change_id, **result.to_dict()})
 
+    def _fan_out(self, change_id: str, actor: str, reason: str, *, active: bool) -> Fanout:
+        """Start setting every target to ``active``; each result is kept and published as it comes.
+
+        Called inside the change's tracing span: the targets carry its context.
+        """
+        return Fanout(
+            self._targets(),
+            active=active,
+            actor=actor,
+            reason=reason,
+            on_result=lambda r: self._on_result(change_id, r),
+            clock=self._clock,
+        ).start()
+
     def halt(self, identity: Identity, request: HaltRequest) -> Outcome:
         """Halt every target; return once one acknowledged or all failed (blocking)."""
         identity.require(Role.HALTER, "halting")
@@ -345,14 +359,7 @@ class Control:
         with self.tracing.span(
             "breakglass.halt", breakglass_actor=identity.actor, breakglass_change_id=change_id
         ):
-            fan = Fanout(
-                self._targets(),
-                active=False,
-                actor=identity.actor,
-                reason=request.reason,
-                on_result=lambda r: self._on_result(change_id, r),
-                clock=self._clock,
-            ).start()
+            fan = self._fan_out(change_id, identity.actor, request.reason, active=False)
             self.hub.publish(
                 "halt-requested",
                 {"change_id": change_id, "actor": identity.to_dict(), "reason": request.reason},
@@ -492,14 +499,7 @@ class Control:
             ),
             approving(approvers),
         ):
-            fan = Fanout(
-                self._targets(),
-                active=True,
-                actor=identity.actor,
-                reason=request.reason,
-                on_result=lambda r: self._on_result(change_id, r),
-                clock=self._clock,
-            ).start()
+            fan = self._fan_out(change_id, identity.actor, request.reason, active=True)
             results = fan.wait_all(self.settings.resume_timeout)
         done = len(results) == len(fan.targets) and all(r.ok for r in results)
         outcome = Outcome(
