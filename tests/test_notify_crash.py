@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -86,7 +85,8 @@ def test_kill_9_mid_delivery_then_restart(receivers: Receivers, tmp_path: Path) 
         if sender.poll() is None:
             sender.kill()
             sender.wait()
-    time.sleep(2.5)  # the services finish processing the first copies
+    # The services finish processing the first copies (each takes 2 s over it), sender or not.
+    assert wait_until(lambda: receivers.pd_incidents and receivers.webhook_events, 30)
     assert len(receivers.pd_incidents) == 1
     assert len(receivers.webhook_events) == 1
     assert all(n.state == "pending" for n in notifier.outbox.notifications("s-kill"))
