@@ -569,7 +569,8 @@ def test_the_console_shows_the_drill_live(env: LocalEnvironment) -> None:
             page = browser.new_page(viewport={"width": 1100, "height": 1400})
             page.goto(f"{env.serve_url}/")
             page.get_by_label("API token").fill(env.tokens["readers"])
-            page.get_by_role("button", name="Log in").click()
+            with page.expect_navigation(wait_until="load"):
+                page.get_by_role("button", name="Log in").click()
             expect(page.locator("#drill")).to_be_hidden()
             expect(page.locator("#live")).to_have_text("(live)", timeout=30_000)
             # The drill runs while the page is open: its lines arrive as server-sent events.
@@ -664,7 +665,9 @@ def test_a_blank_signing_key_reads_as_not_set(
 def _console_login(page: Any, env: LocalEnvironment, token: str) -> None:
     page.goto(f"{env.serve_url}/login")
     page.get_by_label("API token").fill(env.tokens[token])
-    page.get_by_role("button", name="Log in").click()
+    # Screenshots are taken of the page the form leads to once it (stylesheet included) has loaded.
+    with page.expect_navigation(wait_until="load"):
+        page.get_by_role("button", name="Log in").click()
 
 
 @pytest.mark.live
