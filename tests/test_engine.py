@@ -118,6 +118,28 @@ def test_listeners_hear_each_change_of_decision_once(
     ]
 
 
+def test_the_moment_a_decision_took_effect_is_kept_for_listeners(
+    make_engine: Callable[..., tuple[StateEngine, ScriptedSource]], clock: ManualClock
+) -> None:
+    """A listener times a flip by when the guard's deadline moved, not by when it is called."""
+    engine, source = make_engine()
+    heard: list[tuple[FlagState, float]] = []
+
+    def slow_listener(state: FlagState) -> None:
+        clock.advance(0.5)  # listeners before this one took their time
+
+    engine.subscribe(slow_listener)
+    engine.subscribe(lambda state: heard.append(engine.decided))
+    for value in (True, False):
+        before = clock.monotonic()
+        source.confirm(value)
+        decided, at = heard[-1]
+        assert decided.active is value
+        assert decided is engine.state
+        assert at == before  # the moment the decision took effect, before the 0.5 s of listeners
+    assert engine.decided[1] < clock.monotonic()
+
+
 def test_a_failing_listener_does_not_stop_others(
     make_engine: Callable[..., tuple[StateEngine, ScriptedSource]],
 ) -> None:

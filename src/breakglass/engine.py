@@ -109,6 +109,10 @@ class StateEngine:
         self._state = initial
         self.deadline: float = HALTED_DEADLINE
         """Monotonic time until which the flag is active; read lock-free on the hot path."""
+        self.decided: tuple[FlagState, float] = (initial, self._clock.monotonic())
+        """The current decision and the monotonic moment it took effect on the guard's path
+        (``deadline`` moved); listeners run after it, so a listener that times the decision
+        reads it here, not from the clock."""
         forking.in_child(self._after_fork, restart=self._restart_after_fork)
 
     def __repr__(self) -> str:
@@ -176,6 +180,7 @@ class StateEngine:
             cause=Cause.UNCONFIRMED,
             detail="forked: halted until this process's own readers confirm",
         )
+        self.decided = (forked, self._clock.monotonic())
         # The parent's decision and its remembered state were the parent's; this process has
         # seen nothing yet. Announced to no one: the listeners' state is reset the same way.
         self._state = self._notified = forked
@@ -309,8 +314,12 @@ class StateEngine:
             seq = self._seq
             self._state = state
             self.deadline = state.deadline if state.active else HALTED_DEADLINE
-        if changed:
-            # A later deadline needs no wake-up: the timer re-reads it when it wakes anyway.
+            if changed:
+                self.decided = (state, self._clock.monotonic())
+        if changed and (state.active or self._store_problem is not None):
+            # A halt needs no wake-up (nothing to time; a thread woken on every reader of a host
+            # at once costs the last of them), nor does a later deadline: the timer re-reads it
+            # when it wakes anyway. A store to retry, or a new active deadline, does.
             self._wake.set()
         self._notify(seq, state)
         if not state.active:
@@ -391,6 +400,7 @@ class StateEngine:
             seq = self._seq
             self._state = state
             self.deadline = HALTED_DEADLINE
+            self.decided = (state, self._clock.monotonic())
         self._notify(seq, state)
 
     def _notify(self, seq: int, state: FlagState) -> None:

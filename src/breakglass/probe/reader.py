@@ -89,8 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     guard = bridge.guard()
 
     def on_state(state: FlagState) -> None:
-        # Stamped first: the guard's deadline already moved before listeners are called.
-        at = time.monotonic()
+        # The moment the guard's deadline moved, not this listener's (other listeners ran first).
+        decided, at = bridge.engine.decided
+        if decided is not state:
+            at = time.monotonic()  # a newer decision already took effect: no earlier than now
         out.line(state_line(Kind.FLIP, active=guard.active, at=at, cause=state.cause.value))
 
     unsubscribe = bridge.engine.subscribe(on_state)
