@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: running the CLI as a real process, signing keys."""
+"""Helpers shared by the tests: running the CLIs as real processes, signing keys."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from killswitch_tests.kubeserver import KubeApiServer
 
 CLI = str(Path(sys.executable).parent / "breakglass-killswitch")
+BREAKGLASS = str(Path(sys.executable).parent / "breakglass")
 
 
 def cli(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -38,6 +39,25 @@ def cli(config: Path, *args: str, stdin: str | None = None) -> subprocess.Comple
         env=env,
         timeout=120,
         check=False,
+    )
+
+
+def breakglass(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``breakglass <args>`` (the project's CLI) as a separate process in ``tmp_path``.
+
+    None of this process's ``BREAKGLASS_*`` variables reach it: its state is under
+    ``tmp_path / "bridge"`` and its settings are ``env``.
+    """
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BREAKGLASS_")}
+    clean |= {"BREAKGLASS_STATE_DIR": str(tmp_path / "bridge")}
+    return subprocess.run(
+        [BREAKGLASS, *args],
+        capture_output=True,
+        text=True,
+        env=clean | env,
+        timeout=180,
+        check=False,
+        cwd=tmp_path,
     )
 
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,31 +11,12 @@ import pytest
 from breakglass_killswitch import Actor, Store, Switch, load_config
 from breakglass_killswitch.tokens import create_token
 from killswitch_tests.conftest import STANDARD_TARGETS, write_config
-from killswitch_tests.support import serving
+from killswitch_tests.support import breakglass, serving
 
 if TYPE_CHECKING:
     from killswitch_tests.kubeserver import KubeApiServer
 
 pytestmark = pytest.mark.live
-BREAKGLASS = str(Path(sys.executable).parent / "breakglass")
-
-
-def _breakglass(
-    tmp_path: Path, env: dict[str, str], *args: str
-) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("BREAKGLASS_")}
-    clean |= {
-        "BREAKGLASS_STATE_DIR": str(tmp_path / "bridge"),
-    }
-    return subprocess.run(
-        [BREAKGLASS, *args],
-        capture_output=True,
-        text=True,
-        env=clean | env,
-        timeout=120,
-        check=False,
-        cwd=tmp_path,
-    )
 
 
 def test_breakglass_audit_pull_takes_the_switch_records(
@@ -57,12 +35,12 @@ def test_breakglass_audit_pull_takes_the_switch_records(
             "BREAKGLASS_AUDIT__FEEDS__KILLSWITCH__URL": f"{url}/v1/audit",
             "BREAKGLASS_AUDIT__FEEDS__KILLSWITCH__TOKEN": reader,
         }
-        first = _breakglass(tmp_path, feed, "audit", "pull", "--provider", "killswitch", "--json")
+        first = breakglass(tmp_path, feed, "audit", "pull", "--provider", "killswitch", "--json")
         assert first.returncode == 0, first.stdout + first.stderr
         assert json.loads(first.stdout)[0]["stored"] == 2
-        again = _breakglass(tmp_path, feed, "audit", "pull", "--provider", "killswitch", "--json")
+        again = breakglass(tmp_path, feed, "audit", "pull", "--provider", "killswitch", "--json")
         assert json.loads(again.stdout)[0]["stored"] == 0  # the cursor moved past them
-        wrong = _breakglass(
+        wrong = breakglass(
             tmp_path,
             feed | {"BREAKGLASS_AUDIT__FEEDS__KILLSWITCH__TOKEN": "bgks_wrong"},
             "audit",
@@ -75,7 +53,7 @@ def test_breakglass_audit_pull_takes_the_switch_records(
         assert "bgks_wrong" not in wrong.stdout + wrong.stderr
 
     export = tmp_path / "export.jsonl"
-    exported = _breakglass(
+    exported = breakglass(
         tmp_path, {}, "audit", "export", "--provider", "killswitch", "--out", str(export)
     )
     assert exported.returncode == 0, exported.stderr
@@ -84,5 +62,5 @@ def test_breakglass_audit_pull_takes_the_switch_records(
     assert [r["vendor_event_type"] for r in records] == ["halt", "resume-refused"]
     assert records[0]["actor"]["id"] == "hal"
     assert records[0]["raw"]["verdict"] == "HALTED"
-    verified = _breakglass(tmp_path, {}, "audit", "verify", str(export))
+    verified = breakglass(tmp_path, {}, "audit", "verify", str(export))
     assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,29 +10,12 @@ import pytest
 
 from breakglass_killswitch.tokens import create_token
 from killswitch_tests.cluster import NS
-from killswitch_tests.support import control_plane_switch, serving
+from killswitch_tests.support import breakglass, control_plane_switch, serving
 
 if TYPE_CHECKING:
     from killswitch_tests.kubeserver import KubeApiServer
 
 pytestmark = pytest.mark.live
-BREAKGLASS = str(Path(sys.executable).parent / "breakglass")
-
-
-def _breakglass(
-    tmp_path: Path, env: dict[str, str], *args: str
-) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("BREAKGLASS_")}
-    clean |= {"BREAKGLASS_STATE_DIR": str(tmp_path / "bridge"), "BREAKGLASS_MAX_STALENESS": "5"}
-    return subprocess.run(
-        [BREAKGLASS, *args],
-        capture_output=True,
-        text=True,
-        env=clean | env,
-        timeout=180,
-        check=False,
-        cwd=tmp_path,
-    )
 
 
 def test_the_flag_and_the_kill_switch_halt_and_resume_together(
@@ -50,10 +30,11 @@ def test_the_flag_and_the_kill_switch_halt_and_resume_together(
             "BREAKGLASS_KILLSWITCH__TOKEN": halter,
             "BREAKGLASS_KILLSWITCH__SWITCH": "test-switch",
             "BREAKGLASS_KILLSWITCH__SIGNING_KEY": str(key_file),
+            "BREAKGLASS_MAX_STALENESS": "5",
         }
-        assert _breakglass(tmp_path, env, "resume", "--reason", "first start").returncode == 0
+        assert breakglass(tmp_path, env, "resume", "--reason", "first start").returncode == 0
 
-        halted = _breakglass(
+        halted = breakglass(
             tmp_path, env, "halt", "--actor", "oncall", "--reason", "incident 4711", "--json"
         )
         assert halted.returncode == 0, halted.stdout + halted.stderr
@@ -64,7 +45,7 @@ def test_the_flag_and_the_kill_switch_halt_and_resume_together(
         assert switch.status()["state"] == "halted"
         assert switch.status()["episode"]["opened_by"] == "control-plane"
 
-        resumed = _breakglass(
+        resumed = breakglass(
             tmp_path, env, "resume", "--actor", "approver", "--reason", "fixed", "--json"
         )
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -72,9 +53,9 @@ def test_the_flag_and_the_kill_switch_halt_and_resume_together(
         assert switch.status()["state"] == "active"
 
         # Without the signing key this side can still halt, but the switch stays halted on resume.
-        _breakglass(tmp_path, env, "halt", "--reason", "again")
+        breakglass(tmp_path, env, "halt", "--reason", "again")
         unsigned = {k: v for k, v in env.items() if not k.endswith("SIGNING_KEY")}
-        refused = _breakglass(tmp_path, unsigned, "resume", "--reason", "no key")
+        refused = breakglass(tmp_path, unsigned, "resume", "--reason", "no key")
         assert refused.returncode != 0
         assert "killswitch: NOT changed" in refused.stderr
         assert "NOT RESUMED everywhere" in refused.stderr
