@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 import pytest
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from breakglass import settings
 from breakglass.audit.settings import AuditSettings
@@ -206,3 +207,81 @@ def test_every_variable_named_is_read() -> None:
                 continue
             wrong.append(f"{path.relative_to(ROOT)}: {name}")
     assert not wrong, "\n".join(wrong)
+
+
+def _setting(model: type[BaseModel], parts: list[str]) -> FieldInfo | None:
+    """The field ``parts`` (``["OIDC", "ISSUER"]``) names in ``model``, nested models followed."""
+    *outer, last = parts
+    for part in outer:
+        info = model.model_fields.get(part.lower())
+        nested = info.annotation if info is not None else None
+        if not (isinstance(nested, type) and issubclass(nested, BaseModel)):
+            return None
+        model = nested
+    return model.model_fields.get(last.lower())
+
+
+def _table_rows(page: Path) -> list[tuple[int, list[str], str, str]]:
+    """Rows of every settings table: (line, names in the first cell, the default cell, the section)."""
+    lines = page.read_text(encoding="utf-8").splitlines()
+    rows = []
+    for start, line in enumerate(lines):
+        if not re.match(r"^\| *(setting|variable)\b", line):
+            continue
+        # A table of bare names says its section just above it or in its header: BREAKGLASS_SERVE__*.
+        context = "\n".join(lines[max(0, start - 8) : start + 1])
+        sections = re.findall(r"BREAKGLASS_([A-Z]+)__", context)
+        at = start + 2
+        while at < len(lines) and lines[at].startswith("|"):
+            cells = [cell.strip() for cell in lines[at].strip("|").split("|")]
+            default = cells[1] if len(cells) > 2 else ""
+            section = sections[-1].lower() if sections else ""
+            rows.append((at + 1, re.findall(r"`([^`]+)`", cells[0]), default, section))
+            at += 1
+    return rows
+
+
+def _resolve(name: str, section: str) -> FieldInfo | None:
+    if not name.startswith(settings.ENV_PREFIX):
+        return _setting(SECTIONS[section], name.split("__")) if section in SECTIONS else None
+    parts = name.removeprefix(settings.ENV_PREFIX).split("__")
+    if len(parts) > 1 and parts[0].lower() in SECTIONS:
+        return _setting(SECTIONS[parts[0].lower()], parts[1:])
+    return _setting(settings.Settings, parts)
+
+
+def _same(written: str, real: object) -> bool:
+    if isinstance(real, bool):
+        return written == str(real).lower()
+    if isinstance(real, int | float):
+        try:
+            return float(written) == real
+        except ValueError:
+            return False
+    return written == real
+
+
+def test_every_settings_table_names_real_settings_with_their_defaults() -> None:
+    """Each name in a settings table is a field; a default written as literals is the field's default."""
+    wrong = []
+    checked = 0
+    for page in PAGES:
+        for line, names, default, section in _table_rows(page):
+            where = f"{page.relative_to(ROOT)}:{line}"
+            found = [
+                (name, _resolve(name, section))
+                for name in names
+                if name not in settings.NOT_SETTINGS
+            ]
+            wrong += [f"{where}: {name} is not a setting" for name, info in found if info is None]
+            literals = re.findall(r"`([^`]+)`", default)
+            if len(literals) != len(found):
+                continue  # a default in words ("the request's `Host`")
+            for (name, info), literal in zip(found, literals, strict=True):
+                # None: derived elsewhere (`<state_dir>/audit.db`), which the words describe
+                if info is not None and info.default_factory is None and info.default is not None:
+                    checked += 1
+                    if not _same(literal, info.default):
+                        wrong.append(f"{where}: {name} defaults to {info.default!r}, not {literal}")
+    assert not wrong, "\n".join(wrong)
+    assert checked > 40, checked
