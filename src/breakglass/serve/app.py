@@ -83,7 +83,7 @@ class Services:
 
 
 def client_address(request: Request) -> str:
-    """The peer's address (behind a proxy, run uvicorn with ``--forwarded-allow-ips``)."""
+    """The peer's address (a proxy's ``X-Forwarded-For`` when uvicorn's ``FORWARDED_ALLOW_IPS`` names it)."""
     return request.client.host if request.client else "unknown"
 
 
