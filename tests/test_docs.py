@@ -8,8 +8,11 @@ every ``BREAKGLASS_*`` variable named is a setting, or one of the few variables 
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -285,3 +288,42 @@ def test_every_settings_table_names_real_settings_with_their_defaults() -> None:
                         wrong.append(f"{where}: {name} defaults to {info.default!r}, not {literal}")
     assert not wrong, "\n".join(wrong)
     assert checked > 40, checked
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.mark.live  # the CLI and openssl as processes
+def test_the_auditors_own_check_passes_an_export_and_fails_an_edited_one(tmp_path: Path) -> None:
+    """docs/compliance.md's standalone checker, as written, on a real signed export and an edited copy."""
+    text = (ROOT / "docs" / "compliance.md").read_text(encoding="utf-8")
+    (script,) = [body for lang, body in FENCE.findall(text) if lang == "python"]
+    (tmp_path / "check.py").write_text(script)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BREAKGLASS_")}
+    env["BREAKGLASS_STATE_DIR"] = str(tmp_path / "state")
+    breakglass = str(Path(sys.executable).parent / "breakglass")
+    for args in (
+        ["resume", "--reason", "go live"],
+        ["halt", "--actor", "alice", "--reason", "audit drill"],
+        ["audit", "keygen", "--private", "signing.key", "--public", "audit-signing.pub"],
+        ["audit", "export", "--all", "--sign-key", "signing.key", "--out", "2026-08.jsonl"],
+    ):
+        done = _run([breakglass, *args], tmp_path, env)
+        assert done.returncode == 0, done.stderr
+    checked = _run(
+        [sys.executable, "check.py", "2026-08.jsonl", "audit-signing.pub"], tmp_path, env
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert "Signature Verified Successfully" in checked.stdout
+    assert checked.stdout.splitlines()[-1].startswith("intact and signed; export hash ")
+
+    lines = (tmp_path / "2026-08.jsonl").read_text().splitlines(keepends=True)
+    edited = next(at for at, line in enumerate(lines) if "audit drill" in line)
+    lines[edited] = lines[edited].replace("audit drill", "audit-drill")  # a reason quietly reworded
+    (tmp_path / "edited.jsonl").write_text("".join(lines))
+    refused = _run([sys.executable, "check.py", "edited.jsonl", "audit-signing.pub"], tmp_path, env)
+    assert refused.returncode != 0
+    assert "changed" in refused.stderr or "not canonical" in refused.stderr, refused.stderr
