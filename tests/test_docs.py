@@ -327,3 +327,19 @@ def test_the_auditors_own_check_passes_an_export_and_fails_an_edited_one(tmp_pat
     refused = _run([sys.executable, "check.py", "edited.jsonl", "audit-signing.pub"], tmp_path, env)
     assert refused.returncode != 0
     assert "changed" in refused.stderr or "not canonical" in refused.stderr, refused.stderr
+
+
+def test_the_probe_option_table_is_the_probe_s_options() -> None:
+    """docs/probe.md's option table names every option of `breakglass probe`, and only those."""
+    text = (ROOT / "docs" / "probe.md").read_text(encoding="utf-8")
+    table = text.split("## Options", 1)[1].split("\n\n", 2)[1]
+    named = {
+        word
+        for row in table.splitlines()[2:]
+        for cell in [row.strip("|").split("|")[0]]
+        for word in re.findall(r"`(-[^` ]+)", cell)
+    }
+    probe = cli.get_command(click.Context(cli), "probe")
+    assert probe is not None
+    real = set(_options(probe)) - {"-h", "--help"}
+    assert named == real
