@@ -28,17 +28,23 @@ from breakglass.relay.settings import RelaySettings
 from breakglass.reports.settings import ReportSettings
 from breakglass.serve.settings import ServeSettings
 from breakglass_flagsmith.settings import FlagsmithSettings
+from breakglass_killswitch.cli import main as killswitch_cli
 from breakglass_launchdarkly.settings import LaunchDarklySettings
 from breakglass_unleash.settings import UnleashSettings
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+PAGES = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").rglob("*.md")),
+    *sorted((ROOT / "providers").glob("*/README.md")),
+]
 EXAMPLES = sorted(path for path in (ROOT / "examples").rglob("*") if path.is_file())
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 SHELL = {"bash", "sh", "shell", "console", ""}
 INLINE = re.compile(r"(?<![`\w])`((?:[A-Z_]+=\S+ )*(?:\S*/)?breakglass [^`]+)`")
 ASSIGNMENT = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)+")
 COMMAND = re.compile(r"^(?:\$ )?(?:\S*/)?breakglass (.*)")
+KILLSWITCH_COMMAND = re.compile(r"^(?:\$ )?breakglass-killswitch (.*)")
 # Where a shell line stops being breakglass's arguments.
 SHELL_END = re.compile(r"\s+(?:#.*|\|.*|&&.*|;.*|[12]?>.*)$")
 SECTIONS: dict[str, type[BaseModel]] = {
@@ -53,22 +59,26 @@ SECTIONS: dict[str, type[BaseModel]] = {
 }
 
 
-def _shell_commands(text: str) -> list[str]:
+def _shell_commands(text: str, command_line: re.Pattern[str] = COMMAND) -> list[str]:
     """The arguments of every ``breakglass`` line in the text's shell blocks."""
     found = []
     for match in FENCE.finditer(text):
         if match.group(1) not in SHELL:
             continue
         for line in match.group(2).replace("\\\n", " ").splitlines():
-            command = COMMAND.match(ASSIGNMENT.sub("", line.strip()))
+            command = command_line.match(ASSIGNMENT.sub("", line.strip()))
             if command:
                 found.append(SHELL_END.sub("", command.group(1)))
     return found
 
 
 def _named_commands(text: str) -> list[str]:
-    """The arguments of every ``breakglass ...`` in inline code outside the blocks."""
+    """The arguments of every ``breakglass ...`` in inline code outside the blocks, and in synopses."""
     found = []
+    for match in FENCE.finditer(text):
+        if match.group(1) == "text":  # a synopsis: breakglass drill run [--policy FILE] [--json]
+            lines = match.group(2).replace("\\\n", " ").splitlines()
+            found += [SHELL_END.sub("", m.group(1)) for m in map(COMMAND.match, lines) if m]
     for match in INLINE.finditer(FENCE.sub("", text)):
         command = COMMAND.match(ASSIGNMENT.sub("", match.group(1)))
         if command:
@@ -94,12 +104,17 @@ def _options(command: click.Command) -> dict[str, click.Parameter]:
     return {name: param for param in command.params for name in param.opts + param.secondary_opts}
 
 
-def _check_names(argv: list[str]) -> str | None:
-    """Whether the words name real (sub)commands and every ``--option`` exists where it is given."""
-    command: click.Command = cli
-    path = ["breakglass"]
-    options = _options(cli)
-    words = iter(argv)
+def _check_names(
+    argv: list[str], root: click.Group = cli, program: str = "breakglass"
+) -> str | None:
+    """Whether the words name real (sub)commands and every ``--option`` exists where it is given.
+
+    A synopsis reads the same: ``[--json]`` is an option, ``create|revoke|list`` three commands.
+    """
+    command: click.Command = root
+    path = [program]
+    options = _options(root)
+    words = iter(word.strip("[]") for word in argv)
     for word in words:
         if word.startswith("--"):
             name, has_value, _ = word.partition("=")
@@ -109,13 +124,14 @@ def _check_names(argv: list[str]) -> str | None:
             if not has_value and not getattr(param, "is_flag", False) and param.nargs == 1:
                 next(words, None)
         elif isinstance(command, click.Group) and not word.startswith("-"):
-            found = command.get_command(click.Context(command), word)
-            if found is None:
-                if re.fullmatch(r"[a-z][a-z-]*", word):
-                    return f"no command {' '.join([*path, word])!r}"
+            names = word.split("|")
+            if not all(re.fullmatch(r"[a-z][a-z-]*", name) for name in names):
                 return None  # a placeholder such as <dir> or …: the rest is prose
-            command = found
-            path.append(word)
+            found = [command.get_command(click.Context(command), name) for name in names]
+            if None in found:
+                return f"no command {' '.join([*path, word])!r}"
+            command = found[0]  # type: ignore[assignment]
+            path.append(names[0])
             options |= _options(command)
     return None
 
@@ -189,6 +205,14 @@ def _known_variables() -> set[str]:
     return known
 
 
+def _in_a_table_of_entries(name: str) -> bool:
+    """``BREAKGLASS_AUDIT__FEEDS__KILLSWITCH__URL``: a field of one entry of ``[audit.feeds.<name>]``."""
+    return any(
+        settings._in_dict_field(model, f"{settings.ENV_PREFIX}{section.upper()}__", name)
+        for section, model in SECTIONS.items()
+    )
+
+
 def test_every_section_is_checked() -> None:
     assert set(SECTIONS) == settings.known_sections()
 
@@ -204,6 +228,7 @@ def test_every_variable_named_is_read() -> None:
         ):
             if (
                 name in known
+                or _in_a_table_of_entries(name)
                 or name in settings.NOT_SETTINGS
                 or name.startswith(settings.TEST_VARIABLE_PREFIX)
             ):
@@ -343,3 +368,20 @@ def test_the_probe_option_table_is_the_probe_s_options() -> None:
     assert probe is not None
     real = set(_options(probe)) - {"-h", "--help"}
     assert named == real
+
+
+def test_the_kill_switch_readme_names_its_own_commands_and_options() -> None:
+    """``breakglass-killswitch ...`` in its README (blocks, the synopsis, inline) against its own CLI."""
+    text = (ROOT / "providers" / "breakglass-killswitch" / "README.md").read_text(encoding="utf-8")
+    named = [
+        SHELL_END.sub("", m.group(1))
+        for m in re.finditer(r"`breakglass-killswitch ([^`]+)`", FENCE.sub("", text))
+    ]
+    every = [*_shell_commands(text, KILLSWITCH_COMMAND), *named]
+    assert len(every) > 10, every
+    wrong = []
+    for line in every:
+        problem = _check_names(line.split(), killswitch_cli, "breakglass-killswitch")
+        if problem:
+            wrong.append(f"`breakglass-killswitch {line}`: {problem}")
+    assert not wrong, "\n".join(wrong)
