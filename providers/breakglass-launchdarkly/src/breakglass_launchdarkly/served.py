@@ -13,7 +13,6 @@ data only (daemon mode: no connection of its own), as every reader will.
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -24,6 +23,7 @@ from ldclient.versioned_data_kind import FEATURES, SEGMENTS
 
 from breakglass.retry import safe_url
 from breakglass.seams import Served
+from breakglass.served import served_once_shown
 from breakglass_launchdarkly._http import describe_exception, json_or_none, new_session
 
 if TYPE_CHECKING:
@@ -33,7 +33,6 @@ logger = logging.getLogger("breakglass.launchdarkly")
 
 POLL_PATH = "/sdk/latest-all"
 CONTEXT_KIND = "service"
-_RETRY_PAUSE = 0.2
 
 
 def service_context(settings: LaunchDarklySettings) -> Context:
@@ -69,28 +68,20 @@ class ServedCheck:
         When the data never shows that version, what it does hold is what readers
         are served: it is evaluated all the same, with the reason appended.
         """
-        deadline = time.monotonic() + timeout
-        latest: tuple[dict[Any, dict[str, Any]], object] | None = None
-        while True:
-            data, problem = self._fetch()
-            if data is not None:
-                flag = data[FEATURES].get(self._flag_key)
-                version = flag.get("version") if isinstance(flag, dict) else None
-                if min_version is None or (type(version) is int and version >= min_version):
-                    return self._evaluate(data, version)
-                latest = (data, version)
-                problem = (
-                    f"the SDK data has version {version} of the flag, not the changed "
-                    f"version {min_version}"
-                )
-            if time.monotonic() + _RETRY_PAUSE > deadline:
-                break
-            time.sleep(_RETRY_PAUSE)
-        late = f"after {timeout:g} s {problem}"
-        if latest is None:
-            return Served(None, f"not confirmed: {late}")
-        served = self._evaluate(*latest)
-        return Served(served.value, f"{served.detail} ({late})")
+
+        def shown(data: dict[Any, dict[str, Any]]) -> str:
+            version = _version(data, self._flag_key)
+            if min_version is None or (type(version) is int and version >= min_version):
+                return ""
+            return (
+                f"the SDK data has version {version} of the flag, not the changed "
+                f"version {min_version}"
+            )
+
+        def evaluate(data: dict[Any, dict[str, Any]]) -> Served:
+            return self._evaluate(data, _version(data, self._flag_key))
+
+        return served_once_shown(self._fetch, shown, evaluate, timeout)
 
     def _fetch(self) -> tuple[dict[Any, dict[str, Any]] | None, str]:
         settings = self._settings
@@ -129,6 +120,11 @@ class ServedCheck:
         why = _explain(detail.reason or {}, detail.value)
         context = f"{CONTEXT_KIND} context {self._settings.context_key!r}"
         return Served(value, f"LaunchDarkly SDK evaluation for {context}, version {version}: {why}")
+
+
+def _version(data: dict[Any, dict[str, Any]], flag_key: str) -> object:
+    flag = data[FEATURES].get(flag_key)
+    return flag.get("version") if isinstance(flag, dict) else None
 
 
 def _explain(reason: dict[str, Any], value: object) -> str:

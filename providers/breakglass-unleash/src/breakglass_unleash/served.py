@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,7 @@ from UnleashClient.utils import InstanceAllowType
 
 from breakglass.retry import safe_url
 from breakglass.seams import Served
+from breakglass.served import served_once_shown
 from breakglass_unleash._http import describe_exception, json_or_none, new_session
 from breakglass_unleash.cache import MemoryCache
 
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
     from breakglass_unleash.settings import UnleashSettings
 
 logger = logging.getLogger("breakglass.unleash")
-
-_RETRY_PAUSE = 0.2
 
 
 def service_context(settings: UnleashSettings) -> dict[str, Any]:
@@ -70,28 +68,20 @@ class ServedCheck:
         still carry the old state; when it never shows the new one, what it does carry
         is what readers are served.
         """
-        deadline = time.monotonic() + timeout
-        payload: dict[str, Any] | None = None
-        while True:
-            fetched, problem = self._fetch()
-            if fetched is not None:
-                payload = fetched
-                feature = self._feature(fetched)
-                if feature is not None and feature.get("enabled") is switch:
-                    return self._evaluate(fetched, feature)
-                problem = (
-                    "the client API has no such flag"
-                    if feature is None
-                    else f"the client API still shows the flag {_on_off(feature.get('enabled'))}"
-                )
-            if time.monotonic() + _RETRY_PAUSE > deadline:
-                break
-            time.sleep(_RETRY_PAUSE)
-        late = f"after {timeout:g} s {problem}"
-        if payload is None or self._feature(payload) is None:
-            return Served(None, f"not confirmed: {late}")
-        served = self._evaluate(payload, self._feature(payload) or {})
-        return Served(served.value, f"{served.detail} ({late})")
+
+        def shown(payload: dict[str, Any]) -> str:
+            feature = self._feature(payload)
+            if feature is None:
+                return "the client API has no such flag"
+            if feature.get("enabled") is not switch:
+                return f"the client API still shows the flag {_on_off(feature.get('enabled'))}"
+            return ""
+
+        def evaluate(payload: dict[str, Any]) -> Served | None:
+            feature = self._feature(payload)
+            return None if feature is None else self._evaluate(payload, feature)
+
+        return served_once_shown(self._fetch, shown, evaluate, timeout)
 
     def _fetch(self) -> tuple[dict[str, Any] | None, str]:
         settings = self._settings
