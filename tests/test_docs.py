@@ -385,3 +385,24 @@ def test_the_kill_switch_readme_names_its_own_commands_and_options() -> None:
         if problem:
             wrong.append(f"`breakglass-killswitch {line}`: {problem}")
     assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.live  # the CLI as a process
+def test_the_policy_error_sample_is_what_notify_check_prints(tmp_path: Path) -> None:
+    """docs/notifications.md's sample error, from a policy with exactly those two mistakes: one line."""
+    text = (ROOT / "docs" / "notifications.md").read_text(encoding="utf-8")
+    (sample,) = [
+        body for lang, body in FENCE.findall(text) if body.startswith("breakglass: error: invalid")
+    ]
+    (tmp_path / "breakglass-policy.toml").write_text(
+        "[notify.groups.on-call]\n"
+        'kind = "on-call"\ntimeframe = "immediate"\nchannels = [{ type = "pagerduty" }]\n'
+        "[notify.groups.governance-lead]\n"
+        'kind = "governance-lead"\nwithn = "1h"\n'
+        'channels = [{ type = "slack", webhook_url = "https://hooks.slack.example/x" }]\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BREAKGLASS_")}
+    breakglass = str(Path(sys.executable).parent / "breakglass")
+    done = _run([breakglass, "notify", "check"], tmp_path, env)
+    assert done.returncode == 1
+    assert done.stderr == sample

@@ -106,7 +106,11 @@ def load_policy(path: Path | None = None) -> Policy:
 
 
 def describe_errors(exc: ValidationError, source: str) -> str:
-    """One line per problem: ``<source>: <dotted.key>: <what is wrong>``, without the input."""
+    """One line, the problems apart by ``; ``: ``invalid policy <source>: <dotted.key>: <what is wrong>``.
+
+    One line, because every error is printed scrubbed of control characters: a newline would show
+    as a literal ``\\n``. The input is never repeated (it may hold a secret).
+    """
     lines = []
     for error in exc.errors(include_input=False, include_url=False):
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
@@ -114,4 +118,4 @@ def describe_errors(exc: ValidationError, source: str) -> str:
         if error["type"] == "extra_forbidden":
             message = "unknown key (check its spelling and section)"
         lines.append(f"{key}: {message}")
-    return f"invalid policy {source}:\n  " + "\n  ".join(lines)
+    return f"invalid policy {source}: " + "; ".join(lines)
