@@ -109,7 +109,7 @@ def describe_errors(exc: ValidationError, source: str) -> str:
     """One line, the problems apart by ``; ``: ``invalid policy <source>: <dotted.key>: <what is wrong>``.
 
     One line, because every error is printed scrubbed of control characters: a newline would show
-    as a literal ``\\n``. The input is never repeated (it may hold a secret).
+    as a literal backslash-n. The input is never repeated (it may hold a secret).
     """
     lines = []
     for error in exc.errors(include_input=False, include_url=False):
