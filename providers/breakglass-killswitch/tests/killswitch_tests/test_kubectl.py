@@ -32,6 +32,21 @@ def _replicas(kubeconfig: Path) -> dict[str, int]:
     return {k: int(v) for k, v in (line.split("=") for line in out.split())}
 
 
+def _annotation(kubeconfig: Path, kind: str, name: str, key: str) -> str:
+    """One annotation of an object in ``inference`` as kubectl reads it (``""`` when it has none)."""
+    path = key.replace(".", "\\.")  # jsonpath: a dot inside a key is escaped
+    return kubectl(
+        kubeconfig,
+        "get",
+        kind,
+        name,
+        "-n",
+        "inference",
+        "-o",
+        f"jsonpath={{.metadata.annotations.{path}}}",
+    ).stdout
+
+
 # A dozen CLI processes, each loading the kubernetes client: slow on a loaded machine.
 @pytest.mark.timeout(360)
 def test_halt_and_resume_seen_through_kubectl(tmp_path: Path, kube: KubeApiServer) -> None:  # noqa: PLR0915
@@ -58,27 +73,10 @@ def test_halt_and_resume_seen_through_kubectl(tmp_path: Path, kube: KubeApiServe
 
     assert _replicas(kubeconfig) == {"keda-worker": 0, "model-server": 0, "ranker": 0}
     assert kubectl(kubeconfig, "get", "pods", "-n", "inference", "-o", "name").stdout.strip() == ""
-    stop = kubectl(
-        kubeconfig,
-        "get",
-        "isvc",
-        "sklearn-iris",
-        "-n",
-        "inference",
-        "-o",
-        r"jsonpath={.metadata.annotations.serving\.kserve\.io/stop}",
-    ).stdout
-    assert stop == "true"
-    paused = kubectl(
-        kubeconfig,
-        "get",
-        "scaledobject",
-        "keda-worker",
-        "-n",
-        "inference",
-        "-o",
-        r"jsonpath={.metadata.annotations.autoscaling\.keda\.sh/paused-replicas}",
-    ).stdout
+    assert _annotation(kubeconfig, "isvc", "sklearn-iris", "serving.kserve.io/stop") == "true"
+    paused = _annotation(
+        kubeconfig, "scaledobject", "keda-worker", "autoscaling.keda.sh/paused-replicas"
+    )
     assert paused == "0"
     recorded = json.loads(
         kubectl(kubeconfig, "get", "deploy", "model-server", "-n", "inference", "-o", "json").stdout
@@ -135,19 +133,7 @@ def test_halt_and_resume_seen_through_kubectl(tmp_path: Path, kube: KubeApiServe
     assert "killswitch.breakglass.dev/replicas" not in (
         restored["metadata"].get("annotations") or {}
     )
-    assert (
-        kubectl(
-            kubeconfig,
-            "get",
-            "isvc",
-            "sklearn-iris",
-            "-n",
-            "inference",
-            "-o",
-            r"jsonpath={.metadata.annotations.serving\.kserve\.io/stop}",
-        ).stdout
-        == ""
-    )
+    assert _annotation(kubeconfig, "isvc", "sklearn-iris", "serving.kserve.io/stop") == ""
 
 
 def test_kubectl_meets_conflicts_404_and_rbac_as_from_a_cluster(
