@@ -33,6 +33,7 @@ import requests
 from openfeature import api
 from pydantic import SecretStr
 
+from breakglass.testing.npm import npm_ci
 from breakglass_unleash.settings import UnleashSettings
 
 if TYPE_CHECKING:
@@ -241,23 +242,14 @@ class UnleashServer:
 
     @staticmethod
     def install() -> None:
-        if (SERVER_DIR / "node_modules" / "unleash-server" / "package.json").exists():
-            return
-        npm = shutil.which("npm")
-        if npm is None:
-            raise ServerStartError("npm not found: install Node.js >= 20 to run unleash-server")
         try:
-            result = _run(
-                [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            npm_ci(
+                SERVER_DIR,
+                SERVER_DIR / "node_modules" / "unleash-server" / "package.json",
                 timeout=NPM_TIMEOUT,
-                cwd=SERVER_DIR,
             )
-        except subprocess.TimeoutExpired:
-            raise ServerStartError(
-                f"npm ci in {SERVER_DIR} took longer than {NPM_TIMEOUT:g} s"
-            ) from None
-        if result.returncode != 0:
-            raise ServerStartError(f"npm ci failed in {SERVER_DIR}: {result.stderr.strip()[-800:]}")
+        except RuntimeError as exc:
+            raise ServerStartError(str(exc)) from None
 
     def start(self) -> None:
         """Start the server and wait (bounded) until ``/health`` answers 200."""
