@@ -265,6 +265,35 @@ def _console_login(replica: Replica, token: str) -> httpx.Client:
     return browser
 
 
+def _the_command_line_ends_sessions(
+    a: Replica, b: Replica, admin: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    """``breakglass serve session revoke`` ends sessions the same way, through the shared store."""
+    admin_on_a = _console_login(a, admin)
+    with closing(admin_on_a):
+        assert admin_on_a.get("/v1/status").status_code == 200
+        out = _cli(env, tmp_path, "serve", "session", "revoke", "admin", "--json")
+        assert out["person"] == "admin"
+        assert out["generation"] == 1
+        time.sleep(0.5)
+        assert admin_on_a.get("/v1/status").status_code == 401
+        with httpx.Client(base_url=b.url, cookies=dict(admin_on_a.cookies), timeout=30) as replay:
+            assert replay.get("/v1/status").status_code == 401
+
+
+def _logout_reaches_the_other(a: Replica, b: Replica, token: str) -> None:
+    """Logging out on one replica ends a copy of the cookie on the other."""
+    browser = _console_login(a, token)
+    with (
+        closing(browser),
+        httpx.Client(base_url=b.url, cookies=dict(browser.cookies), timeout=30) as copy,
+    ):
+        assert copy.get("/v1/status").status_code == 200
+        assert browser.post("/logout", headers={"Origin": a.url}).status_code == 303
+        time.sleep(0.5)
+        assert copy.get("/v1/status").status_code == 401
+
+
 def test_a_session_ended_on_one_replica_is_refused_on_the_other(
     shared: dict[str, str], tmp_path: Path
 ) -> None:
@@ -299,19 +328,8 @@ def test_a_session_ended_on_one_replica_is_refused_on_the_other(
             # The person's API token is not a session: it still halts, on either replica.
             with b.client(oncall) as cb:
                 assert cb.post("/v1/halt", json={"reason": "still may"}).status_code == 200
-            # The command line ends sessions the same way, through the shared store.
-            admin_on_a = _console_login(a, admin)
-            with closing(admin_on_a):
-                assert admin_on_a.get("/v1/status").status_code == 200
-                out = _cli(env, tmp_path, "serve", "session", "revoke", "admin", "--json")
-                assert out["person"] == "admin"
-                assert out["generation"] == 1
-                time.sleep(0.5)
-                assert admin_on_a.get("/v1/status").status_code == 401
-                with httpx.Client(
-                    base_url=b.url, cookies=dict(admin_on_a.cookies), timeout=30
-                ) as replay:
-                    assert replay.get("/v1/status").status_code == 401
+            _the_command_line_ends_sessions(a, b, admin, env, tmp_path)
+            _logout_reaches_the_other(a, b, oncall)
             listed = _cli(env, tmp_path, "serve", "session", "revocations", "--json")
             assert sorted(r["person"] for r in listed) == ["admin", "oncall"]
         finally:

@@ -357,3 +357,21 @@ def test_a_hanging_store_never_stalls_the_server_through_a_console_page(tmp_path
                 locker.close()
     assert health < 1.0, f"/healthz waited {health:.1f} s behind a page's store read"
     assert halt < 3.0, f"the halt waited {halt:.1f} s"
+
+
+def test_logging_out_ends_a_copy_of_the_cookie_too(serve: Running, idp: IdentityProvider) -> None:
+    c, csrf = _sso(serve, idp, ERIN)
+    with closing(c):
+        copy = c.cookies[serve.server.services.sessions.cookie]
+        other, _ = _sso(serve, idp, ERIN)  # the same person in another browser
+        with closing(other):
+            out = c.post("/logout", headers={"Origin": serve.url}, follow_redirects=False)
+            assert out.status_code == 303
+            replayed = _status(serve, copy)
+            assert replayed.status_code == 401
+            assert "logged out" in replayed.json()["detail"]
+            assert other.get("/v1/status").status_code == 200, "only that session ended"
+        assert csrf
+    with serve.client("admin") as admin:
+        listed = admin.get("/v1/sessions/revocations").json()["revocations"]
+    assert listed == [], "a logout is not a revocation of the person"

@@ -173,7 +173,7 @@ COMPONENTS: tuple[Component, ...] = (
                 "serve_session_revocations",
                 _READ_APPEND,
                 update=("generation", "revoked_at", "revoked_by", "reason"),
-                why="whose console sessions an admin ended; a revocation is raised, never removed",
+                why="console sessions ended: a person's by an admin, one by its logout; never removed",
             ),
             TableGrant(
                 "serve_suspensions",

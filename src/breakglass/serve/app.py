@@ -168,8 +168,9 @@ def session_of(services: Services, request: Request) -> Session | None:
     tid = session.identity.token_id
     if tid is not None and services.tokens.live(tid) is None:
         raise AuthError("the API token behind this console session was revoked; log in again")
-    if services.revocations.ended(session.identity, session.generations):
-        raise AuthError("an admin ended this console session; log in again")
+    why = services.revocations.ended(session)
+    if why is not None:
+        raise AuthError(why)
     renewed = services.sessions.renewal(session)
     if renewed is not None:
         request.state.renewed_session = renewed  # set on the response by the app's middleware

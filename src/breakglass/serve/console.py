@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import math
 import secrets
 from pathlib import Path
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from starlette.responses import RedirectResponse, Response
 
 from breakglass.drill.serve_routes import REMEDIATOR, drill_panel
-from breakglass.errors import AuthError
+from breakglass.errors import AuthError, ServeStoreError
 from breakglass.hold.serve_routes import held_panel
 from breakglass.limits import client_key
 from breakglass.notify.serve_routes import notification_panel
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from breakglass.serve.auth import Identity
     from breakglass.serve.control import Outcome
 
+logger = logging.getLogger("breakglass.serve")
 _HERE = Path(__file__).parent
 _LOGIN_COOKIE = "breakglass_login"
 templates = Jinja2Templates(directory=str(_HERE / "templates"))
@@ -209,8 +211,17 @@ def _add_login(app: FastAPI) -> None:
 
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:
-        # Logging out needs no proof: the cookie goes either way.
+        # Logging out needs no proof: the cookie goes either way. A valid session is also
+        # ended in the store, so a copy of the cookie taken elsewhere stops working too.
         services = _services(request)
+        session = _session(request)
+        if session is not None:
+            try:
+                await asyncio.to_thread(
+                    services.revocations.log_out, session, by=session.identity.actor
+                )
+            except ServeStoreError as exc:
+                logger.warning("a logout could not be recorded (its cookie is deleted): %s", exc)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(services.sessions.cookie, path="/")
         return response

@@ -15,6 +15,7 @@ without regard to case.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from breakglass.clock import SYSTEM_CLOCK, Clock
@@ -23,15 +24,20 @@ from breakglass.serve.refreshed import Refreshed
 
 if TYPE_CHECKING:
     from breakglass.serve.auth import Identity
+    from breakglass.serve.sessions import Session
     from breakglass.serve.store import ServeStore, SessionRevocation
 
 _SUBJECTS = ("oidc:", "token:")
+SESSION = "session:"
+"""The key of one logged-out session (``session:<sid>``): kept apart from the people."""
+KEEP_LOGOUTS = timedelta(days=8)
+"""Logged-out sessions are read back this long: longer than any session can last (7 days)."""
 
 
 def person_key(person: str) -> str:
     """How a person is kept: a subject as it is, a name folded (``Dana@X`` is ``dana@x``)."""
     text = person.strip()
-    return text if text.startswith(_SUBJECTS) else text.casefold()
+    return text if text.startswith((*_SUBJECTS, SESSION)) else text.casefold()
 
 
 class SessionRevocations:
@@ -44,7 +50,10 @@ class SessionRevocations:
         self._clock = clock
         empty: dict[str, int] = {}
         self._generations = Refreshed(
-            lambda: {r.person: r.generation for r in store.session_revocations()},
+            lambda: {
+                r.person: r.generation
+                for r in store.session_revocations(since=clock.now() - KEEP_LOGOUTS)
+            },
             empty,
             refresh=refresh,
             what="the console session revocations",
@@ -61,8 +70,15 @@ class SessionRevocations:
         return done
 
     def list(self) -> list[SessionRevocation]:
-        """Every revocation (read from the store)."""
-        return self._store.session_revocations()
+        """Every person's revocation (read from the store; single logouts left out)."""
+        return [r for r in self._store.session_revocations() if not r.person.startswith(SESSION)]
+
+    def log_out(self, session: Session, *, by: str) -> None:
+        """End this one session on every replica (a copy of its cookie dies with it)."""
+        self._store.revoke_sessions(
+            SESSION + session.sid, by=by, reason="logged out", at=self._clock.now()
+        )
+        self._generations.reload(wait=True)
 
     def generations(self, identity: Identity, *, fresh: bool = False) -> tuple[int, int]:
         """The generations of ``identity``'s subject and name (``fresh``: read the store first)."""
@@ -71,7 +87,12 @@ class SessionRevocations:
         known = self._generations.get()
         return known.get(identity.subject, 0), known.get(person_key(identity.name), 0)
 
-    def ended(self, identity: Identity, made: tuple[int, int]) -> bool:
-        """Whether a session made at generations ``made`` has been revoked since."""
-        now = self.generations(identity)
-        return now[0] > made[0] or now[1] > made[1]
+    def ended(self, session: Session) -> str | None:
+        """Why ``session`` has ended since its login (an admin, a logout), or ``None``."""
+        made = session.generations
+        now = self.generations(session.identity)
+        if now[0] > made[0] or now[1] > made[1]:
+            return "an admin ended this console session; log in again"
+        if self._generations.get().get(SESSION + session.sid, 0) > 0:
+            return "this console session was logged out; log in again"
+        return None

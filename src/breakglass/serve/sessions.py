@@ -54,6 +54,7 @@ class Session:
         made: When the login was made (wall clock, seconds since the epoch).
         used: When the session was last used (renewed at most every ``renew_after``).
         generations: The person's revocation generations at login (subject, name).
+        sid: This session's own id, so that logging out ends it everywhere.
     """
 
     identity: Identity
@@ -61,6 +62,7 @@ class Session:
     made: float = 0.0
     used: float = 0.0
     generations: tuple[int, int] = (0, 0)
+    sid: str = ""
 
 
 class Sessions:
@@ -102,6 +104,7 @@ class Sessions:
             "made": session.made,
             "used": session.used,
             "gen": list(session.generations),
+            "sid": session.sid,
         }
         return self._signer.dumps(data)
 
@@ -110,7 +113,8 @@ class Sessions:
     ) -> tuple[str, Session]:
         """The cookie value for a new login, and the session it holds."""
         now = self._now()
-        session = Session(identity, secrets.token_urlsafe(24), now, now, generations)
+        csrf, sid = secrets.token_urlsafe(24), secrets.token_urlsafe(12)
+        session = Session(identity, csrf, now, now, generations, sid)
         return self._dump(session), session
 
     def read(self, value: str) -> Session:
@@ -126,7 +130,8 @@ class Sessions:
             )
             made, used = float(data["made"]), float(data["used"])
             first, second = (int(g) for g in data["gen"])
-            session = Session(identity, str(data["csrf"]), made, used, (first, second))
+            sid = str(data["sid"])
+            session = Session(identity, str(data["csrf"]), made, used, (first, second), sid)
         except (BadSignature, KeyError, TypeError, ValueError):
             raise AuthError("the console session is invalid or has expired; log in again") from None
         now = self._now()

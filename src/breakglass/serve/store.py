@@ -248,8 +248,11 @@ class ServeStore(Protocol):
         """End every console session of ``person`` made so far (its generation goes up by one)."""
         ...
 
-    def session_revocations(self) -> list[SessionRevocation]:
-        """Every person whose sessions were ever ended, with the latest generation."""
+    def session_revocations(self, *, since: datetime | None = None) -> list[SessionRevocation]:
+        """Every person whose sessions were ever ended, with the latest generation.
+
+        ``since``: single logged-out sessions (``session:<sid>``) only if ended since then.
+        """
         ...
 
     def claim_key(self, actor: str, key: str, fingerprint: str, at: datetime) -> Claim:
@@ -427,10 +430,15 @@ class _SqlStore:
             ).fetchone()
         return SessionRevocation(*row)
 
-    def session_revocations(self) -> list[SessionRevocation]:
+    def session_revocations(self, *, since: datetime | None = None) -> list[SessionRevocation]:
+        # A logout is one row for good (the runtime role may not delete); only recent ones are read.
+        cutoff = isoformat_ms(since) if since is not None else ""
         with self._work() as cur:
             rows = self._run(
-                cur, "SELECT * FROM serve_session_revocations ORDER BY revoked_at, person"
+                cur,
+                "SELECT * FROM serve_session_revocations "
+                "WHERE person NOT LIKE ? OR revoked_at >= ? ORDER BY revoked_at, person",
+                ("session:%", cutoff),
             ).fetchall()
         return [SessionRevocation(*row) for row in rows]
 
