@@ -7,16 +7,14 @@ prints headers.
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import requests
 
-from breakglass.retry import Outcome, RetryPolicy, safe_url
+from breakglass.retry import Outcome, RetryPolicy, parse_retry_after, safe_url
 from breakglass.retry import request_with_retries as _request_with_retries
 
 if TYPE_CHECKING:
@@ -91,20 +89,9 @@ def rate_limit_wait(response: requests.Response, default: float) -> float:
     ``Retry-After`` is seconds or an HTTP date; ``X-Ratelimit-Reset`` is the
     epoch time in **milliseconds** when the window resets (LaunchDarkly's REST API docs).
     """
-    value = response.headers.get("Retry-After")
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            pass
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            when = None
-        if when is not None:
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=UTC)
-            return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    wait = parse_retry_after(response.headers.get("Retry-After"))
+    if wait is not None:
+        return wait
     reset = response.headers.get("X-Ratelimit-Reset")
     if reset:
         try:

@@ -7,15 +7,13 @@ headers.
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import requests
 
-from breakglass.retry import Outcome, RetryPolicy, safe_url
+from breakglass.retry import Outcome, RetryPolicy, parse_retry_after, safe_url
 from breakglass.retry import request_with_retries as _request_with_retries
 
 if TYPE_CHECKING:
@@ -78,20 +76,8 @@ def server_message(response: requests.Response, secrets: tuple[str, ...] = ()) -
 
 def retry_after_seconds(response: requests.Response, default: float) -> float:
     """The server's ``Retry-After`` (seconds or an HTTP date), else ``default``."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return default
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return default
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    wait = parse_retry_after(response.headers.get("Retry-After"))
+    return default if wait is None else wait
 
 
 def request_with_retries(
