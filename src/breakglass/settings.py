@@ -286,7 +286,7 @@ class Settings(BaseSettings):
     )
 
     provider: str = "local"
-    """The adapter that serves the flag: ``local``, ``unleash``, ``launchdarkly``, ``flagsmith``."""
+    """The adapter that serves the flag: ``local``, ``unleash``, ``launchdarkly``, ``flagsmith``, ``relay``."""
 
     providers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Several adapters at once (``["launchdarkly", "local"]``, or ``launchdarkly,local`` in the
