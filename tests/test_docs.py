@@ -406,3 +406,31 @@ def test_the_policy_error_sample_is_what_notify_check_prints(tmp_path: Path) -> 
     done = _run([breakglass, "notify", "check"], tmp_path, env)
     assert done.returncode == 1
     assert done.stderr == sample
+
+
+def test_every_test_and_path_the_docs_cite_exists() -> None:
+    """ "Pinned by `test_x`" and "`tests/test_y.py`" stay true when a test or a file is renamed.
+
+    A path is looked up from the repository, from ``src/``, and from each provider's directory
+    (a provider's page names its own ``tests/...``).
+    """
+    tests = [*ROOT.glob("tests/**/*.py"), *ROOT.glob("providers/*/tests/**/*.py")]
+    defined = {
+        name for path in tests for name in re.findall(r"def (test_\w+)", path.read_text("utf-8"))
+    }
+    bases = [ROOT, ROOT / "src", *sorted((ROOT / "providers").iterdir())]
+    wrong = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        where = page.relative_to(ROOT)
+        cited = set(re.findall(r"`(test_\w+)`", text))
+        wrong += [f"{where}: no test {name}" for name in sorted(cited - defined)]
+        paths = re.findall(
+            r"`((?:tests|src|examples|benchmarks|providers|breakglass|docs)/[\w./-]+)`", text
+        )
+        wrong += [
+            f"{where}: no file {path}"
+            for path in sorted(set(paths))
+            if not any((base / path).exists() for base in bases)
+        ]
+    assert not wrong, "\n".join(wrong)
