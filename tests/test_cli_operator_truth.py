@@ -74,12 +74,20 @@ def test_a_failed_halt_says_not_halted_with_its_own_exit_code(
 def test_a_settings_error_during_halt_is_not_halted(
     run: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A halt that could not even start is a failed halt, with the same exit code."""
+    """A halt that could not even start is a failed halt, with the same exit code and the fallback.
+
+    No provider was reached, so no dashboard can be named; the kill switch and stopping the
+    processes still can, and are what the operator needs next.
+    """
     monkeypatch.setenv("BREAKGLASS_MAX_STALENESS", "inf")
     halted = run.invoke(main, ["halt", "--reason", "incident"])
     assert halted.exit_code == EXIT_NOT_HALTED
     assert "NOT HALTED" in halted.output
     assert "BREAKGLASS_MAX_STALENESS" in halted.output
+    assert "fallback: use the kill switch: breakglass-killswitch halt" in halted.output
+    assert "fallback: or stop the guarded service's processes themselves" in halted.output
+    as_json = json.loads(run.invoke(main, ["halt", "--reason", "incident", "--json"]).output)
+    assert as_json["fallback"][-1] == "or stop the guarded service's processes themselves"
     resumed = run.invoke(main, ["resume", "--reason", "go", "--json"])
     assert resumed.exit_code == EXIT_NOT_RESUMED
     info = json.loads(resumed.output)

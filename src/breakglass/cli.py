@@ -257,7 +257,8 @@ def _change(
     try:
         bridge = _open(ctx)
     except BreakglassError as exc:
-        _not_changed(active=active, error=exc, fallback=[], as_json=as_json)
+        # No provider to ask, so no dashboard to name: the halts that need none still stand.
+        _not_changed(active=active, error=exc, fallback=_fallback(None), as_json=as_json)
     if len(bridge.targets()) > 1:  # several providers, or the kill switch too
         _change_all(
             bridge, active=active, actor=actor, reason=reason, as_json=as_json, on_done=on_done
@@ -334,10 +335,10 @@ def ack_as_dict(ack: Acknowledgement, provider: str, *, actor: str, reason: str)
     }
 
 
-def _fallback(bridge: Bridge) -> list[str]:
+def _fallback(bridge: Bridge | None) -> list[str]:
     """What a person can do when the command cannot halt: each vendor's dashboard, the kill switch."""
     steps = []
-    for backend in bridge.backends:
+    for backend in bridge.backends if bridge is not None else []:
         url = getattr(backend.admin, "dashboard_url", None)
         if isinstance(url, str) and url:
             steps.append(f"turn the flag off by hand in {backend.name}'s dashboard: {url}")
