@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from breakglass.audit.signing import PublicKey, Signer
+    from breakglass.audit.store import AuditStore
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def _trail(path: Path) -> SqliteAuditStore:
     return store
 
 
-def _export(store: SqliteAuditStore, signer: Signer | None = None, **kw: Any) -> bytes:
+def _export(store: AuditStore, signer: Signer | None = None, **kw: Any) -> bytes:
     out = io.BytesIO()
     export_jsonl(store, AuditQuery(), out, clock=ManualClock(T0), signer=signer, **kw)
     return out.getvalue()
@@ -450,7 +451,7 @@ def test_the_postgres_writer_writes_but_cannot_change_or_create(
     store = fresh_writer_store(postgres_url, writer_url)
     try:
         store.save(rows(make_record(1), make_record(2)))
-        _export(store)  # type: ignore[arg-type]  # reads, checks, logs the export: all allowed
+        _export(store)  # reads, checks, logs the export: all allowed
         assert check_store(store).records == 2
     finally:
         store.close()
@@ -517,7 +518,7 @@ def test_a_poisoned_page_does_not_stick_the_pull(postgres_url: str, writer_url: 
         assert store.get_cursor("local", "system-active") == "page\\u0000-1"
         comments = [json.loads(t)["comment"] for t in store.iter_canonical(AuditQuery())]
         assert "comment with \x00 inside" in comments
-        assert _verify(_export(store)).ok  # type: ignore[arg-type]
+        assert _verify(_export(store)).ok
     finally:
         store.close()
 
@@ -571,3 +572,64 @@ def test_a_signing_key_others_can_read_is_warned_about(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, args, env=env)
     assert result.exit_code == 0, result.output
     assert "is readable by other users" in result.output
+
+
+_PG_EDITS = {
+    "content": (
+        "UPDATE audit_records SET canonical = replace(canonical, 'HALT', 'noop') WHERE seq = 3",
+        r"record 3 .*changed after it was stored",
+    ),
+    "hash": ("UPDATE audit_records SET hash = 'abc' WHERE seq = 3", r"record 3 .*changed after"),
+    "deleted": ("DELETE FROM audit_records WHERE seq = 3", "record 3 missing: deleted"),
+    "newest deleted": (
+        "DELETE FROM audit_records WHERE seq > 3000",
+        "up to record 4000; the store now ends at record 3000",
+    ),
+    "column": (
+        "UPDATE audit_records SET occurred_at = '2020-01-01T00:00:00Z' WHERE seq = 3",
+        "occurred_at column",
+    ),
+}
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("edit", list(_PG_EDITS))
+def test_an_edited_postgres_store_is_refused_and_the_store_stays_usable(
+    postgres_url: str, writer_url: str, edit: str
+) -> None:
+    """The chain is read as a stream: a break found early leaves the rest unread, and nothing stuck."""
+    import psycopg
+
+    from tests.audit_fixtures import fresh_writer_store
+
+    statement, message = _PG_EDITS[edit]
+    store = fresh_writer_store(postgres_url, writer_url)
+    try:
+        store.save(
+            rows(
+                *(make_record(n) for n in (1, 2)),
+                make_record(3, comment="HALT: harmful outputs"),
+                *(make_record(n) for n in range(4, 4001)),
+            )
+        )
+        first = _export(store)
+        assert len(first.splitlines()) == 4001
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE audit_records DISABLE TRIGGER audit_records_append_only")
+            conn.execute(statement)
+        with pytest.raises(AuditChainError, match=message):
+            check_store(store)
+        with pytest.raises(AuditChainError):
+            export_jsonl(store, AuditQuery(since=T0), io.BytesIO())
+        if edit != "column":  # an unfiltered export does not read the query columns
+            with pytest.raises(AuditChainError, match=message):
+                _export(store)
+        # The abandoned reads left the connection idle, and text loads as text again.
+        [logged] = store.exports()
+        assert isinstance(logged.manifest, str)
+        assert store.count(AuditQuery()) == (
+            3999 if edit == "deleted" else 3000 if edit == "newest deleted" else 4000
+        )
+        assert store.get_cursor("local", "system-active") is None
+    finally:
+        store.close()

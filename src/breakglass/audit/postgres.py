@@ -103,6 +103,8 @@ class PostgresAuditStore:
         self._conn: psycopg.Connection[Any] | None = None
         self._ready = False
         self._lock = threading.RLock()
+        # Streams come in chunks from libpq 17 on; an older libpq sends them a row at a time.
+        self._chunk = 2000 if psycopg.capabilities.has_stream_chunked() else 1
 
     def __repr__(self) -> str:
         return f"PostgresAuditStore({self._location!r})"
@@ -164,7 +166,7 @@ class PostgresAuditStore:
             )
             # Bound every wait: a hung server must not hang a pull or a bridge's recorder.
             conn.execute(f"SET statement_timeout = '{_STATEMENT_TIMEOUT_S}s'")
-            # A binary COPY sends text in the client encoding: UTF-8, so the bytes are the evidence's.
+            # Binary results carry text in the client encoding: UTF-8, so the bytes are the evidence's.
             conn.execute("SET client_encoding = 'UTF8'")
         except self._psycopg.Error as exc:
             # `from None`: the driver's own exception may carry connection details.
@@ -189,7 +191,7 @@ class PostgresAuditStore:
         return current
 
     @contextmanager
-    def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
+    def _tx(self, what: str = "query failed") -> Iterator[psycopg.Cursor[Any]]:
         with self._lock:
             if not self._ready:
                 self.migrate()
@@ -198,7 +200,7 @@ class PostgresAuditStore:
                 with conn.transaction(), conn.cursor() as cur:
                     yield cur
             except self._psycopg.Error as exc:
-                raise self._fail("query failed", exc) from None
+                raise self._fail(what, exc) from None
 
     def migrate(self) -> int:
         """Create or upgrade the schema under an advisory lock; return its version.
@@ -374,24 +376,39 @@ class PostgresAuditStore:
             except self._psycopg.Error as exc:
                 raise self._fail("export query failed", exc) from None
 
+    def _stream_raw(
+        self, sql: str, params: Sequence[Any] = (), *, by_index: bool = False
+    ) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``sql``, text as the stored UTF-8 bytes, streamed a chunk at a time.
+
+        Chunked streaming rather than ``COPY``: the server sends as it reads, as
+        with ``COPY``, and the driver turns each chunk into rows in C (``COPY``'s
+        per-row parsing cost an export more than its hashing). Memory holds a
+        chunk, never the whole result.
+
+        Args:
+            sql: One ``SELECT``, built from constants and placeholders.
+            params: Its parameters.
+            by_index: The ``ORDER BY`` is an index's: read the index rather than sort
+                the table (without statistics, on a fresh store, the planner sorts it
+                on disk, and nothing is sent before the sort ends).
+        """
+        from psycopg.types.string import ByteaBinaryLoader
+
+        with self._tx("reading the records failed") as cur:
+            if by_index:
+                cur.execute("SET LOCAL enable_sort = off")
+            # Binary text is the stored bytes in the client encoding (UTF-8): load it as
+            # bytea is loaded, without decoding. Registered on this cursor only.
+            cur.adapters.register_loader("text", ByteaBinaryLoader)
+            yield from cur.stream(sql, params, binary=True, size=self._chunk)
+
     def iter_canonical(self, query: AuditQuery) -> Iterator[bytes]:
         """Canonical JSON (UTF-8 bytes) of each matching record, in export order."""
         where, params = query.where("%s", "%s::timestamptz")
-        # COPY in binary: rows stream as they are read, and the UTF-8 arrives as it is.
-        sql = (
-            f"COPY (SELECT canonical FROM audit_records{where}{_ORDER})"  # noqa: S608 -- placeholders only
-            " TO STDOUT (FORMAT BINARY)"
-        )
-        with self._lock:
-            if not self._ready:
-                self.migrate()
-            try:
-                with self._connection().cursor() as cur, cur.copy(sql, params) as copy:
-                    copy.set_types(["bytea"])
-                    for (data,) in copy.rows():
-                        yield bytes(data)
-            except self._psycopg.Error as exc:
-                raise self._fail("export failed", exc) from None
+        sql = f"SELECT canonical FROM audit_records{where}{_ORDER}"  # noqa: S608 -- placeholders only
+        for (canonical,) in self._stream_raw(sql, params):
+            yield canonical
 
     def iter_rows(self, query: AuditQuery) -> Iterator[StoredRecord]:
         """Each matching record's flat row, in export order."""
@@ -405,21 +422,13 @@ class PostgresAuditStore:
         extra = (
             f", id, provider, flag_key, environment, {_ms('occurred_at')}" if with_columns else ""
         )
-        sql = (
-            f"COPY (SELECT seq, prev_hash, hash, canonical{extra} FROM audit_records ORDER BY seq)"  # noqa: S608 -- constants only
-            " TO STDOUT (FORMAT BINARY)"
-        )
-        types = ["int8", "bytea", "bytea", "bytea"] + (["text"] * 5 if with_columns else [])
-        with self._lock:
-            if not self._ready:
-                self.migrate()
-            try:
-                with self._connection().cursor() as cur, cur.copy(sql) as copy:
-                    copy.set_types(types)
-                    for row in copy.rows():
-                        yield (row[0], bytes(row[1]), bytes(row[2]), bytes(row[3]), *row[4:])
-            except self._psycopg.Error as exc:
-                raise self._fail("reading the chain failed", exc) from None
+        sql = f"SELECT seq, prev_hash, hash, canonical{extra} FROM audit_records ORDER BY seq"  # noqa: S608 -- constants only
+        rows = self._stream_raw(sql, by_index=True)
+        if not with_columns:
+            yield from rows
+            return
+        for row in rows:
+            yield (*row[:4], *(None if v is None else v.decode() for v in row[4:]))
 
     def record_export(
         self,
