@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,56 +31,20 @@ from typing import Any
 from pydantic import SecretStr
 
 from breakglass.engine import StateEngine
-from breakglass.state import FlagState
 from breakglass_flagsmith import FlagsmithAdmin, FlagsmithSettings, FlagsmithSource
 
-TESTS = Path(__file__).resolve().parents[1] / "providers" / "breakglass-flagsmith" / "tests"
+# The shared helpers are imported as `benchmarks._propagation` (the name mypy gives them),
+# which needs the repository root on the path when this file is run as a script.
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks._propagation import Watch, summarise  # noqa: E402
+
+TESTS = ROOT / "providers" / "breakglass-flagsmith" / "tests"
 sys.path.insert(0, str(TESTS))
 
 from flagsmith_tests.server import FEATURE, FlagsmithServer  # noqa: E402 -- after the path
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def summarise(values: list[float], timeouts: int) -> dict[str, Any]:
-    if not values:
-        return {"n": 0, "timeouts": timeouts}
-    return {
-        "n": len(values),
-        "timeouts": timeouts,
-        "min": round(min(values), 1),
-        "p50": round(statistics.median(values), 1),
-        "p95": round(percentile(values, 0.95), 1),
-        "p99": round(percentile(values, 0.99), 1),
-        "max": round(max(values), 1),
-    }
-
-
-class Watch:
-    """Records when an engine's decision flips, from the engine's own notification."""
-
-    def __init__(self, engine: StateEngine) -> None:
-        self._cond = threading.Condition()
-        self._last: tuple[bool, float] | None = None
-        engine.subscribe(self._on_change)
-
-    def _on_change(self, state: FlagState) -> None:
-        with self._cond:
-            self._last = (state.active, time.monotonic())
-            self._cond.notify_all()
-
-    def wait(self, *, active: bool, timeout: float) -> float | None:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._last is None or self._last[0] is not active:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-            return self._last[1]
 
 
 def wait_all(watches: list[Watch], *, active: bool, timeout: float) -> float | None:

@@ -24,73 +24,29 @@ import argparse
 import json
 import os
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from breakglass.bridge import Bridge
 from breakglass.settings import Settings
-from breakglass.state import FlagState
+
+# The shared helpers are imported as `benchmarks._propagation` (the name mypy gives them),
+# which needs the repository root on the path when this file is run as a script.
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks._propagation import Watch, summarise  # noqa: E402
 
 FAKE = (
-    Path(__file__).resolve().parents[1]
-    / "providers"
-    / "breakglass-launchdarkly"
-    / "tests"
-    / "launchdarkly_tests"
-    / "fake_ld.py"
+    ROOT / "providers" / "breakglass-launchdarkly" / "tests" / "launchdarkly_tests" / "fake_ld.py"
 )
 FLAG = "system-active"
 TARGET_P99_MS = 50.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def summarise(values: list[float], timeouts: int) -> dict[str, Any]:
-    if not values:
-        return {"n": 0, "timeouts": timeouts}
-    return {
-        "n": len(values),
-        "timeouts": timeouts,
-        "min": round(min(values), 2),
-        "p50": round(statistics.median(values), 2),
-        "p95": round(percentile(values, 0.95), 2),
-        "p99": round(percentile(values, 0.99), 2),
-        "max": round(max(values), 2),
-    }
-
-
-class Watch:
-    """Records when the engine's decision flips, from the engine's own notification."""
-
-    def __init__(self, bridge: Bridge) -> None:
-        self._cond = threading.Condition()
-        self._last: tuple[bool, float] | None = None
-        bridge.engine.subscribe(self._on_change)
-
-    def _on_change(self, state: FlagState) -> None:
-        now = time.monotonic()
-        with self._cond:
-            self._last = (state.active, now)
-            self._cond.notify_all()
-
-    def wait(self, *, active: bool, timeout: float) -> float | None:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._last is None or self._last[0] is not active:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-            return self._last[1]
 
 
 def run(rounds: int, timeout: float, seed: int) -> dict[str, Any]:
@@ -98,7 +54,7 @@ def run(rounds: int, timeout: float, seed: int) -> dict[str, Any]:
     bridge = Bridge.from_settings(
         Settings(provider="launchdarkly", flag_key=FLAG, max_staleness=30.0, state_dir=state_dir)
     )
-    watch = Watch(bridge)
+    watch = Watch(bridge.engine)
     guard = bridge.guard()
     bridge.start()
     rng = random.Random(seed)  # noqa: S311 -- phase jitter, not crypto
@@ -135,8 +91,12 @@ def run(rounds: int, timeout: float, seed: int) -> dict[str, Any]:
         "rounds": rounds,
         "verify_interval_s": getattr(settings, "verify_interval", None),
         "target_p99_ms": TARGET_P99_MS,
-        "halt_ms": {k: summarise(v, timeouts["halt"]) for k, v in results["halt"].items()},
-        "resume_ms": {k: summarise(v, timeouts["resume"]) for k, v in results["resume"].items()},
+        "halt_ms": {
+            k: summarise(v, timeouts["halt"], digits=2) for k, v in results["halt"].items()
+        },
+        "resume_ms": {
+            k: summarise(v, timeouts["resume"], digits=2) for k, v in results["resume"].items()
+        },
     }
 
 

@@ -21,10 +21,8 @@ import json
 import os
 import random
 import shutil
-import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,16 +30,17 @@ from typing import Any
 from pydantic import SecretStr
 
 from breakglass.engine import StateEngine
-from breakglass.state import FlagState
 from breakglass_unleash import UnleashAdmin, UnleashSettings, UnleashSource
 
-HARNESS = (
-    Path(__file__).resolve().parents[1]
-    / "providers"
-    / "breakglass-unleash"
-    / "tests"
-    / "conftest.py"
-)
+# The shared helpers are imported as `benchmarks._propagation` (the name mypy gives them),
+# which needs the repository root on the path when this file is run as a script.
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks._propagation import Watch, summarise  # noqa: E402
+
+HARNESS = ROOT / "providers" / "breakglass-unleash" / "tests" / "conftest.py"
 FLAG = "system-active-propagation-bench"
 
 
@@ -53,49 +52,6 @@ def load_harness() -> Any:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def summarise(values: list[float], timeouts: int) -> dict[str, Any]:
-    if not values:
-        return {"n": 0, "timeouts": timeouts}
-    return {
-        "n": len(values),
-        "timeouts": timeouts,
-        "min": round(min(values), 1),
-        "p50": round(statistics.median(values), 1),
-        "p95": round(percentile(values, 0.95), 1),
-        "p99": round(percentile(values, 0.99), 1),
-        "max": round(max(values), 1),
-    }
-
-
-class Watch:
-    """Records when the engine's decision flips, from the engine's own notification."""
-
-    def __init__(self, engine: StateEngine) -> None:
-        self._cond = threading.Condition()
-        self._last: tuple[bool, float] | None = None
-        engine.subscribe(self._on_change)
-
-    def _on_change(self, state: FlagState) -> None:
-        with self._cond:
-            self._last = (state.active, time.monotonic())
-            self._cond.notify_all()
-
-    def wait(self, *, active: bool, timeout: float) -> float | None:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._last is None or self._last[0] is not active:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-            return self._last[1]
 
 
 def run(settings: UnleashSettings, rounds: int, timeout: float, seed: int) -> dict[str, Any]:
