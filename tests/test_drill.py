@@ -67,7 +67,7 @@ def _run(env: LocalEnvironment, lines: list[str] | None = None) -> tuple[dict[st
 
 
 def _serving(env: LocalEnvironment) -> bool:
-    headers = {"Authorization": f"Bearer {env.tokens['readers']}"}
+    headers = {"Authorization": f"Bearer {env.tokens['viewer']}"}
     status = httpx.get(f"{env.serve_url}/v1/status", headers=headers, timeout=30).json()
     return bool(status["active"]) and status["suspension"] is None
 
@@ -438,7 +438,7 @@ def test_no_drill_on_a_halted_system_nor_with_a_token_that_cannot_halt(
     # A lead whose token is only a viewer's: refused before anything is touched.
     text = env.policy_path.read_text()
     weak = tmp_path / "weak.toml"
-    weak.write_text(text.replace(env.tokens["drill-lead"], env.tokens["readers"]))
+    weak.write_text(text.replace(env.tokens["drill-lead"], env.tokens["viewer"]))
     policy = load_policy(weak)
     assert policy.drill is not None
     data = DrillRunner(policy.drill, policy).run()
@@ -533,7 +533,7 @@ def test_a_gate_the_plan_cannot_satisfy_leaves_the_system_halted(
     assert data["deficiencies"][0]["text"].startswith("NOT RESTORED: ")
     assert _verdicts(data)["resumption"] == "fail"
     assert _verdicts(data)["halt-time"] == "pass"
-    headers = {"Authorization": f"Bearer {env.tokens['readers']}"}
+    headers = {"Authorization": f"Bearer {env.tokens['viewer']}"}
     status = httpx.get(f"{env.serve_url}/v1/status", headers=headers, timeout=30).json()
     assert status["active"] is False
 
@@ -568,7 +568,7 @@ def test_the_console_shows_the_drill_live(env: LocalEnvironment) -> None:
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 1400})
             page.goto(f"{env.serve_url}/")
-            page.get_by_label("API token").fill(env.tokens["readers"])
+            page.get_by_label("API token").fill(env.tokens["viewer"])
             with page.expect_navigation(wait_until="load"):
                 page.get_by_role("button", name="Log in").click()
             expect(page.locator("#drill")).to_be_hidden()
@@ -599,7 +599,7 @@ def test_the_console_shows_the_drill_live(env: LocalEnvironment) -> None:
 
 def _check_progress_api(env: LocalEnvironment, drill_id: str) -> None:
     # Only a halter may post progress; a viewer reads it.
-    viewer = {"Authorization": f"Bearer {env.tokens['readers']}"}
+    viewer = {"Authorization": f"Bearer {env.tokens['viewer']}"}
     line = {"drill_id": "drill-x", "phase": "halt", "text": "forged"}
     denied = httpx.post(f"{env.serve_url}/v1/drill/progress", json=line, headers=viewer, timeout=30)
     assert denied.status_code == 403
@@ -724,7 +724,7 @@ def _viewer_sees_and_cannot_close(browser: Any, env: LocalEnvironment, drill_id:
 
     row = f"#remediation-{drill_id}-D1"
     page = browser.new_page(viewport={"width": 1100, "height": 1400})
-    _console_login(page, env, "readers")
+    _console_login(page, env, "viewer")
     expect(page.locator(f"#drill-{drill_id}")).to_contain_text("FAILED")
     expect(page.locator(row)).to_contain_text("(open)")
     expect(page.locator(row).locator("form")).to_have_count(0)
@@ -757,7 +757,7 @@ def _remediation_refusals(env: LocalEnvironment, drill_id: str, folder: Path) ->
     url = f"{env.serve_url}/v1/drills/{drill_id}/remediation"
     body = {"deficiency": "D1", "action": "closed by a viewer", "closed": True}
     before = (folder / "remediation.jsonl").read_text(encoding="utf-8")
-    for token in ("readers", "drill-lead", "ana"):  # viewer, halter, approver
+    for token in ("viewer", "drill-lead", "ana"):  # viewer, halter, approver
         headers = {"Authorization": f"Bearer {env.tokens[token]}"}
         refused = httpx.post(url, json=body, headers=headers, timeout=30)
         assert refused.status_code == 403, refused.text

@@ -106,7 +106,7 @@ def test_twenty_workers_behind_a_relay_reported_to_serve(
     with running_serve(tmp_path) as serve:
         # The relay and every worker inherit these; serve's own bridge was built before them.
         monkeypatch.setenv("BREAKGLASS_REPORT__URL", serve.url)
-        monkeypatch.setenv("BREAKGLASS_REPORT__TOKEN", serve.tokens["viewer"])
+        monkeypatch.setenv("BREAKGLASS_REPORT__TOKEN", serve.tokens["reporter"])
         monkeypatch.setenv("BREAKGLASS_REPORT__INTERVAL", str(REPORT_INTERVAL))
         relay = RelayProcess(_env(tmp_path), tmp_path / "relay.log")
         with relay, _workers(tmp_path, WORKERS, "fleet") as fleet:

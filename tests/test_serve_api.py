@@ -122,6 +122,67 @@ def test_viewer_cannot_halt_and_the_denial_is_audited(serve: Running) -> None:
     assert any(r["actor"]["name"] == "viewer-1" and r["raw"]["status"] == 403 for r in denied)
 
 
+def _report(active: bool) -> dict[str, Any]:
+    return {
+        "host": "host-a",
+        "pid": 4242,
+        "instance": "abcd1234",
+        "service": "inference",
+        "role": "worker",
+        "provider": "relay",
+        "flag": "system-active",
+        "active": active,
+        "cause": "active" if active else "off",
+        "confirmed_at": None,
+        "flipped_at": None,
+        "sent_at": "2026-01-01T00:00:00.000Z",
+        "seq": 1,
+        "interval": 5.0,
+    }
+
+
+@pytest.mark.parametrize("role", ["viewer", "halter", "approver", "admin"])
+def test_no_persons_token_can_vouch_for_a_reader(serve: Running, role: str) -> None:
+    """A viewer's token is handed out widely: it must not make a reader look halted."""
+    with serve.client(role) as c:
+        body = _problem(c.post("/v1/reports", json=_report(active=False)), 403, "forbidden")
+        assert "reporter" in body["detail"]
+        assert c.get("/v1/fleet").json()["reader_list"] == []
+
+
+def test_a_reporter_token_reports_and_reads_the_flag_and_nothing_else(serve: Running) -> None:
+    with serve.client("reporter") as c:
+        assert c.post("/v1/reports", json=_report(active=True)).status_code == 202
+        ofrep = c.post("/ofrep/v1/evaluate/flags/system-active", json={"context": {}})
+        assert ofrep.status_code == 200, ofrep.text
+        assert ofrep.json()["value"] is True
+        for method, path in (
+            ("GET", "/v1/status"),
+            ("GET", "/v1/fleet"),
+            ("GET", "/v1/audit"),
+            ("POST", "/v1/halt"),
+            ("GET", "/v1/tokens"),
+        ):
+            body = _problem(c.request(method, path, json={"reason": "x"}), 403, "forbidden")
+            assert "reporter" in body["detail"]
+        c.get("/login")
+        csrf = c.cookies.get("breakglass_login")
+        assert csrf, "the login form sets its nonce cookie"
+        refused = c.post(
+            "/login",
+            data={"token": serve.tokens["reporter"], "csrf": csrf},
+            headers={"Origin": serve.url},
+            follow_redirects=False,
+        )
+        assert refused.status_code == 403, refused.text
+        assert "reporter token is a service" in refused.text
+        assert serve.server.services.sessions.cookie not in refused.cookies
+    with serve.client("viewer") as c:
+        readers = c.get("/v1/fleet").json()["reader_list"]
+    assert [(r["host"], r["pid"], r["active"]) for r in readers] == [("host-a", 4242, True)]
+    assert serve.server.bridge.engine.active
+
+
 def test_halter_cannot_resume(serve: Running) -> None:
     with serve.client("halter") as c:
         assert c.post("/v1/halt", json={"reason": "incident"}).status_code == 200

@@ -288,7 +288,8 @@ def local_environment(  # noqa: PLR0915 -- one place starts and stops the whole 
             ("drill-lead", Role.HALTER),
             ("ana", Role.APPROVER),
             ("ben", Role.APPROVER),
-            ("readers", Role.VIEWER),
+            ("readers", Role.REPORTER),
+            ("viewer", Role.VIEWER),
             ("owner", Role.ADMIN),
         )
     }
@@ -339,7 +340,7 @@ def local_environment(  # noqa: PLR0915 -- one place starts and stops the whole 
         with _serve_env(policy_path, signing_key):
             server = build(settings, serve_settings)
         http = UvicornThread(server.app, sock=sock).start()
-        _await_fleet(serve_url, tokens["readers"], len(readers))
+        _await_fleet(serve_url, tokens["owner"], len(readers))
         yield LocalEnvironment(
             root=base,
             serve_url=serve_url,

@@ -24,7 +24,8 @@ class ReportSettings(BaseSettings):
     Unset: this reader does not report."""
 
     token: SecretStr | None = None
-    """A serve API token (role viewer is enough) sent as ``Authorization: Bearer``."""
+    """A serve API token of role ``reporter`` (serve refuses reports from any other role), sent as
+    ``Authorization: Bearer``."""
 
     interval: float = Field(default=5.0, gt=0, le=3600)
     """Seconds between heartbeats; a change of state is reported at once. serve shows a reader

@@ -198,7 +198,23 @@ def _identify(services: Services, request: Request) -> Identity:
 
 
 def authenticate(request: Request) -> Identity:
-    """FastAPI dependency: the caller's identity (bearer token, or console session with CSRF)."""
+    """FastAPI dependency: a person's identity (bearer token, or console session with CSRF).
+
+    A reporter token is a service's and is refused here (403): see :func:`authenticate_service`.
+    """
+    identity = authenticate_service(request)
+    if identity.role is Role.REPORTER:
+        services: Services = request.app.state.services
+        exc = AuthError(
+            "a reporter token only sends reader reports and reads the flag over OFREP", status=403
+        )
+        _deny(services, request, exc, identity)
+        raise exc
+    return identity
+
+
+def authenticate_service(request: Request) -> Identity:
+    """FastAPI dependency: any caller's identity, a service's reporter token included."""
     services: Services = request.app.state.services
     client = client_address(request)
     try:
@@ -218,6 +234,7 @@ def authenticate(request: Request) -> Identity:
 
 
 Caller = Annotated[Identity, Depends(authenticate)]
+ServiceCaller = Annotated[Identity, Depends(authenticate_service)]
 
 
 def _problem_for_auth(request: Request, exc: AuthError) -> Response:
@@ -418,8 +435,17 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
         summary="A reader reports its state (relay, bridge, worker); heartbeats and flips",
         status_code=202,
     )
-    async def reports(request: Request, _caller: Caller) -> Response:
+    async def reports(request: Request, caller: ServiceCaller) -> Response:
         services: Services = request.app.state.services
+        if caller.role is not Role.REPORTER:
+            # Only a service's token vouches for a reader: no person's can say one stopped.
+            return problem(
+                "forbidden",
+                403,
+                "reader reports need a reporter token "
+                "(breakglass serve token create NAME --role reporter)",
+                instance=request.url.path,
+            )
         raw = await request.body()
         if len(raw) > _REPORT_MAX:
             return problem("invalid-request", 413, "a report is at most 4 KiB")
@@ -433,7 +459,7 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
     @app.post(
         "/ofrep/v1/evaluate/flags", tags=["ofrep"], summary="OFREP bulk evaluation (with ETag)"
     )
-    async def ofrep_bulk(request: Request, _caller: Caller) -> Response:
+    async def ofrep_bulk(request: Request, _caller: ServiceCaller) -> Response:
         return await _ofrep(request)
 
     @app.post(
@@ -441,7 +467,7 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
         tags=["ofrep"],
         summary="OFREP: the served flag, always a value (false while unsure)",
     )
-    async def ofrep_flag(request: Request, key: str, _caller: Caller) -> Response:
+    async def ofrep_flag(request: Request, key: str, _caller: ServiceCaller) -> Response:
         del key  # the endpoint reads it from the path, as the relay's does
         return await _ofrep(request)
 

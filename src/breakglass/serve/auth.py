@@ -39,8 +39,16 @@ TOKEN_PREFIX = "bgt_"  # noqa: S105 -- a prefix, not a secret
 
 
 class Role(enum.IntEnum):
-    """What a person may do; each role may do everything the ones below it may."""
+    """What a caller may do. From viewer up, each role may do everything the ones below it may.
 
+    ``reporter`` stands apart: a service's token, which sends reader reports and
+    reads the flag over OFREP and nothing else. Reports are refused from every
+    other role, so no person's token (a viewer's is handed out widely) can tell
+    serve that a reader stopped when it did not.
+    """
+
+    REPORTER = 0
+    """Send reader reports; read the flag over OFREP. For services, never for people."""
     VIEWER = 1
     """See the state, the targets, the history and the audit trail."""
     HALTER = 2

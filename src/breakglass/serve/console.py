@@ -144,6 +144,11 @@ def finish_login(request: Request, identity: Identity | None, exc: AuthError | N
     """End a login (token form or single sign-on): a session and the console, or the form again."""
     services = _services(request)
     client = client_address(request)
+    if identity is not None and identity.role is Role.REPORTER:
+        identity, exc = (
+            None,
+            AuthError("a reporter token is a service's: it cannot log in", status=403),
+        )
     if identity is None:
         assert exc is not None  # noqa: S101 -- one of the two is given
         wait = services.limiter.fail(client_key(client))
