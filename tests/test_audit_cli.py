@@ -166,6 +166,24 @@ def test_pulling_the_bridges_own_records_is_explained(tmp_path: Path) -> None:
     assert "nothing to pull" in result.stderr
 
 
+def test_pulling_a_feed_that_is_not_configured_says_how_to_configure_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`audit pull --provider killswitch` before [audit.feeds.killswitch]: the feed's table, not
+    BREAKGLASS_PROVIDER (which the operator did not set); once configured, the feed is pulled."""
+    monkeypatch.chdir(tmp_path)  # no breakglass.toml of the caller's
+    pull = ["--state-dir", str(tmp_path), "audit", "pull", "--provider", "killswitch"]
+    result = CliRunner().invoke(main, pull)
+    assert result.exit_code == 1
+    assert "[audit.feeds.killswitch]" in result.stderr
+    assert "BREAKGLASS_PROVIDER" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    monkeypatch.setenv("BREAKGLASS_AUDIT__FEEDS__KILLSWITCH__URL", "http://127.0.0.1:9/v1/audit")
+    reached = CliRunner().invoke(main, pull)
+    assert "[audit.feeds.killswitch]" not in reached.stderr  # it tried the feed's URL instead
+    assert "127.0.0.1:9" in reached.output + reached.stderr
+
+
 def test_verify_of_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["audit", "verify", str(tmp_path / "nope.jsonl")])
     assert result.exit_code == 2

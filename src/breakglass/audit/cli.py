@@ -24,8 +24,8 @@ from breakglass.audit.verify import MAX_LINE_BYTES as MAX_LINE
 from breakglass.cli_errors import fail, json_flag, print_json
 from breakglass.clock import SYSTEM_CLOCK
 from breakglass.columns import table
-from breakglass.errors import BreakglassError, ConfigurationError
-from breakglass.plugins import load_plugin
+from breakglass.errors import BreakglassError, ConfigurationError, ProviderNotFoundError
+from breakglass.plugins import KNOWN_VENDORS, available_providers, load_plugin
 from breakglass.safe_text import safe
 
 if TYPE_CHECKING:
@@ -222,7 +222,20 @@ def _backend(name: str, settings: Settings, feeds: dict[str, FeedSettings]) -> A
     """A provider's plugin, or, for a configured feed (the kill switch), just its audit source."""
     feed = feeds.get(name)
     if feed is None:
-        return load_plugin(name).create(settings, SYSTEM_CLOCK)
+        try:
+            plugin = load_plugin(name)
+        except ProviderNotFoundError:
+            if name in KNOWN_VENDORS:
+                raise  # its message says which distribution to install
+            # `--provider killswitch` before its feed is configured: name both ways to fix it,
+            # not BREAKGLASS_PROVIDER, which the user did not set.
+            raise ConfigurationError(
+                f"nothing to pull from {name!r}: no provider adapter of that name is installed "
+                f"(installed: {', '.join(available_providers()) or 'none'}) and no audit feed has "
+                f"it (configured: {', '.join(sorted(feeds)) or 'none'}); a feed is an "
+                f"[audit.feeds.{name}] table with its url and token (docs/audit-record.md)"
+            ) from None
+        return plugin.create(settings, SYSTEM_CLOCK)
     from breakglass.audit.feed import FeedAuditSource
 
     return _FeedBackend(
