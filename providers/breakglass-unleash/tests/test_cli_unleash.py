@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,53 +17,24 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 
+from breakglass.testing.cli import (
+    ACTOR,
+    EXIT_HALTED,
+    HALT_REASON,
+    RESUME_REASON,
+    Cli,
+    check_own_records,
+    check_watch,
+    describe,
+    pull_export_verify,
+    read_status,
+)
+
 if TYPE_CHECKING:
     # The harness lives in conftest.py, which test modules cannot import (importlib mode).
     UnleashServer = Any
 
 pytestmark = pytest.mark.live
-
-ACTOR = "cli-test-operator"
-HALT_REASON = "cli test: incident drill"
-RESUME_REASON = "cli test: drill over"
-STATUS_KEYS = {"flag", "active", "reason", "source", "confirmed_at", "age_ms"}
-EXIT_HALTED = 3
-CLI_TIMEOUT = 30.0
-
-
-def _command() -> list[str]:
-    """The console script installed beside this interpreter (``python -m breakglass`` otherwise)."""
-    script = Path(sys.executable).with_name("breakglass")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "breakglass"]
-
-
-class Cli:
-    """Runs ``breakglass`` with a fixed environment and checks no secret reaches its output."""
-
-    def __init__(self, env: dict[str, str], cwd: Path, secrets: list[str]) -> None:
-        self.env = env
-        self.cwd = cwd
-        self.secrets = secrets
-
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [*_command(), *args],
-            env=self.env,
-            cwd=self.cwd,  # no breakglass.toml or .env of the checkout is picked up
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT,
-            check=False,
-        )
-        for secret in self.secrets:
-            # Never echo the secret itself in an assertion message.
-            assert secret not in result.stdout, f"a token in the stdout of {args[:2]}"
-            assert secret not in result.stderr, f"a token in the stderr of {args[:2]}"
-        return result
-
-
-def _describe(result: subprocess.CompletedProcess[str]) -> str:
-    return f"exit {result.returncode}\nstdout: {result.stdout[-1500:]}\nstderr: {result.stderr[-1500:]}"
 
 
 def _vendor_enabled(server: UnleashServer, flag: str) -> bool:
@@ -125,59 +94,13 @@ def cli(unleash_server: UnleashServer, flag_name: str, tmp_path: Path) -> Cli:
     return Cli(env, work, tokens)
 
 
-def _check_watch(cli: Cli, flag: str, provider: str) -> None:
-    watched = cli("watch", "--json", "--count", "3", "--interval", "0.1")
-    assert watched.returncode == 0, _describe(watched)
-    lines = watched.stdout.splitlines()
-    assert len(lines) == 3, _describe(watched)
-    for line in lines:
-        entry = json.loads(line)
-        assert entry.keys() >= STATUS_KEYS, entry
-        assert (entry["flag"], entry["provider"]) == (flag, provider)
-
-
-def _pull_export_verify(cli: Cli, tmp_path: Path) -> list[dict[str, Any]]:
-    """``audit pull``, ``audit export --format jsonl``, ``audit verify``; the exported records."""
-    pulled = cli("audit", "pull")
-    assert pulled.returncode == 0, _describe(pulled)
-    export = tmp_path / "export.jsonl"
-    exported = cli("audit", "export", "--format", "jsonl", "--out", str(export))
-    assert exported.returncode == 0, _describe(exported)
-    verified = cli("audit", "verify", str(export))
-    assert verified.returncode == 0, _describe(verified)
-    text = export.read_text()
-    for secret in cli.secrets:
-        assert secret not in text, "a token in the audit export"
-    return [r for r in map(json.loads, text.splitlines()) if r.get("kind") != "manifest"]
-
-
-def _check_own_records(records: list[dict[str, Any]], flag: str) -> None:
-    """The bridge's own records of the halt and the resume, with who and why."""
-    own = {
-        r["vendor_event_type"]: r
-        for r in records
-        if r["provider"] == "breakglass" and r["flag_key"] == flag
-    }
-    assert {"halt", "resume"} <= own.keys(), sorted(own)
-    assert (own["halt"]["actor"]["id"], own["halt"]["comment"]) == (ACTOR, HALT_REASON)
-    assert (own["resume"]["actor"]["id"], own["resume"]["comment"]) == (ACTOR, RESUME_REASON)
-
-
-def _status(cli: Cli) -> tuple[int, dict[str, Any]]:
-    result = cli("status", "--json", "--wait", "10")
-    assert result.returncode in (0, EXIT_HALTED), _describe(result)
-    info = json.loads(result.stdout)
-    assert info.keys() >= STATUS_KEYS, info
-    return result.returncode, info
-
-
 def test_cli_end_to_end_on_unleash(
     unleash_server: UnleashServer, flag_name: str, cli: Cli, tmp_path: Path
 ) -> None:
     unleash_server.create_flag(flag_name, enabled=True)
     _wait_for_bulk(unleash_server, flag_name, enabled=True, timeout=5)
 
-    code, info = _status(cli)
+    code, info = read_status(cli)
     assert code == 0, info
     assert (info["flag"], info["active"], info["reason"]) == (flag_name, True, "active")
     assert info["provider"] == "unleash"
@@ -186,9 +109,9 @@ def test_cli_end_to_end_on_unleash(
     assert info["age_ms"] >= 0
 
     halted = cli("halt", "--actor", ACTOR, "--reason", HALT_REASON)
-    assert halted.returncode == 0, _describe(halted)
+    assert halted.returncode == 0, describe(halted)
     assert _vendor_enabled(unleash_server, flag_name) is False
-    code, info = _status(cli)
+    code, info = read_status(cli)
     assert code == EXIT_HALTED, info
     assert (info["active"], info["reason"], info["provider"]) == (False, "off", "unleash")
 
@@ -196,17 +119,17 @@ def test_cli_end_to_end_on_unleash(
     # could pass on its stale pre-halt "enabled" while the SDK then fetches the halt.
     _wait_for_bulk(unleash_server, flag_name, enabled=False, timeout=5)
     resumed = cli("resume", "--actor", ACTOR, "--reason", RESUME_REASON)
-    assert resumed.returncode == 0, _describe(resumed)
+    assert resumed.returncode == 0, describe(resumed)
     assert _vendor_enabled(unleash_server, flag_name) is True
     _wait_for_bulk(unleash_server, flag_name, enabled=True, timeout=5)
-    code, info = _status(cli)
+    code, info = read_status(cli)
     assert code == 0, info
     assert (info["active"], info["reason"]) == (True, "active")
 
-    _check_watch(cli, flag_name, "unleash")
+    check_watch(cli, flag_name, "unleash")
 
-    records = _pull_export_verify(cli, tmp_path)
-    _check_own_records(records, flag_name)
+    records = pull_export_verify(cli, tmp_path)
+    check_own_records(records, flag_name)
     # Unleash's own change log, pulled: the disable, then the enable after it.
     vendor = [
         (r["action"], r["value_after"])
@@ -228,7 +151,7 @@ def test_halt_and_resume_are_confirmed_by_the_served_value(
     """Not a 2xx alone: the SDK's evaluation of the client payload, and what was changed."""
     unleash_server.create_flag(flag_name, enabled=True)
     halted = cli("halt", "--actor", ACTOR, "--reason", HALT_REASON, "--json")
-    assert halted.returncode == 0, _describe(halted)
+    assert halted.returncode == 0, describe(halted)
     info = json.loads(halted.stdout)
     assert (info["ok"], info["served"], info["confirmed"]) == (True, False, True)
     assert "Unleash SDK evaluation" in info["served_detail"]
@@ -237,7 +160,7 @@ def test_halt_and_resume_are_confirmed_by_the_served_value(
         == f"Unleash project 'default', environment 'development', flag '{flag_name}'"
     )
     resumed = cli("resume", "--actor", ACTOR, "--reason", RESUME_REASON)
-    assert resumed.returncode == 0, _describe(resumed)
+    assert resumed.returncode == 0, describe(resumed)
     assert "readers are served true" in resumed.stdout
 
 
@@ -248,10 +171,10 @@ def test_resume_whose_strategies_exclude_the_service_is_not_resumed(
     unleash_server.create_flag(flag_name, enabled=False)
     unleash_server.exclude_every_app(flag_name)
     resumed = cli("resume", "--actor", ACTOR, "--reason", RESUME_REASON)
-    assert resumed.returncode == EXIT_NOT_RESUMED, _describe(resumed)
+    assert resumed.returncode == EXIT_NOT_RESUMED, describe(resumed)
     assert "NOT RESUMED" in resumed.stderr
     assert "strategy(ies)" in resumed.stderr
     assert _vendor_enabled(unleash_server, flag_name) is True  # the switch is not the truth
     _wait_for_bulk(unleash_server, flag_name, enabled=True, timeout=5)
-    code, info = _status(cli)
+    code, info = read_status(cli)
     assert (code, info["active"]) == (EXIT_HALTED, False)  # the readers agree with the verdict

@@ -12,60 +12,28 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from breakglass.testing.cli import (
+    ACTOR,
+    EXIT_HALTED,
+    HALT_REASON,
+    RESUME_REASON,
+    Cli,
+    check_own_records,
+    check_watch,
+    describe,
+    pull_export_verify,
+    read_status,
+)
 from flagsmith_tests.server import FEATURE, FlagsmithServer
 from flagsmith_tests.support import wait_for
 
 pytestmark = pytest.mark.live
-
-ACTOR = "cli-test-operator"
-HALT_REASON = "cli test: incident drill"
-RESUME_REASON = "cli test: drill over"
-STATUS_KEYS = {"flag", "active", "reason", "source", "confirmed_at", "age_ms"}
-EXIT_HALTED = 3
-CLI_TIMEOUT = 30.0
-
-
-def _command() -> list[str]:
-    """The console script installed beside this interpreter (``python -m breakglass`` otherwise)."""
-    script = Path(sys.executable).with_name("breakglass")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "breakglass"]
-
-
-class Cli:
-    """Runs ``breakglass`` with a fixed environment and checks no secret reaches its output."""
-
-    def __init__(self, env: dict[str, str], cwd: Path, secrets: list[str]) -> None:
-        self.env = env
-        self.cwd = cwd
-        self.secrets = secrets
-
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [*_command(), *args],
-            env=self.env,
-            cwd=self.cwd,  # no breakglass.toml or .env of the checkout is picked up
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT,
-            check=False,
-        )
-        for secret in self.secrets:
-            # Never echo the secret itself in an assertion message.
-            assert secret not in result.stdout, f"a token in the stdout of {args[:2]}"
-            assert secret not in result.stderr, f"a token in the stderr of {args[:2]}"
-        return result
-
-
-def _describe(result: subprocess.CompletedProcess[str]) -> str:
-    return f"exit {result.returncode}\nstdout: {result.stdout[-1500:]}\nstderr: {result.stderr[-1500:]}"
 
 
 def _vendor_enabled(server: FlagsmithServer) -> bool:
@@ -105,52 +73,6 @@ def cli(fs_server: FlagsmithServer, tmp_path: Path) -> Cli:
     return Cli(env, work, [fs_server.server_key, fs_server.master_key, fs_server.user_token])
 
 
-def _check_watch(cli: Cli, flag: str, provider: str) -> None:
-    watched = cli("watch", "--json", "--count", "3", "--interval", "0.1")
-    assert watched.returncode == 0, _describe(watched)
-    lines = watched.stdout.splitlines()
-    assert len(lines) == 3, _describe(watched)
-    for line in lines:
-        entry = json.loads(line)
-        assert entry.keys() >= STATUS_KEYS, entry
-        assert (entry["flag"], entry["provider"]) == (flag, provider)
-
-
-def _pull_export_verify(cli: Cli, tmp_path: Path) -> list[dict[str, Any]]:
-    """``audit pull``, ``audit export --format jsonl``, ``audit verify``; the exported records."""
-    pulled = cli("audit", "pull")
-    assert pulled.returncode == 0, _describe(pulled)
-    export = tmp_path / "export.jsonl"
-    exported = cli("audit", "export", "--format", "jsonl", "--out", str(export))
-    assert exported.returncode == 0, _describe(exported)
-    verified = cli("audit", "verify", str(export))
-    assert verified.returncode == 0, _describe(verified)
-    text = export.read_text()
-    for secret in cli.secrets:
-        assert secret not in text, "a token in the audit export"
-    return [r for r in map(json.loads, text.splitlines()) if r.get("kind") != "manifest"]
-
-
-def _check_own_records(records: list[dict[str, Any]], flag: str) -> None:
-    """The bridge's own records of the halt and the resume, with who and why."""
-    own = {
-        r["vendor_event_type"]: r
-        for r in records
-        if r["provider"] == "breakglass" and r["flag_key"] == flag
-    }
-    assert {"halt", "resume"} <= own.keys(), sorted(own)
-    assert (own["halt"]["actor"]["id"], own["halt"]["comment"]) == (ACTOR, HALT_REASON)
-    assert (own["resume"]["actor"]["id"], own["resume"]["comment"]) == (ACTOR, RESUME_REASON)
-
-
-def _status(cli: Cli) -> tuple[int, dict[str, Any]]:
-    result = cli("status", "--json", "--wait", "10")
-    assert result.returncode in (0, EXIT_HALTED), _describe(result)
-    info = json.loads(result.stdout)
-    assert info.keys() >= STATUS_KEYS, info
-    return result.returncode, info
-
-
 def _toggles_visible(server: FlagsmithServer) -> bool:
     """Both of this test's feature-state changes are in the audit log (it is written asynchronously)."""
     changes = [
@@ -163,7 +85,7 @@ def _toggles_visible(server: FlagsmithServer) -> bool:
 
 
 def test_cli_end_to_end_on_flagsmith(fs_server: FlagsmithServer, cli: Cli, tmp_path: Path) -> None:
-    code, info = _status(cli)
+    code, info = read_status(cli)
     assert code == 0, info
     assert (info["flag"], info["active"], info["reason"]) == (FEATURE, True, "active")
     assert info["provider"] == "flagsmith"
@@ -172,24 +94,24 @@ def test_cli_end_to_end_on_flagsmith(fs_server: FlagsmithServer, cli: Cli, tmp_p
     assert info["age_ms"] >= 0
 
     halted = cli("halt", "--actor", ACTOR, "--reason", HALT_REASON)
-    assert halted.returncode == 0, _describe(halted)
+    assert halted.returncode == 0, describe(halted)
     assert _vendor_enabled(fs_server) is False
-    code, info = _status(cli)
+    code, info = read_status(cli)
     assert code == EXIT_HALTED, info
     assert (info["active"], info["reason"], info["provider"]) == (False, "off", "flagsmith")
 
     resumed = cli("resume", "--actor", ACTOR, "--reason", RESUME_REASON)
-    assert resumed.returncode == 0, _describe(resumed)
+    assert resumed.returncode == 0, describe(resumed)
     assert _vendor_enabled(fs_server) is True
-    code, info = _status(cli)
+    code, info = read_status(cli)
     assert code == 0, info
     assert (info["active"], info["reason"]) == (True, "active")
 
-    _check_watch(cli, FEATURE, "flagsmith")
+    check_watch(cli, FEATURE, "flagsmith")
 
     assert wait_for(lambda: _toggles_visible(fs_server), 5) is not None
-    records = _pull_export_verify(cli, tmp_path)
-    _check_own_records(records, FEATURE)
+    records = pull_export_verify(cli, tmp_path)
+    check_own_records(records, FEATURE)
     # Flagsmith's own audit log, pulled: the disable, then the enable.
     changes = [
         (r["action"], r["value_before"], r["value_after"])
@@ -251,12 +173,12 @@ def test_halt_is_confirmed_with_overrides_serving_true(
     """Segment and identity overrides do not reach the service (it reads no identity): halted."""
     fs_server.document_hook = _overrides_serving_true
     halted = cli("halt", "--actor", ACTOR, "--reason", HALT_REASON, "--json")
-    assert halted.returncode == 0, _describe(halted)
+    assert halted.returncode == 0, describe(halted)
     info = json.loads(halted.stdout)
     assert (info["ok"], info["served"]) == (True, False), info
     assert "segment and identity overrides do not apply" in info["served_detail"]
     assert info["target"].startswith(f"Flagsmith project {fs_server.project['id']}")
-    code, status = _status(cli)
+    code, status = read_status(cli)
     assert (code, status["active"]) == (EXIT_HALTED, False)
 
 
@@ -272,7 +194,7 @@ def test_halt_acknowledged_but_still_served_true_is_not_halted(
     fs_server.document_hook = stuck_on
     cli.env["BREAKGLASS_FLAGSMITH__CONFIRM_TIMEOUT"] = "1"
     halted = cli("halt", "--actor", ACTOR, "--reason", HALT_REASON)
-    assert halted.returncode == EXIT_NOT_HALTED, _describe(halted)
+    assert halted.returncode == EXIT_NOT_HALTED, describe(halted)
     assert "NOT HALTED" in halted.stderr
     assert "still enabled=true" in halted.stderr
     assert "fallback: turn the flag off by hand in flagsmith's dashboard" in halted.stderr

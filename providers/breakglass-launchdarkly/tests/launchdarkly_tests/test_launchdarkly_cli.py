@@ -11,14 +11,24 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
 
+from breakglass.testing.cli import (
+    ACTOR,
+    EXIT_HALTED,
+    HALT_REASON,
+    RESUME_REASON,
+    Cli,
+    check_own_records,
+    check_watch,
+    describe,
+    pull_export_verify,
+    read_status,
+)
 from launchdarkly_tests.fake_ld import FakeLaunchDarkly
 
 if TYPE_CHECKING:
@@ -27,47 +37,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.live
 
 FLAG = "system-active"
-ACTOR = "cli-test-operator"
-HALT_REASON = "cli test: incident drill"
-RESUME_REASON = "cli test: drill over"
-STATUS_KEYS = {"flag", "active", "reason", "source", "confirmed_at", "age_ms"}
-EXIT_HALTED = 3
-CLI_TIMEOUT = 30.0
-
-
-def _command() -> list[str]:
-    """The console script installed beside this interpreter (``python -m breakglass`` otherwise)."""
-    script = Path(sys.executable).with_name("breakglass")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "breakglass"]
-
-
-class Cli:
-    """Runs ``breakglass`` with a fixed environment and checks no secret reaches its output."""
-
-    def __init__(self, env: dict[str, str], cwd: Path, secrets: list[str]) -> None:
-        self.env = env
-        self.cwd = cwd
-        self.secrets = secrets
-
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [*_command(), *args],
-            env=self.env,
-            cwd=self.cwd,  # no breakglass.toml or .env of the checkout is picked up
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT,
-            check=False,
-        )
-        for secret in self.secrets:
-            # Never echo the secret itself in an assertion message.
-            assert secret not in result.stdout, f"a token in the stdout of {args[:2]}"
-            assert secret not in result.stderr, f"a token in the stderr of {args[:2]}"
-        return result
-
-
-def _describe(result: subprocess.CompletedProcess[str]) -> str:
-    return f"exit {result.returncode}\nstdout: {result.stdout[-1500:]}\nstderr: {result.stderr[-1500:]}"
 
 
 def _vendor_on(fake: FakeLaunchDarkly) -> bool:
@@ -101,54 +70,8 @@ def cli(fake: FakeLaunchDarkly, ld_env: Callable[..., None], tmp_path: Path) -> 
     return Cli(env, work, [fake.sdk_key, fake.api_token, fake.reader_token])
 
 
-def _check_watch(cli: Cli, flag: str, provider: str) -> None:
-    watched = cli("watch", "--json", "--count", "3", "--interval", "0.1")
-    assert watched.returncode == 0, _describe(watched)
-    lines = watched.stdout.splitlines()
-    assert len(lines) == 3, _describe(watched)
-    for line in lines:
-        entry = json.loads(line)
-        assert entry.keys() >= STATUS_KEYS, entry
-        assert (entry["flag"], entry["provider"]) == (flag, provider)
-
-
-def _pull_export_verify(cli: Cli, tmp_path: Path) -> list[dict[str, Any]]:
-    """``audit pull``, ``audit export --format jsonl``, ``audit verify``; the exported records."""
-    pulled = cli("audit", "pull")
-    assert pulled.returncode == 0, _describe(pulled)
-    export = tmp_path / "export.jsonl"
-    exported = cli("audit", "export", "--format", "jsonl", "--out", str(export))
-    assert exported.returncode == 0, _describe(exported)
-    verified = cli("audit", "verify", str(export))
-    assert verified.returncode == 0, _describe(verified)
-    text = export.read_text()
-    for secret in cli.secrets:
-        assert secret not in text, "a token in the audit export"
-    return [r for r in map(json.loads, text.splitlines()) if r.get("kind") != "manifest"]
-
-
-def _check_own_records(records: list[dict[str, Any]], flag: str) -> None:
-    """The bridge's own records of the halt and the resume, with who and why."""
-    own = {
-        r["vendor_event_type"]: r
-        for r in records
-        if r["provider"] == "breakglass" and r["flag_key"] == flag
-    }
-    assert {"halt", "resume"} <= own.keys(), sorted(own)
-    assert (own["halt"]["actor"]["id"], own["halt"]["comment"]) == (ACTOR, HALT_REASON)
-    assert (own["resume"]["actor"]["id"], own["resume"]["comment"]) == (ACTOR, RESUME_REASON)
-
-
-def _status(cli: Cli) -> tuple[int, dict[str, Any]]:
-    result = cli("status", "--json", "--wait", "10")
-    assert result.returncode in (0, EXIT_HALTED), _describe(result)
-    info = json.loads(result.stdout)
-    assert info.keys() >= STATUS_KEYS, info
-    return result.returncode, info
-
-
 def test_cli_end_to_end_on_launchdarkly(fake: FakeLaunchDarkly, cli: Cli, tmp_path: Path) -> None:
-    code, info = _status(cli)
+    code, info = read_status(cli)
     assert code == 0, info
     assert (info["flag"], info["active"], info["reason"]) == (FLAG, True, "active")
     assert info["provider"] == "launchdarkly"
@@ -157,23 +80,23 @@ def test_cli_end_to_end_on_launchdarkly(fake: FakeLaunchDarkly, cli: Cli, tmp_pa
     assert info["age_ms"] >= 0
 
     halted = cli("halt", "--actor", ACTOR, "--reason", HALT_REASON)
-    assert halted.returncode == 0, _describe(halted)
+    assert halted.returncode == 0, describe(halted)
     assert _vendor_on(fake) is False
-    code, info = _status(cli)
+    code, info = read_status(cli)
     assert code == EXIT_HALTED, info
     assert (info["active"], info["reason"], info["provider"]) == (False, "off", "launchdarkly")
 
     resumed = cli("resume", "--actor", ACTOR, "--reason", RESUME_REASON)
-    assert resumed.returncode == 0, _describe(resumed)
+    assert resumed.returncode == 0, describe(resumed)
     assert _vendor_on(fake) is True
-    code, info = _status(cli)
+    code, info = read_status(cli)
     assert code == 0, info
     assert (info["active"], info["reason"]) == (True, "active")
 
-    _check_watch(cli, FLAG, "launchdarkly")
+    check_watch(cli, FLAG, "launchdarkly")
 
-    records = _pull_export_verify(cli, tmp_path)
-    _check_own_records(records, FLAG)
+    records = pull_export_verify(cli, tmp_path)
+    check_own_records(records, FLAG)
     # LaunchDarkly's own audit log, pulled: the comment carries the reason and the actor.
     vendor = [
         r
@@ -199,7 +122,7 @@ SERVICE = {"contextKind": "service", "values": ["breakglass-system-active"]}
 def test_halt_is_confirmed_by_the_served_value(fake: FakeLaunchDarkly, cli: Cli) -> None:
     """A plain halt: exit 0, readers served false, and it says which project/environment/flag."""
     halted = cli("halt", "--actor", ACTOR, "--reason", HALT_REASON)
-    assert halted.returncode == 0, _describe(halted)
+    assert halted.returncode == 0, describe(halted)
     assert "readers are served false" in halted.stdout
     assert "the flag is off; its off variation serves false" in halted.stdout
     assert f"project '{fake.project}', environment '{fake.environment}', flag '{FLAG}'" in (
@@ -213,13 +136,13 @@ def test_halt_with_an_off_variation_serving_true_is_not_halted(
     """One dashboard click (off variation = true) made every halt a no-op that exited 0."""
     fake.set_targeting(FLAG, off_variation=0)
     halted = cli("halt", "--actor", ACTOR, "--reason", HALT_REASON)
-    assert halted.returncode == EXIT_NOT_HALTED, _describe(halted)
+    assert halted.returncode == EXIT_NOT_HALTED, describe(halted)
     assert "NOT HALTED" in halted.stderr
     assert "off variation serves true" in halted.stderr
     assert f"/{fake.project}/{fake.environment}/features/{FLAG}" in halted.stderr  # the fallback
     assert fake.flag_on(FLAG) is False  # the switch did move: the switch is not the truth
     as_json = cli("halt", "--actor", ACTOR, "--reason", HALT_REASON, "--json")
-    assert as_json.returncode == EXIT_NOT_HALTED, _describe(as_json)
+    assert as_json.returncode == EXIT_NOT_HALTED, describe(as_json)
     info = json.loads(as_json.stdout)
     assert (info["ok"], info["served"], info["verdict"]) == (False, True, "NOT HALTED")
     assert info["error"]["message"]
@@ -263,9 +186,9 @@ def test_resume_that_leaves_readers_halted_is_not_resumed(
     fake.set_on(FLAG, on=False)
     fake.set_targeting(FLAG, **targeting)
     resumed = cli("resume", "--actor", ACTOR, "--reason", RESUME_REASON)
-    assert resumed.returncode == EXIT_NOT_RESUMED, _describe(resumed)
+    assert resumed.returncode == EXIT_NOT_RESUMED, describe(resumed)
     assert "NOT RESUMED" in resumed.stderr
     assert words in resumed.stderr
     assert fake.flag_on(FLAG) is True
-    code, info = _status(cli)
+    code, info = read_status(cli)
     assert (code, info["active"]) == (EXIT_HALTED, False)  # the readers agree with the verdict
