@@ -16,6 +16,7 @@ from killswitch_tests.conftest import STANDARD_TARGETS, kubectl, write_config
 from killswitch_tests.support import cli
 
 if TYPE_CHECKING:
+    import subprocess
     from pathlib import Path
 
     from killswitch_tests.kubeserver import KubeApiServer
@@ -213,45 +214,26 @@ def test_the_three_patch_types_as_both_clients_send_them(
         ]
         return value
 
-    kubectl(
-        kubeconfig,
-        "patch",
-        "deploy",
-        "model-server",
-        "-n",
-        "inference",
-        "--type=json",
-        "-p",
-        '[{"op": "replace", "path": "/spec/replicas", "value": 4}]',
-    )
+    def patch(*options: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return kubectl(
+            kubeconfig, "patch", "deploy", "model-server", "-n", "inference", *options, check=check
+        )
+
+    def patch_types() -> list[str]:
+        """The content type of each patch of the deployment the server received, in order."""
+        return [
+            ct
+            for m, p, ct, _ in kube.log
+            if m == "PATCH" and p.endswith("/deployments/model-server")
+        ]
+
+    patch("--type=json", "-p", '[{"op": "replace", "path": "/spec/replicas", "value": 4}]')
     assert replicas() == 4
-    kubectl(
-        kubeconfig,
-        "patch",
-        "deploy",
-        "model-server",
-        "-n",
-        "inference",
-        "--type=merge",
-        "-p",
-        '{"spec": {"replicas": 5}}',
-    )
+    patch("--type=merge", "-p", '{"spec": {"replicas": 5}}')
     assert replicas() == 5
-    kubectl(
-        kubeconfig,
-        "patch",
-        "deploy",
-        "model-server",
-        "-n",
-        "inference",
-        "-p",
-        '{"spec": {"replicas": 6}}',
-    )
+    patch("-p", '{"spec": {"replicas": 6}}')  # kubectl's default: a strategic merge patch
     assert replicas() == 6
-    kinds = [
-        ct for m, p, ct, _ in kube.log if m == "PATCH" and p.endswith("/deployments/model-server")
-    ]
-    assert kinds == [
+    assert patch_types() == [
         "application/json-patch+json",
         "application/merge-patch+json",
         "application/strategic-merge-patch+json",
@@ -276,13 +258,7 @@ def test_the_three_patch_types_as_both_clients_send_them(
             {"spec": {"replicas": 8}},
         )
         assert replicas() == 8
-        failed = kubectl(
-            kubeconfig,
-            "patch",
-            "deploy",
-            "model-server",
-            "-n",
-            "inference",
+        failed = patch(
             "--type=json",
             "-p",
             '[{"op": "test", "path": "/spec/replicas", "value": 1}]',
@@ -292,7 +268,7 @@ def test_the_three_patch_types_as_both_clients_send_them(
         assert "invalid" in failed.stderr.lower()  # 422, as kubectl renders it
     finally:
         client.close()
-    kinds = [
-        ct for m, p, ct, _ in kube.log if m == "PATCH" and p.endswith("/deployments/model-server")
+    assert patch_types()[3:5] == [
+        "application/json-patch+json",
+        "application/strategic-merge-patch+json",
     ]
-    assert kinds[3:5] == ["application/json-patch+json", "application/strategic-merge-patch+json"]
