@@ -213,3 +213,18 @@ def test_halt_on_a_relay_worker_says_where_to_halt(run: CliRunner) -> None:
     assert "relay provider cannot change the flag" in result.output
     assert "halt through the provider the relay reads" in result.output
     assert "credentials" not in result.output.split("fallback")[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["watch", "--interval", "0"],  # drew the state as fast as the terminal took it
+        ["watch", "--interval", "-5"],
+        ["watch", "--count", "-1"],
+        ["status", "--wait", "-1"],
+    ],
+)
+def test_impossible_timings_are_usage_errors(run: CliRunner, args: list[str]) -> None:
+    result = run.invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "is not in the range" in result.output

@@ -219,7 +219,11 @@ def _global_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @_global_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option(
-    "--wait", default=5.0, show_default=True, help="Seconds to wait for a first confirmation."
+    "--wait",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds to wait for a first confirmation.",
 )
 @click.pass_obj
 def status(ctx: _Context, *, as_json: bool, wait: float) -> None:
@@ -542,8 +546,20 @@ def _never_set(ctx: _Context) -> bool:
 
 @main.command()
 @_global_options
-@click.option("--interval", default=0.5, show_default=True, help="Seconds between samples.")
-@click.option("--count", default=0, help="Stop after this many samples (0: until Ctrl-C).")
+# Bounded: --interval 0 drew the state as fast as the terminal took it (gigabytes a minute).
+@click.option(
+    "--interval",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(min=0.05),
+    help="Seconds between samples.",
+)
+@click.option(
+    "--count",
+    default=0,
+    type=click.IntRange(min=0),
+    help="Stop after this many samples (0: until Ctrl-C).",
+)
 @click.option(
     "--changes", "changes_only", is_flag=True, help="Show only the first state and changes."
 )
