@@ -228,3 +228,21 @@ def test_impossible_timings_are_usage_errors(run: CliRunner, args: list[str]) ->
     result = run.invoke(main, args)
     assert result.exit_code == 2, result.output
     assert "is not in the range" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["demo", "--concurrency", "0"],  # ran with no traffic and blamed the product
+        ["demo", "--load-seconds", "0"],
+        ["drill", "due", "--interval-days", "-1"],  # "one is due every -1 days"
+        ["serve", "--port", "99999"],
+        ["notify", "test", "--group", "on-call", "--wait", "-1"],
+    ],
+)
+def test_impossible_numbers_are_usage_errors_before_anything_starts(
+    run: CliRunner, args: list[str]
+) -> None:
+    result = run.invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "is not in the range" in result.output

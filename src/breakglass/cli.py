@@ -606,11 +606,34 @@ def providers(*, as_json: bool) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--concurrency", default=16, show_default=True, help="Clients sending requests.")
-@click.option("--work-ms", default=150, show_default=True, help="Time one inference takes.")
-@click.option("--load-seconds", default=1.5, show_default=True, help="Load before the halt.")
+# Ranges: --concurrency 0 ran a demo with no traffic and reported its failures as the product's.
 @click.option(
-    "--max-halt-ms", default=100.0, show_default=True, help="Fail when halting takes longer."
+    "--concurrency",
+    default=16,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Clients sending requests.",
+)
+@click.option(
+    "--work-ms",
+    default=150,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Time one inference takes.",
+)
+@click.option(
+    "--load-seconds",
+    default=1.5,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Load before the halt.",
+)
+@click.option(
+    "--max-halt-ms",
+    default=100.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Fail when halting takes longer.",
 )
 @click.option(
     "--state-dir",

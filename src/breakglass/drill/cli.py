@@ -354,7 +354,11 @@ def history_command(
 @_policy_option
 @_evidence_option
 @_public_option
-@click.option("--interval-days", type=float, help="Override the plan's interval (default 365).")
+@click.option(
+    "--interval-days",
+    type=click.FloatRange(min=0),
+    help="Override the plan's interval (default 365).",
+)
 @json_flag
 @click.pass_context
 def due_command(

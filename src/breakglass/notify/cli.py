@@ -160,7 +160,7 @@ def _wait(notifier: Notifier, suspension_id: str, timeout: float) -> None:
 @click.option(
     "--wait",
     "wait_s",
-    type=float,
+    type=click.FloatRange(min=0),
     default=60.0,
     show_default=True,
     help="Seconds to wait for delivery.",

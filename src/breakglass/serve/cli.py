@@ -40,7 +40,11 @@ def _tokens(ctx: click.Context) -> TokenBook:
 
 @click.group(invoke_without_command=True)
 @click.option("--host", help="Override BREAKGLASS_SERVE__HOST (default 127.0.0.1).")
-@click.option("--port", type=int, help="Override BREAKGLASS_SERVE__PORT (default 8470).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    help="Override BREAKGLASS_SERVE__PORT (default 8470).",
+)
 @click.option(
     "--json",
     "as_json",
