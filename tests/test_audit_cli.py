@@ -235,3 +235,15 @@ def test_relative_and_bad_times() -> None:
     assert abs((datetime.now(UTC) - week) - timedelta(days=7)) < timedelta(seconds=5)
     with pytest.raises(click.BadParameter):
         TIME.convert("last tuesday", None, None)
+
+
+def test_verifying_with_the_private_key_says_to_give_the_public_half(tmp_path: Path) -> None:
+    keys = ["--private", str(tmp_path / "signing.key"), "--public", str(tmp_path / "audit.pub")]
+    assert CliRunner().invoke(main, ["audit", "keygen", *keys]).exit_code == 0
+    export = tmp_path / "x.jsonl"
+    export.write_text("")
+    result = CliRunner().invoke(
+        main, ["audit", "verify", "--public-key", str(tmp_path / "signing.key"), str(export)]
+    )
+    assert result.exit_code == 1
+    assert "is a private key: give its public half" in result.stderr

@@ -172,6 +172,11 @@ def load_public_key(path: Path) -> PublicKey:
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     data = _read(path, "public key")
+    if b"PRIVATE KEY-----" in data:  # the easy mix-up of the two files keygen writes
+        raise ConfigurationError(
+            f"{path} is a private key: give its public half (the --public file of "
+            "`breakglass audit keygen`); the private key stays with whoever exports"
+        )
     try:
         key = load_pem_public_key(data)
     except (ValueError, TypeError):
