@@ -7,6 +7,7 @@ from importlib.metadata import version
 from importlib.util import find_spec
 from typing import TYPE_CHECKING
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -246,3 +247,21 @@ def test_impossible_numbers_are_usage_errors_before_anything_starts(
     result = run.invoke(main, args)
     assert result.exit_code == 2, result.output
     assert "is not in the range" in result.output
+
+
+def test_every_serve_role_can_be_given_to_a_token_from_the_command_line(run: CliRunner) -> None:
+    """docs/relay.md has the fleet's reports sent under a reporter token made with the CLI."""
+    from breakglass.serve.auth import Role
+
+    create = main.get_command(click.Context(main), "serve")
+    assert isinstance(create, click.Group)
+    token = create.get_command(click.Context(create), "token")
+    assert isinstance(token, click.Group)
+    command = token.get_command(click.Context(token), "create")
+    assert command is not None
+    (role,) = [p for p in command.params if p.name == "role"]
+    assert isinstance(role.type, click.Choice)
+    assert set(role.type.choices) == {r.name.lower() for r in Role}
+    made = run.invoke(main, ["serve", "token", "create", "--name", "fleet", "--role", "reporter"])
+    assert made.exit_code == 0, made.output
+    assert "token 'fleet' (reporter)" in made.output
