@@ -46,7 +46,8 @@ ASSIGNMENT = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)+")
 COMMAND = re.compile(r"^(?:\$ )?(?:\S*/)?breakglass (.*)")
 KILLSWITCH_COMMAND = re.compile(r"^(?:\$ )?breakglass-killswitch (.*)")
 # Where a shell line stops being breakglass's arguments.
-SHELL_END = re.compile(r"\s+(?:#.*|\|.*|&&.*|;.*|[12]?>.*)$")
+CONTINUATION = re.compile(r"\s*\\\n\s*")  # a backslash-continued line, its indentation dropped
+SHELL_END = re.compile(r"\s+(?:#.*|\|.*|&&.*|;.*|[12]?>.*)$|\s{2,}\S.*$")
 SECTIONS: dict[str, type[BaseModel]] = {
     "audit": AuditSettings,
     "serve": ServeSettings,
@@ -65,7 +66,7 @@ def _shell_commands(text: str, command_line: re.Pattern[str] = COMMAND) -> list[
     for match in FENCE.finditer(text):
         if match.group(1) not in SHELL:
             continue
-        for line in match.group(2).replace("\\\n", " ").splitlines():
+        for line in CONTINUATION.sub(" ", match.group(2)).splitlines():
             command = command_line.match(ASSIGNMENT.sub("", line.strip()))
             if command:
                 found.append(SHELL_END.sub("", command.group(1)))
@@ -77,7 +78,7 @@ def _named_commands(text: str) -> list[str]:
     found = []
     for match in FENCE.finditer(text):
         if match.group(1) == "text":  # a synopsis: breakglass drill run [--policy FILE] [--json]
-            lines = match.group(2).replace("\\\n", " ").splitlines()
+            lines = CONTINUATION.sub(" ", match.group(2)).splitlines()
             found += [SHELL_END.sub("", m.group(1)) for m in map(COMMAND.match, lines) if m]
     for match in INLINE.finditer(FENCE.sub("", text)):
         command = COMMAND.match(ASSIGNMENT.sub("", match.group(1)))
@@ -97,7 +98,7 @@ def _example_commands(text: str) -> list[str]:
         rf"^(?:\s*|\s*#\s{{2,}}|.*bin/)breakglass ((?:--?[\w-]+(?: \S+)? )*(?:{names})\b[^\n\"#]*)",
         re.MULTILINE,
     )
-    return [SHELL_END.sub("", m.group(1)) for m in pattern.finditer(text.replace("\\\n", " "))]
+    return [SHELL_END.sub("", m.group(1)) for m in pattern.finditer(CONTINUATION.sub(" ", text))]
 
 
 def _options(command: click.Command) -> dict[str, click.Parameter]:
@@ -107,7 +108,8 @@ def _options(command: click.Command) -> dict[str, click.Parameter]:
 def _check_names(
     argv: list[str], root: click.Group = cli, program: str = "breakglass"
 ) -> str | None:
-    """Whether the words name real (sub)commands and every ``--option`` exists where it is given.
+    """Whether the words name real (sub)commands, every ``--option`` exists where it is given,
+    and the command takes as many arguments as it is given.
 
     A synopsis reads the same: ``[--json]`` is an option, ``create|revoke|list`` three commands.
     """
@@ -115,6 +117,7 @@ def _check_names(
     path = [program]
     options = _options(root)
     words = iter(word.strip("[]") for word in argv)
+    positional: list[str] = []
     for word in words:
         if word.startswith("--"):
             name, has_value, _ = word.partition("=")
@@ -133,7 +136,12 @@ def _check_names(
             command = found[0]  # type: ignore[assignment]
             path.append(names[0])
             options |= _options(command)
-    return None
+        elif not isinstance(command, click.Group) and not word.startswith("-"):
+            positional.append(word)
+    arguments = [p for p in command.params if isinstance(p, click.Argument)]
+    if any(p.nargs == -1 for p in arguments) or len(positional) <= sum(p.nargs for p in arguments):
+        return None
+    return f"{' '.join(path)} takes {len(arguments)} argument(s), given {positional}"
 
 
 def _parse(argv: list[str]) -> None:
@@ -381,7 +389,11 @@ def test_the_kill_switch_readme_names_its_own_commands_and_options() -> None:
     assert len(every) > 10, every
     wrong = []
     for line in every:
-        problem = _check_names(line.split(), killswitch_cli, "breakglass-killswitch")
+        try:
+            words = shlex.split(line)
+        except ValueError:
+            words = line.split()
+        problem = _check_names(words, killswitch_cli, "breakglass-killswitch")
         if problem:
             wrong.append(f"`breakglass-killswitch {line}`: {problem}")
     assert not wrong, "\n".join(wrong)
