@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sqlite3
 import threading
 import time
+from contextlib import closing
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -20,6 +22,7 @@ from breakglass.audit.recorder import (
     RecordingAdmin,
 )
 from breakglass.audit.settings import AuditSettings
+from breakglass.audit.spool import Spool
 from breakglass.audit.sqlite import SqliteAuditStore
 from breakglass.audit.store import AuditQuery
 from breakglass.bridge import Bridge
@@ -366,3 +369,54 @@ def test_a_change_a_flush_and_closing_do_not_wait_for_the_moment(tmp_path: Path)
         recorder.close(timeout=10.0)  # a process on its way out writes what is held
     assert recorder.written == 4
     assert len(_own(SqliteAuditStore(tmp_path / "audit.db"))) == 4
+
+
+def test_a_started_bridge_opens_its_store_before_the_first_flip(tmp_path: Path) -> None:
+    """Opening (a fresh schema, the spool) is paid at start, not by every reader at the first halt."""
+    recorder = AuditRecorder(
+        lambda: SqliteAuditStore(tmp_path / "audit.db"), backend="local", flag_key=KEY
+    )
+    try:
+        recorder.warm()
+
+        def migrated() -> bool:
+            if not (tmp_path / "audit.db").exists():
+                return False
+            with closing(sqlite3.connect(tmp_path / "audit.db")) as db:
+                return bool(
+                    db.execute(
+                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_records'"
+                    ).fetchone()
+                )
+
+        assert wait_for(migrated, 10.0) is not None  # the schema made before any record
+    finally:
+        recorder.close()
+    looking = AuditRecorder(
+        lambda: SqliteAuditStore(tmp_path / "other.db"), backend="local", flag_key=KEY
+    )
+    looking.record_observed = False  # status and watch: the store stays as it was found
+    looking.warm()
+    looking.close()
+    assert not (tmp_path / "other.db").exists()
+
+
+def test_a_store_that_cannot_be_opened_at_start_is_said_and_records_still_spool(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "audit.db").mkdir()  # not a database file
+    recorder = AuditRecorder(
+        lambda: SqliteAuditStore(tmp_path / "audit.db"),
+        backend="local",
+        flag_key=KEY,
+        spool=Spool(tmp_path / "spool"),
+    )
+    with caplog.at_level(logging.WARNING, logger="breakglass.audit"):
+        recorder.warm()
+        assert wait_for(lambda: "audit store not usable yet" in caplog.text, 10.0) is not None, (
+            caplog.text
+        )
+    recorder.on_state(FlagState(active=True, cause=Cause.ACTIVE, source="local"))
+    recorder.on_state(FlagState(active=False, cause=Cause.OFF, source="local"))
+    recorder.close(timeout=5.0)
+    assert recorder.spooled == 1

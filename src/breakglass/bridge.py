@@ -136,6 +136,7 @@ class Bridge:
                 "%s: a guarded service that can change its flag can un-halt itself", line
             )
         self.engine.start()
+        self.recorder.warm()  # the store opened now, not by every reader at the first halt
         if self.role is not None and self.report_settings.url is not None and self.reporter is None:
             self.reporter = Reporter(
                 self.engine, self.report_settings, role=self.role, provider=self.name

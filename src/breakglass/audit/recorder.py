@@ -139,6 +139,7 @@ class AuditRecorder:
         # Monotonic time by which the queue must be written; see the module's "stop first".
         self._write_by = math.inf
         self._urgent = False
+        self._warm = False
         self._jitter = random.Random()  # noqa: S311 -- spreads writes in time, no secret
         self.written = 0
         """Records written to the store so far."""
@@ -156,6 +157,7 @@ class AuditRecorder:
         self._writing = 0
         self._write_by = math.inf
         self._urgent = False
+        self._warm = False
         self._jitter = random.Random()  # noqa: S311 -- a child must not share the parent's moments
         self._baseline = None
         self._pid = os.getpid()
@@ -347,6 +349,31 @@ class AuditRecorder:
             name=f"breakglass bridge ({self._process})",
         )
 
+    def warm(self) -> None:
+        """Open the store now, on the writer thread, so the first flip's write does not pay for it.
+
+        Opening creates the schema (a fresh file, a migration) and drains the spool: work
+        that, left to the first halt, every reader of a host would do at the same moment.
+        Returns at once; a store that cannot be opened is logged and retried as for a write.
+        """
+        if not self.record_observed:
+            return  # a command that only looks (status, watch) leaves the store as it found it
+        with self._cond:
+            if self._closing:
+                return
+            self._warm = True
+            self._ensure_thread()
+            self._cond.notify_all()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._work, name="breakglass-audit-recorder", daemon=True
+            )
+            self._thread.start()
+            # A short-lived `breakglass halt` never closes its bridge: write before exit.
+            atexit.register(self._at_exit)
+
     def _submit(self, record: AuditRecord, *, hold: float = 0.0) -> None:
         """Queue ``record``, to be written at the latest ``hold`` seconds from now."""
         with self._cond:
@@ -361,14 +388,13 @@ class AuditRecorder:
                     )
             self._pending.append(record)
             self._write_by = min(self._write_by, time.monotonic() + hold)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="breakglass-audit-recorder", daemon=True
-                )
-                self._thread.start()
-                # A short-lived `breakglass halt` never closes its bridge: write before exit.
-                atexit.register(self._at_exit)
+            self._ensure_thread()
             self._cond.notify_all()
+
+    def _work(self) -> None:
+        if self._warm:
+            self._open()
+        self._run()
 
     def _run(self) -> None:
         while True:
@@ -398,6 +424,20 @@ class AuditRecorder:
                     if not ok:
                         self._cond.wait(self._retry_s)
                     self._retry_s = min(_RETRY_MAX_S, self._retry_s * 2)
+
+    def _open(self) -> None:
+        """Open the store and create its schema (see :meth:`warm`); a failure waits for the next write."""
+        try:
+            if self._store is None:
+                assert self._factory is not None  # noqa: S101 -- only warmed with a factory
+                self._store = self._factory()
+            self._store.migrate()
+        except Exception as exc:  # noqa: BLE001 -- the first write retries it, spooling meanwhile
+            self._store = None
+            logger.warning(
+                "audit store not usable yet (%s); the bridge's own records are spooled until it is",
+                exc if isinstance(exc, BreakglassError | OSError) else type(exc).__name__,
+            )
 
     def _hold(self) -> None:
         """Wait (holding the condition) until the queue's moment has come, or it must be written now."""

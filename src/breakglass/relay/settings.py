@@ -23,8 +23,10 @@ class RelaySettings(BaseSettings):
     path: Path | None = None
     """The channel file; ``<state_dir>/relay.channel`` when unset. Relay and workers must agree."""
 
-    heartbeat: float = Field(default=0.25, gt=0, le=5)
-    """Seconds between the relay's writes when nothing changes (a change is written at once)."""
+    heartbeat: float = Field(default=0.5, gt=0, le=5)
+    """Seconds between the relay's writes when nothing changes (a change is written at once).
+    Each write wakes every worker on the host; four of them within ``silent_after`` prove the
+    relay alive, and fewer wake-ups leave a halt fewer moments to meet the fleet busy."""
 
     poll_interval: float = Field(default=0.005, gt=0, le=1)
     """Seconds between a worker's reads of the channel where inotify is not available; with
