@@ -156,7 +156,7 @@ class SqliteAuditStore:
         self, *, write: bool, conn: sqlite3.Connection | None, refetchable: bool
     ) -> Iterator[sqlite3.Connection]:
         if not self._ready:
-            self.migrate()
+            self._migrate()
         conn = conn or self._connection()
         try:
             if write:
@@ -190,6 +190,12 @@ class SqliteAuditStore:
 
     def migrate(self) -> int:
         """Create or upgrade the schema (and switch the file to WAL); return its version."""
+        # A unit of SQLite work like any other: a fork() in the middle would leave the child
+        # SQLite's locks held by a thread it does not have (its first read would hang).
+        with FORK_GATE.unit():
+            return self._migrate()
+
+    def _migrate(self) -> int:
         conn = self._connection()
         try:
             # WAL lets an export read while a pull writes; it is a property of the file.
