@@ -56,7 +56,7 @@ def receiver() -> Iterator[tuple[FleetView, str]]:
     server.server_close()
 
 
-def test_a_forked_worker_reads_and_reports_on_its_own(
+def test_a_forked_worker_reads_and_reports_on_its_own(  # noqa: PLR0915 -- one story
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receiver: tuple[FleetView, str]
 ) -> None:
     view, url = receiver
@@ -81,15 +81,26 @@ def test_a_forked_worker_reads_and_reports_on_its_own(
             assert wait_for(lambda: guard.active, BOUND) is not None
             assert wait_for(lambda: _reported(view, os.getpid(), active=True), BOUND) is not None
             go_halt = os.pipe()
+            fork_at = [0.0]
 
             def child() -> dict[str, Any]:
                 first = guard.active
+                decided, decided_at = bridge.engine.decided
+                # Active at once only through this process's own reader (a relay write that came
+                # after the fork, on a loaded host), never the parent's decision carried over.
+                own = decided.active and decided_at > fork_at[0]
                 active_in = wait_for(lambda: guard.active, BOUND)
                 os.read(go_halt[0], 1)
                 halted_in = wait_for(lambda: not guard.active, BOUND)
                 time.sleep(0.5)  # a report or two from the child
-                return {"first": first, "active_in": active_in, "halted_in": halted_in}
+                return {
+                    "first": first,
+                    "own": own,
+                    "active_in": active_in,
+                    "halted_in": halted_in,
+                }
 
+            fork_at[0] = time.monotonic()
             pid, read_fd = _fork(child)
             try:
                 # The child reports as itself, and its own flip to active.
@@ -100,7 +111,7 @@ def test_a_forked_worker_reads_and_reports_on_its_own(
             finally:
                 _reap(pid)
             assert "error" not in result, result
-            assert result["first"] is False, "a forked child starts halted"
+            assert result["first"] is False or result["own"], "a forked child starts halted"
             assert result["active_in"] is not None, "the child's own relay reader confirms"
             assert result["halted_in"] is not None, "a halt through the relay reaches the child"
         finally:
