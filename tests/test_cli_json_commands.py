@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -126,22 +127,17 @@ def spawn(tmp_path: Path) -> Iterator[Any]:
         process.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @pytest.mark.live
 def test_relay_says_what_it_serves_and_when_it_stops(tmp_path: Path, spawn: Any) -> None:
-    port = _free_port()
+    # Port 0: the relay binds a free port itself (a port picked here could be taken meanwhile).
     relay = spawn(
         ["relay", "--json"],
         BREAKGLASS_RELAY__PATH=str(tmp_path / "relay.channel"),
-        BREAKGLASS_RELAY__OFREP=f"127.0.0.1:{port}",
+        BREAKGLASS_RELAY__OFREP="127.0.0.1:0",
     )
     serving = relay.line()
+    port = urlsplit(serving["ofrep"]).port
+    assert port, serving  # the port it bound, never the 0 it was given
     assert serving == {
         "event": "serving",
         "flag": "system-active",
@@ -150,6 +146,8 @@ def test_relay_says_what_it_serves_and_when_it_stops(tmp_path: Path, spawn: Any)
         "ofrep": f"http://127.0.0.1:{port}",
         "pid": relay.process.pid,
     }
+    with socket.create_connection(("127.0.0.1", port), timeout=10):
+        pass  # it does listen where it says
     assert (tmp_path / "relay.channel").exists()  # it writes the channel it names
     assert relay.stop() == 0
     assert relay.line() == {"event": "stopped", "pid": relay.process.pid}
@@ -172,9 +170,11 @@ def test_a_relay_that_cannot_start_says_why_in_json(tmp_path: Path, spawn: Any) 
 
 @pytest.mark.live
 def test_serve_says_where_it_serves(tmp_path: Path, spawn: Any) -> None:
-    port = _free_port()
-    serve = spawn(["serve", "--json", "--port", str(port)])
+    # Port 0: serve binds a free port itself, and names the one it bound.
+    serve = spawn(["serve", "--json", "--port", "0"])
     serving = serve.line()
+    port = urlsplit(serving["url"]).port
+    assert port, serving
     assert serving == {
         "event": "serving",
         "url": f"http://127.0.0.1:{port}/",

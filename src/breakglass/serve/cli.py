@@ -93,8 +93,14 @@ def serve(ctx: click.Context, host: str | None, port: int | None, *, as_json: bo
                     await super().startup(sockets)
                 except SystemExit:  # uvicorn logged why (the port is taken...) on stderr
                     _fail(f"did not start serving on {where} (the reason is logged above)")
-                # Only now: a program waiting for this line may connect at once.
-                _announce(where, providers, as_json=as_json)
+                # Only now: a program waiting for this line may connect at once. The port is the
+                # one bound (port 0 asks for any free one), so the line names where it listens.
+                port = self.servers[0].sockets[0].getsockname()[1] if self.servers else None
+                _announce(
+                    f"http://{serve_settings.host}:{port}/" if port else where,
+                    providers,
+                    as_json=as_json,
+                )
 
             def handle_exit(self, sig: int, frame: Any) -> None:
                 hub.close()  # event streams never end by themselves: end them so shutdown is quick
