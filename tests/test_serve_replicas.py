@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -34,43 +35,48 @@ SCRIPT = Path(sys.executable).with_name("breakglass")
 CLEAN_EXIT = (0, -signal.SIGTERM)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class Replica:
-    """One ``breakglass serve`` process."""
+    """One ``breakglass serve`` process, on a port it binds itself (port 0) and names on stdout."""
 
     def __init__(self, env: dict[str, str], cwd: Path) -> None:
-        self.port = _free_port()
-        self.env = {**env, "BREAKGLASS_SERVE__PORT": str(self.port)}
+        # Port 0: a port picked free here could be taken by another process before serve binds it
+        # (then this test would talk to whoever took it); serve's "serving" line names its own.
+        self.env = {**env, "BREAKGLASS_SERVE__PORT": "0"}
         self.proc = subprocess.Popen(
-            [str(SCRIPT), "serve"],
+            [str(SCRIPT), "serve", "--json"],
             env=self.env,
             cwd=cwd,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        self.url = f"http://127.0.0.1:{self.port}"
         self.stderr: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"serve exited {self.proc.returncode}: {''.join(self.stderr)[-1500:]}"
-                )
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError(f"serve did not answer within 30 s: {''.join(self.stderr)[-1500:]}")
+        first: queue.Queue[str] = queue.Queue()
+        self._stdout = threading.Thread(target=self._first_line, args=(first,), daemon=True)
+        self._stdout.start()
+        try:
+            line = first.get(timeout=30)
+        except queue.Empty:
+            self.stop()
+            raise RuntimeError(
+                f"serve did not say it serves within 30 s: {''.join(self.stderr)[-1500:]}"
+            ) from None
+        serving = json.loads(line) if line.startswith("{") else {}
+        if serving.get("event") != "serving":
+            self.stop()
+            raise RuntimeError(f"serve did not start: {line!r} {''.join(self.stderr)[-1500:]}")
+        self.url = str(serving["url"]).rstrip("/")
+        port = urlsplit(self.url).port
+        assert port, serving
+        self.port: int = port
+        assert httpx.get(f"{self.url}/healthz", timeout=30).status_code == 200
+
+    def _first_line(self, into: queue.Queue[str]) -> None:
+        assert self.proc.stdout is not None
+        into.put(self.proc.stdout.readline())
+        self.proc.stdout.read()  # drain, so the process never blocks on a full pipe
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -95,8 +101,10 @@ class Replica:
                 self.proc.kill()
                 self.proc.wait(5)
         self._reader.join(5)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
+        self._stdout.join(5)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
         return self.proc.returncode
 
 
