@@ -10,6 +10,7 @@ violation in any state. Screenshots of each state are saved under
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,6 +100,12 @@ class Console:
         # scroll widths are measured only once the page the form leads to (stylesheet included) has loaded.
         with self.page.expect_navigation(wait_until="load"):
             self.page.get_by_role("button", name="Log in").click()
+
+    def end_sessions_of(self, person: str) -> None:
+        """An admin ends the person's console sessions, this page's among them."""
+        with self.serve.client("admin") as admin:
+            ended = admin.post("/v1/sessions/revocations", json={"person": person})
+            assert ended.status_code == 200, ended.text
 
     def shot(self, name: str) -> Path:
         path = self.shots / f"{name}.png"
@@ -266,22 +273,60 @@ def test_a_viewer_sees_no_stop_button_and_is_refused(
         c.shot("01-viewer")
 
 
-def test_an_ended_session_says_so_on_the_open_console(
+def test_an_ended_session_says_so_and_disables_the_open_console(
+    browser: Browser, serve: Running, axe: str, shots: Path
+) -> None:
+    with console(browser, serve, axe, shots) as c:
+        page = c.page
+        c.login("approver")
+        stop = page.get_by_role("button", name="STOP", exact=True)
+        resume = page.locator("#resume-submit")
+        # Drawn by the stylesheet (expect waits for it): the colour the disabled STOP must lose.
+        expect(stop).to_have_css("background-color", "rgb(176, 0, 32)")
+        expect(stop).to_be_enabled()
+        expect(resume).to_be_enabled()
+        c.end_sessions_of("approver-1")
+        # The page's next poll (every 2 s) learns it; the operator is told how to halt now.
+        result = page.locator("#result-live")
+        expect(result).to_contain_text("LOGGED OUT", timeout=10_000)
+        expect(result).to_contain_text("an admin ended this console session")
+        expect(result).to_contain_text("Until you do, an API token halts.")
+        # Nothing on the page that the server would refuse stays pressable, and each says why.
+        for control in (stop, resume, page.locator("#resume-reason")):
+            expect(control).to_be_disabled()
+            expect(control).to_have_accessible_description(re.compile(r"^Logged out: this page"))
+        expect(page.locator("main button:enabled, main textarea:enabled")).to_have_count(0)
+        expect(page.locator("#session-ended")).to_be_visible()
+        expect(stop).to_have_css("cursor", "not-allowed")
+        expect(stop).not_to_have_css("background-color", "rgb(176, 0, 32)")
+        # Logging out (then in again) still works.
+        expect(page.get_by_role("button", name="Log out")).to_be_enabled()
+        stop.click(force=True)
+        expect(page.get_by_role("dialog")).to_have_count(0)
+        assert serve.server.bridge.engine.active
+        c.check_axe("console, session ended")
+        c.shot("01-session-ended")
+
+
+def test_a_halt_refused_as_logged_out_disables_the_console(
     browser: Browser, serve: Running, axe: str, shots: Path
 ) -> None:
     with console(browser, serve, axe, shots) as c:
         c.login("halter")
-        expect(c.page.get_by_role("button", name="STOP", exact=True)).to_be_visible()
-        with serve.client("admin") as admin:
-            ended = admin.post("/v1/sessions/revocations", json={"person": "halter-1"})
-            assert ended.status_code == 200, ended.text
-        # The page's next poll (every 2 s) learns it; the operator is told how to halt now.
-        result = c.page.locator("#result-live")
-        expect(result).to_contain_text("LOGGED OUT", timeout=10_000)
-        expect(result).to_contain_text("an admin ended this console session")
+        page = c.page
+        # No poll answers, so the refused halt is how the page learns its session ended.
+        page.route("**/v1/status", lambda route: None)
+        page.get_by_role("button", name="STOP", exact=True).click()
+        page.get_by_label("Reason (required)").fill("Model output unsafe")
+        c.end_sessions_of("halter-1")
+        page.get_by_role("button", name="Confirm STOP").click()
+        result = page.locator("#result-live")
+        expect(result).to_contain_text("NOT HALTED")
         expect(result).to_contain_text("Until you do, an API token halts.")
-        c.check_axe("console, session ended")
-        c.shot("01-session-ended")
+        expect(page.get_by_role("dialog")).to_have_count(0)
+        expect(page.get_by_role("button", name="STOP", exact=True)).to_be_disabled()
+        expect(page.locator("#stop-confirm")).to_be_disabled()
+        assert serve.server.bridge.engine.active
 
 
 def test_on_a_phone_and_when_nothing_acknowledges(

@@ -133,12 +133,34 @@
 
   // The session ended (an admin ended it, or its lifetime ran out): say so once, and how to halt now.
   let loggedOut = false;
+  let loggedOutText = "";
+  let source = null;
   async function sessionEnded(r) {
     if (loggedOut) { return; }
     loggedOut = true;
     let detail = "your console session has ended; log in again";
     try { detail = (await r.json()).detail || detail; } catch (e) { /* keep the plain sentence */ }
-    showResult("LOGGED OUT", "This page can no longer halt: " + detail + ". Until you do, an API token halts.", false);
+    loggedOutText = "This page can no longer halt: " + detail + ". Until you do, an API token halts.";
+    showResult("LOGGED OUT", loggedOutText, false);
+    disableActions("Logged out: this page can no longer halt or change anything (" + detail +
+      "). Meanwhile, an API token halts.");
+    if (source) { source.close(); text($("live"), "(no live updates: logged out)"); }
+  }
+
+  // Every control the server would now refuse is disabled and says why; "Log out" (then in again) still works.
+  function disableActions(why) {
+    const dialog = $("stop-dialog");
+    if (dialog && dialog.open) { dialog.close(); }
+    const notice = $("session-ended");
+    text(notice, why);
+    notice.hidden = false;
+    const controls = document.querySelectorAll("#stop-open, main form button, main form input:not([type=hidden]), " +
+      "main form textarea, main form select");
+    for (const el of controls) {
+      el.disabled = true;
+      el.title = why;
+      el.setAttribute("aria-describedby", "session-ended");
+    }
   }
 
   async function refresh() {
@@ -154,7 +176,7 @@
   window.setInterval(() => { refresh().catch(() => {}); }, 2000);
 
   function connect() {
-    const source = new EventSource("/v1/events");
+    source = new EventSource("/v1/events");
     source.addEventListener("open", () => text($("live"), "(live)"));
     source.addEventListener("error", () => text($("live"), "(live updates reconnecting)"));
     source.addEventListener("snapshot", (e) => renderAll(JSON.parse(e.data)));
@@ -194,6 +216,7 @@
       headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf, "Idempotency-Key": crypto.randomUUID() },
       body: JSON.stringify(payload),
     });
+    if (r.status === 401) { await sessionEnded(r.clone()); }
     let answer = {};
     try { answer = await r.json(); } catch (e) { answer = { detail: "HTTP " + r.status }; }
     return [r, answer];
@@ -224,6 +247,8 @@
         dialog.close();
         if (r.ok) {
           showResult("HALTED", "Stopped by " + answer.actor.name + ". " + describeTargets(answer), true);
+        } else if (r.status === 401) {
+          showResult("NOT HALTED", loggedOutText, false);
         } else if (answer.type === "/problems/not-halted") {
           showResult("NOT HALTED", answer.detail + " " + describeTargets(answer), false);
         } else {
@@ -235,7 +260,7 @@
         dialog.close();
         showResult("NOT HALTED", "The console could not reach serve. Halt in the vendor's dashboard or with the kill switch.", false);
       } finally {
-        button.disabled = false;
+        button.disabled = loggedOut;
         text(button, "Confirm STOP");
       }
     });
@@ -259,7 +284,7 @@
         }
         refresh();
       } finally {
-        button.disabled = false;
+        button.disabled = loggedOut;
       }
     });
   }
