@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pytest
 from click.testing import CliRunner
 
+from breakglass.audit.sqlite import SqliteAuditStore
 from breakglass.cli import main
+from breakglass.notify.notifier import Notifier
+from breakglass.notify.outbox import Outbox
+from breakglass.policy import load_policy
 from tests.notify_receivers import ROUTING_KEY, Planned, Receivers
 
 if TYPE_CHECKING:
@@ -121,7 +126,38 @@ def test_notify_status_shows_each_group(policy: Path, receivers: Receivers) -> N
     assert shown.output.startswith("on-call: sent 20")
     assert "not acknowledged" in shown.output
     assert re.search(r"^on-call/slack +slack +DELIVERED +1 ", shown.output, re.MULTILINE)
-    assert (
-        CliRunner().invoke(main, ["notify", "status", "no-such"]).output
-        == "no notifications for no-such\n"
+
+
+def test_notify_status_of_an_unknown_suspension_is_an_error(policy: Path) -> None:
+    shown = CliRunner().invoke(main, ["notify", "status", "no-such"])
+    assert shown.exit_code == 1, shown.output
+    assert shown.output.startswith("breakglass: error: no suspension no-such is known to ")
+    assert "check the id" in shown.output
+    as_json = CliRunner().invoke(main, ["notify", "status", "no-such", "--json"])
+    assert as_json.exit_code == 1, as_json.output
+    error = json.loads(as_json.stdout)
+    assert error["ok"] is False
+    assert error["error"]["type"] == "UnknownSuspensionError"
+    assert error["error"]["exit_code"] == 1
+    assert "no suspension no-such" in error["error"]["message"]
+
+
+def test_notify_status_of_a_halt_that_told_no_group(policy: Path, tmp_path: Path) -> None:
+    # The halt is known (its event is stored) though no group's condition matched it.
+    quiet = tmp_path / "quiet.toml"
+    quiet.write_text(
+        '[notify.groups.management]\nkind = "senior-management"\nwithin = "4h"\n'
+        "when = { business_continuity = true }\n"
+        'channels = [{ type = "teams", webhook_url = "https://teams.invalid/x" }]\n'
     )
+    notifier = Notifier(
+        load_policy(quiet).notify, Outbox(SqliteAuditStore(tmp_path / "state" / "audit.db"))
+    )
+    told = notifier.halted(
+        suspension_id="s-quiet", actor="ana", reason="drift", since=datetime.now(UTC)
+    )
+    assert told == []
+    shown = CliRunner().invoke(main, ["notify", "status", "s-quiet", "--policy", str(quiet)])
+    assert (shown.exit_code, shown.output) == (0, "no notifications for s-quiet\n")
+    as_json = CliRunner().invoke(main, ["notify", "status", "s-quiet", "--json"])
+    assert (as_json.exit_code, json.loads(as_json.output)) == (0, [])

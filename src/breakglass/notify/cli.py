@@ -5,7 +5,8 @@
   ``G`` (the drill uses it); exit 0 only when every channel has it;
 * ``notify run`` — deliver the outbox (and escalate) until stopped, for a
   deployment without serve, or next to it;
-* ``notify status SUSPENSION`` — per group: sent, delivered, acknowledged.
+* ``notify status SUSPENSION`` — per group: sent, delivered, acknowledged (an id
+  the store has nothing of is an error).
 
 Exit codes: 0 done, 1 an error or a channel that did not get it.
 """
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
 
 class _HasSettings(Protocol):
     def settings(self) -> Settings: ...
+
+
+class UnknownSuspensionError(BreakglassError):
+    """``notify status`` was given a suspension id the notification store has nothing of."""
 
 
 def _fail(exc: BreakglassError | str) -> NoReturn:
@@ -263,6 +268,12 @@ def status(ctx: click.Context, policy_path: str | None, suspension_id: str, as_j
     notifier = _notifier(ctx, policy)
     try:
         results = notifier.status(suspension_id)
+        # A mistyped id must not read as "nobody was told"; a halt no group matched is known.
+        if not results and not notifier.outbox.knows(suspension_id):
+            raise UnknownSuspensionError(
+                f"no suspension {suspension_id} is known to the notification store "
+                f"{notifier.outbox.store.location}: check the id"
+            )
     except BreakglassError as exc:
         _fail(exc)
     finally:

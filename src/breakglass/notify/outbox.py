@@ -433,6 +433,17 @@ class Outbox:
         )
         return [_notification(r) for r in self._select(sql, (suspension_id,))]
 
+    def knows(self, suspension_id: str) -> bool:
+        """Whether anything of the suspension is stored.
+
+        Its event (even one no group was told of) or a notification (a ``notify test`` has no event).
+        """
+        sql = (
+            "SELECT 1 FROM notify_events WHERE suspension_id = ?"
+            " UNION ALL SELECT 1 FROM notify_outbox WHERE suspension_id = ? LIMIT 1"
+        )
+        return bool(self._select(sql, (suspension_id, suspension_id)))
+
     def attempts(self, suspension_id: str) -> list[Attempt]:
         """Every attempt for one suspension, oldest first."""
         sql = (
