@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -29,7 +32,6 @@ from breakglass.testing import ScriptedSource
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     from breakglass.testing import ManualClock
 
@@ -445,6 +447,131 @@ def test_a_write_wakes_the_watch(writer: ChannelWriter, path: Path) -> None:
     finally:
         watch.close()
         writer.close()
+
+
+def test_only_a_change_rings_and_the_ring_follows_the_whole_write(
+    writer: ChannelWriter, path: Path
+) -> None:
+    """A heartbeat goes through the memory map (inotify does not see it); a change rings once,
+    with its last store, so a worker woken by it reads the complete write."""
+    writer.write(snap())
+    reader = ChannelReader(path)
+    watch = ChangeWatch(path, fallback=0.005)
+    try:
+        watch.wait(0.0)  # arm, drain
+        before = reader.read().seq
+        writer.write(snap(remaining=9.0), ring=False)
+        assert not watch.wait(0.3), "a heartbeat woke the worker"
+        beat = reader.read()
+        assert (beat.seq, beat.remaining) == (before + 2, 9.0)  # yet it is there to read
+        writer.write(snap(Cause.OFF, remaining=0.0), ring=True)
+        assert watch.wait(30.0), "a change did not wake the worker"
+        woken = reader.read()  # no retry, no torn read: the ring was the write's last store
+        assert (woken.seq, woken.cause) == (before + 4, Cause.OFF)
+        assert not watch.wait(0.0), "one change, more than one wake"
+    finally:
+        watch.close()
+
+
+def test_the_relay_rings_only_for_a_new_decision(tmp_path: Path, clock: ManualClock) -> None:
+    """Heartbeats of the same decision never wake the host; a change, or a lapse the heartbeat
+    itself finds, always does."""
+    src = ScriptedSource("scripted", clock)
+    backend = Backend(name="scripted", source=src, admin=None, audit=None, poll_bound=0.0)
+    settings = Settings(state_dir=tmp_path / "state", max_staleness=30.0)
+    path = tmp_path / "ch"
+    relay = Relay(Bridge(settings, backend, clock=clock), ChannelWriter(path), heartbeat=60)
+    relay.start()
+    watch = ChangeWatch(path, fallback=0.005)
+    try:
+        watch.wait(0.0)
+        src.confirm(True)
+        assert watch.wait(30.0), "active after unconfirmed: a new decision"
+        for _ in range(3):
+            clock.advance(1.0)
+            src.confirm(True)
+            relay.publish()  # a heartbeat
+        assert not watch.wait(0.2), "a heartbeat of the same decision rang"
+        assert ChannelReader(path).read().cause is Cause.ACTIVE
+        src.confirm(False)
+        assert watch.wait(30.0), "a halt did not ring"
+        src.confirm(True)
+        assert watch.wait(30.0)
+        clock.advance(31.0)  # the relay's confirmation ages out; its heartbeat finds it
+        relay.publish()
+        assert watch.wait(30.0), "a lapse found by the heartbeat did not ring"
+        assert ChannelReader(path).read().cause is Cause.STALE
+    finally:
+        watch.close()
+        relay.close()
+
+
+def test_a_worker_takes_heartbeats_without_being_rung(writer: ChannelWriter, path: Path) -> None:
+    """Unrung heartbeats keep an active worker active (its own periodic read takes them), and
+    when they stop the worker halts as silent: nothing but the heartbeats keeps it running."""
+    writer.write(snap())
+    src = RelaySource(
+        ChannelReader(path),
+        flag_key=KEY,
+        max_staleness=1.0,
+        silent_after=0.6,
+        watch=ChangeWatch(path, fallback=0.005),
+    )
+    engine = StateEngine(KEY, [src], max_staleness=1.0)
+    guard = Guard(engine)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(0.05):
+            writer.write(snap(remaining=1.0, max_staleness=1.0), ring=False)
+
+    beats = threading.Thread(target=beat, daemon=True)
+    beats.start()
+    engine.start()
+    try:
+        assert engine.wait_for_confirmation(30.0).active
+        running_since = time.monotonic()
+        while time.monotonic() - running_since < 2.0:  # twice the staleness budget, 3x silence
+            assert guard.active, engine.state
+            time.sleep(0.02)
+        stop.set()
+        beats.join()
+        deadline = time.monotonic() + 30.0
+        while guard.active and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not guard.active
+        assert "silent" in (engine.state.detail or "") or engine.state.cause is Cause.STALE
+    finally:
+        stop.set()
+        engine.close()
+
+
+def test_the_relay_restores_a_shortened_channel(path: Path) -> None:
+    """The relay writes through a memory map: a store past the end of a file someone shortened
+    would kill it with SIGBUS. It restores the size first (in a child, so a SIGBUS fails the test
+    instead of the test run)."""
+    script = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from breakglass.relay.channel import ChannelReader, ChannelWriter\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_relay_channel import snap\n"
+        "path = Path(sys.argv[1])\n"
+        "writer = ChannelWriter(path)\n"
+        "writer.write(snap())\n"
+        "os.truncate(path, 10)\n"
+        "writer.write(snap(), ring=False)\n"
+        "print(ChannelReader(path).read().seq)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert int(done.stdout) > 0
 
 
 def test_a_torn_read_waits_for_the_next_write_and_a_lasting_one_halts(

@@ -14,6 +14,14 @@ A reader takes one ``pread`` of the whole file, and accepts it only when
 then reported as a :class:`ChannelError`. Readers never ``mmap`` the file, so a
 truncated or replaced file is a short read and an error, never a ``SIGBUS``.
 
+The relay writes through a shared memory map, which Linux's inotify does not
+report, and *rings* (the last store, ``seq`` even, through ``pwrite``: one
+``IN_MODIFY``) only when the decision changed. A worker therefore wakes once per
+change, after the write is complete, never in the middle of one; heartbeats
+reach it on its own periodic read. Every relay write used to wake every worker,
+three times (one per ``pwrite``), the first time mid-write: a halt that met a
+heartbeat met fifty processes competing with the relay for the CPU.
+
 The decision travels as a *duration*: ``remaining`` is how many seconds the
 relay's decision stays active after the relay wrote it. A worker never
 compares the relay's clock with its own (they may differ: another time
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import fcntl
 import math
+import mmap
 import os
 import stat
 import struct
@@ -261,23 +270,41 @@ class ChannelWriter:
         seq = _SEQ.unpack_from(old, 8)[0] if len(old) == SIZE and old[:8] == MAGIC else 0
         # Keep counting past what the last relay wrote, so no reader sees the same number twice.
         self._seq = seq + 2 - seq % 2
-        os.ftruncate(fd, SIZE)
-        os.pwrite(fd, MAGIC, 0)
+        self._repair()
+        self._map = mmap.mmap(fd, SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+
+    def _repair(self) -> None:
+        # A store into a map past the end of a shortened file is SIGBUS: restore the size first.
+        # Only the relay's own user (or root) can shorten it, and a shortened file already
+        # halts every worker ("truncated"); this write puts the channel back.
+        os.ftruncate(self._fd, SIZE)
+        os.pwrite(self._fd, MAGIC, 0)
 
     def __repr__(self) -> str:
         return f"ChannelWriter({str(self.path)!r})"
 
-    def write(self, snapshot: Snapshot) -> int:
-        """Write ``snapshot`` (its ``seq`` and ``instance`` are replaced); returns the seq written."""
+    def write(self, snapshot: Snapshot, *, ring: bool = True) -> int:
+        """Write ``snapshot`` (its ``seq`` and ``instance`` are replaced); returns the seq written.
+
+        Args:
+            snapshot: The decision to write.
+            ring: Wake the workers that wait for a change (inotify); a heartbeat does not.
+        """
         with self._lock:
             if self._fd < 0:
                 return self._seq
             seq = self._seq + 2
             body = _SEQ.pack(seq) + encode_body(replace(snapshot, instance=self.instance, seq=seq))
             crc = struct.pack("<I", zlib.crc32(body))
-            os.pwrite(self._fd, _SEQ.pack(seq - 1), 8)
-            os.pwrite(self._fd, body[8:] + crc, 16)
-            os.pwrite(self._fd, _SEQ.pack(seq), 8)
+            if os.fstat(self._fd).st_size != SIZE:
+                self._repair()
+            view = self._map
+            view[8:16] = _SEQ.pack(seq - 1)
+            view[16:SIZE] = body[8:] + crc
+            if ring:
+                os.pwrite(self._fd, _SEQ.pack(seq), 8)
+            else:
+                view[8:16] = _SEQ.pack(seq)
             self._seq = seq
             return seq
 
@@ -285,6 +312,7 @@ class ChannelWriter:
         """Release the file (and the lock); the last write stays for readers to see."""
         with self._lock:
             if self._fd >= 0:
+                self._map.close()
                 os.close(self._fd)
                 self._fd = -1
 

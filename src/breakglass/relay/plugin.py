@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from breakglass.relay.channel import ChannelReader
 from breakglass.relay.settings import load_relay_settings
-from breakglass.relay.source import NAME, RelaySource
+from breakglass.relay.source import NAME, RelaySource, idle_read
 from breakglass.relay.watch import ChangeWatch
 from breakglass.seams import Backend
 
@@ -44,9 +44,11 @@ class RelayPlugin:
                 "a worker only reads its relay; halt through the provider the relay reads "
                 "(breakglass halt with the relay's settings, or serve)"
             ),
+            # A change wakes the worker (inotify), or is read within a poll without it.
             poll_bound=relay.poll_interval + relay.heartbeat,
-            # The relay writes at least every heartbeat; the worker sees it within a poll.
-            confirm_interval=relay.poll_interval + relay.heartbeat,
+            # The relay writes at least every heartbeat; a worker reads at least every idle read.
+            confirm_interval=relay.heartbeat
+            + max(relay.poll_interval, idle_read(relay.silent_after)),
             durable=False,
         )
 

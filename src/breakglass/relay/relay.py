@@ -2,9 +2,12 @@
 
 It is a :class:`breakglass.bridge.Bridge` on the upstream providers, with a
 :class:`ChannelWriter` behind it. Every change of decision is written at once
-(from the engine's listener); between changes a heartbeat thread rewrites the
-current decision every ``heartbeat`` seconds, which both extends an active
-decision and proves to the workers that the relay is alive.
+(from the engine's listener) and rings the workers awake; between changes a
+heartbeat thread rewrites the current decision every ``heartbeat`` seconds,
+which both extends an active decision and proves to the workers that the relay
+is alive. A heartbeat rings only when it carries a new decision (the relay's
+own confirmation aged out): the workers read heartbeats on their own time, so
+a halt never meets every worker on the host busy with one.
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ if TYPE_CHECKING:
     from breakglass.bridge import Bridge
 
 logger = logging.getLogger("breakglass.relay")
+
+
+def _same_decision(last: Snapshot | None, snap: Snapshot) -> bool:
+    if last is None:
+        return False
+    return (last.active, last.cause, last.source) == (snap.active, snap.cause, snap.source)
 
 
 class Relay:
@@ -73,7 +82,7 @@ class Relay:
             # Read under the lock: a listener's older state can never overwrite a newer one.
             current = state if state is not None else self.bridge.engine.state
             snap = self._snapshot(current)
-            self.writer.write(snap)
+            self.writer.write(snap, ring=not _same_decision(self.last, snap))
             self.last = snap
             return snap
 

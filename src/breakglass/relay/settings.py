@@ -24,14 +24,15 @@ class RelaySettings(BaseSettings):
     """The channel file; ``<state_dir>/relay.channel`` when unset. Relay and workers must agree."""
 
     heartbeat: float = Field(default=0.5, gt=0, le=5)
-    """Seconds between the relay's writes when nothing changes (a change is written at once).
-    Each write wakes every worker on the host; four of them within ``silent_after`` prove the
-    relay alive, and fewer wake-ups leave a halt fewer moments to meet the fleet busy."""
+    """Seconds between the relay's writes when nothing changes (a change is written at once and
+    wakes every worker). Workers take heartbeats on their own periodic read; four of them within
+    ``silent_after`` prove the relay alive."""
 
     poll_interval: float = Field(default=0.005, gt=0, le=1)
     """Seconds between a worker's reads of the channel where inotify is not available; with
-    inotify (Linux) a worker reads after each write of the relay, and every ``silent_after / 4``
-    seconds (at most 0.5 s) to notice a relay that went silent."""
+    inotify (Linux) a worker reads after each change the relay writes, and besides every
+    ``silent_after / 8`` to ``silent_after / 4`` seconds (at most 0.5 s, each worker at its own
+    moment) to take the heartbeats and notice a relay that went silent."""
 
     silent_after: float = Field(default=2.0, gt=0, le=MAX_STALENESS_LIMIT)
     """Seconds without a new write after which a worker halts (relay killed, frozen or starved)."""

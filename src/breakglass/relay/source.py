@@ -23,6 +23,7 @@ Rules, each one a way to be unsure that reads as halted:
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -106,6 +107,11 @@ def observation_for(
             return Observation(NAME, NoValue.UNREADABLE, error=said)
 
 
+def idle_read(silent_after: float) -> float:
+    """The longest a worker behind inotify waits between reads of the channel, in seconds."""
+    return min(0.5, silent_after / 4)
+
+
 class RelaySource:
     """A :class:`breakglass.seams.FlagSource` reading a relay's channel file.
 
@@ -141,10 +147,11 @@ class RelaySource:
         self._changed_at: float | None = None
         self._pid = 0
         self._watch = watch
-        # With a watch, a read follows each write of the relay, and at least every _idle seconds
-        # (to see silence); without one, a read every poll_interval.
-        self._idle = min(0.5, silent_after / 4)
+        # With a watch, a read follows each change the relay rings, and at least every _idle
+        # seconds (to take its heartbeats and see silence); without one, a read every poll_interval.
+        self._idle = idle_read(silent_after)
         self._first = True
+        self._untrusted = True
         self._loop = ReadingLoop(
             "breakglass-relay",
             self._step,
@@ -176,7 +183,15 @@ class RelaySource:
 
     def _step(self) -> Observation | None:
         if self._watch is not None and not self._first:
-            self._watch.wait(self._idle)
+            if self._untrusted:
+                # Waiting for a write seen happening (a worker's start, a relay replaced): the
+                # relay rings only changes, so look every poll until its next heartbeat lands.
+                self._watch.wait(self._poll_interval)
+            else:
+                # Each worker at its own moment: after a halt woke the whole host at once, equal
+                # timeouts would keep the fleet reading in step, and the next halt could meet
+                # the host busy with fifty reads. Half to all of _idle drifts them apart.
+                self._watch.wait(self._idle * (0.5 + random.random() / 2))  # noqa: S311
         self._first = False
         return self.poll_once()
 
@@ -193,6 +208,7 @@ class RelaySource:
                 return self._check_torn(now, str(exc))
             self._last_poll = now
             self._seen = None  # trust starts over from a write seen happening
+            self._untrusted = True
             self._changed_at = None
             if exc.missing:
                 return self._set(Observation(NAME, NoValue.UNREAD, error=str(exc)))
@@ -206,16 +222,19 @@ class RelaySource:
         self._changed_at = now
         self._pid = snap.pid
         if first or previous_poll is None:
+            self._untrusted = True
             if self._current.value is NoValue.UNREAD:
                 # Not an answer yet (no error): wait_for_confirmation keeps waiting for the next write.
                 return self._set(Observation.unread(NAME))
             return None
+        self._untrusted = False
         return self._set(observation_for(snap, previous_poll, self._max_staleness, self._flag_key))
 
     def _check_torn(self, now: float, problem: str) -> Observation | None:
         if self._changed_at is None or now - self._changed_at <= self._silent_after:
             return None
         self._seen = None
+        self._untrusted = True
         return self._set(
             self._current.unreadable(
                 f"relay channel unreadable for {now - self._changed_at:.1f} s: {problem}"
@@ -248,4 +267,5 @@ class RelaySource:
 
     def _crashed(self, problem: str) -> Observation | None:
         self._seen = None
+        self._untrusted = True
         return self._set(self._current.unreadable(problem))

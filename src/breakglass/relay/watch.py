@@ -1,9 +1,10 @@
-"""Waking a worker when the relay writes its channel: Linux inotify, else a short sleep.
+"""Waking a worker when the relay rings its channel: Linux inotify, else a short sleep.
 
 Fifty workers polling a file every few milliseconds cost more CPU than the
 vendor SDKs they replace (measured in docs/performance.md). With inotify each
-worker sleeps in ``select`` until the relay's ``pwrite`` lands, so a halt wakes
-every worker at once and an idle host stays idle. Where inotify cannot be used
+worker sleeps in ``select`` until the relay's ringing ``pwrite`` lands (a change
+of decision; heartbeats go through a memory map, which inotify does not see), so
+a halt wakes every worker at once and an idle host stays idle. Where inotify cannot be used
 (another OS, no ``libc``, the watch limit reached), :meth:`ChangeWatch.wait`
 sleeps ``fallback`` seconds instead: slower, never wrong, because the worker
 reads the file after every wake-up either way.
@@ -77,14 +78,19 @@ class ChangeWatch:
         """Whether writes wake the waiter (inotify), rather than a sleep."""
         return self._fd >= 0
 
-    def wait(self, timeout: float) -> None:
-        """Return after a write to the file, or after ``timeout`` (``fallback`` without inotify)."""
+    def wait(self, timeout: float) -> bool:
+        """Return after the relay rang, or after ``timeout`` (``fallback`` without inotify).
+
+        Returns:
+            ``True`` when a write woke the waiter, ``False`` when the time ran out.
+        """
         if not self._watching():
             time.sleep(min(timeout, self._fallback))
-            return
+            return False
         ready, _, _ = select.select([self._fd], [], [], timeout)
         if ready:
             self._drain()
+        return bool(ready)
 
     def close(self) -> None:
         """Release the inotify descriptor."""
