@@ -285,7 +285,15 @@ def test_stopped_server_goes_stale_then_recovers(
     )
     assert wait_for(lambda: not engine.active, bound) is not None, engine.state
     assert engine.state.cause is Cause.STALE
-    assert "cannot connect" in (engine.state.detail or "")
+    # The reason comes with the reader's first failed read; the value may age out before it (a
+    # reader kept off the CPU for max_staleness on a loaded host), so it is awaited.
+    reason = wait_for(
+        lambda: (
+            engine.state.cause is Cause.STALE and "cannot connect" in (engine.state.detail or "")
+        ),
+        5.0,
+    )
+    assert reason is not None, engine.state
     unleash_server.start()
     assert wait_for(lambda: engine.active, settings.poll_bound + 2) is not None, engine.state
 
