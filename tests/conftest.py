@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
+    from tests.test_serve_oidc import IdentityProvider
+
 
 @pytest.fixture(autouse=True)
 def _reset_openfeature() -> Iterator[None]:
@@ -31,3 +33,13 @@ def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     monkeypatch.setenv("BREAKGLASS_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.chdir(tmp_path)
     return CliRunner()
+
+
+@pytest.fixture
+def idp() -> Iterator[IdentityProvider]:
+    """An OpenID provider on loopback (``tests/test_serve_oidc.py``), closed after the test."""
+    from tests.test_serve_oidc import IdentityProvider
+
+    provider = IdentityProvider()
+    yield provider
+    provider.close()

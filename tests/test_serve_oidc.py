@@ -138,13 +138,6 @@ class IdentityProvider:
         self.server.server_close()
 
 
-@pytest.fixture
-def idp() -> Iterator[IdentityProvider]:
-    provider = IdentityProvider()
-    yield provider
-    provider.close()
-
-
 @contextmanager
 def sso_serve(tmp_path: Path, idp: IdentityProvider, **options: Any) -> Iterator[Running]:
     """Serve trusting ``idp``: group ``sre`` halts, ``governance`` approves."""

@@ -379,3 +379,53 @@ def test_sigterm_with_an_event_stream_open_stops_quickly(
         assert "Traceback" not in "".join(replica.stderr)
     finally:
         replica.stop()
+
+
+def test_a_revoked_persons_bearer_jwt_is_refused_on_every_replica_and_after_a_restart(
+    shared: dict[str, str], tmp_path: Path
+) -> None:
+    """Revoked on the command line: the person's earlier JWT is refused by both running replicas
+    (each re-reads the list) and by one started afterwards (it reads the store at once)."""
+    from tests.test_serve_oidc import AUDIENCE, IdentityProvider
+
+    idp = IdentityProvider()
+    oidc = {
+        "BREAKGLASS_SERVE__OIDC__ISSUER": idp.issuer,
+        "BREAKGLASS_SERVE__OIDC__AUDIENCE": AUDIENCE,
+        "BREAKGLASS_SERVE__OIDC__ROLE_CLAIM": "groups",
+        "BREAKGLASS_SERVE__OIDC__ROLE_MAP": json.dumps({"governance": "approver"}),
+    }
+    replicas: list[Replica] = []
+
+    def start(name: str) -> Replica:
+        replicas.append(
+            Replica({**shared, **oidc, "BREAKGLASS_STATE_DIR": str(tmp_path / name)}, tmp_path)
+        )
+        return replicas[-1]
+
+    def refused(replica: Replica, token: str) -> None:
+        with replica.client(token) as c:
+            for answer in (
+                c.post("/v1/resume", json={"reason": "x"}),
+                c.post("/v1/resume/approvals", json={}),
+                c.get("/v1/whoami"),
+            ):
+                assert answer.status_code == 401, answer.text
+                assert "an admin revoked this person's access" in answer.json()["detail"]
+
+    try:
+        earlier = idp.token(sub="user-7", email="erin@example.com", groups=["governance"])
+        a, b = start("a"), start("b")
+        for replica in (a, b):
+            with replica.client(earlier) as c:
+                assert c.get("/v1/whoami").json()["role"] == "approver"
+        env = {**shared, "BREAKGLASS_STATE_DIR": str(tmp_path / "a")}
+        _cli(env, tmp_path, "serve", "session", "revoke", "Erin@example.com", "--reason", "left")
+        time.sleep(0.5)  # token_refresh is 0.2 s here
+        refused(a, earlier)
+        refused(b, earlier)
+        refused(start("c"), earlier)
+    finally:
+        for replica in replicas:
+            replica.stop()
+        idp.close()

@@ -35,13 +35,6 @@ ERIN = {"sub": "user-7", "email": "Erin@Example.com", "groups": ["governance"]}
 
 
 @pytest.fixture
-def idp() -> Iterator[IdentityProvider]:
-    provider = IdentityProvider()
-    yield provider
-    provider.close()
-
-
-@pytest.fixture
 def serve(tmp_path: Path, idp: IdentityProvider) -> Iterator[Running]:
     with sso_serve(tmp_path, idp, token_refresh=0.2) as running:
         yield running

@@ -151,11 +151,28 @@ class TooManyFailuresError(AuthError):
         self.retry_after = retry_after
 
 
+class RevokedError(AuthError):
+    """A valid credential of a person an admin revoked: audited with who it was."""
+
+    def __init__(self, message: str, identity: Identity) -> None:
+        super().__init__(message)
+        self.identity = identity
+
+
 def _verify_bearer(services: Services, text: str) -> Identity:
     if text.startswith("bgt_"):
         return services.tokens.verify(text)
     if services.oidc is not None and text.count(".") == 2:
-        return services.oidc.verify(text)
+        identity = services.oidc.verify(text)
+        s = services.oidc.settings
+        why = services.revocations.refuses_bearer(
+            identity,
+            skew=max(s.revocation_skew, s.leeway),  # a token the leeway accepts is covered too
+            longest=s.longest_token_hours * 3600,
+        )
+        if why is not None:
+            raise RevokedError(why, identity)
+        return identity
     raise AuthError("the bearer token is neither a breakglass API token nor an accepted OIDC token")
 
 
@@ -227,7 +244,7 @@ def authenticate_service(request: Request) -> Identity:
                 # Past the limit: answered and counted, but no longer audited one by one.
                 services.control.metrics.denials.labels("429").inc()
                 raise TooManyFailuresError(wait) from None
-            _deny(services, request, exc, None)
+            _deny(services, request, exc, getattr(exc, "identity", None))
         raise
     request.state.identity = identity
     return identity

@@ -84,6 +84,8 @@ class Identity:
         kind: ``token``, ``oidc``, or ``system`` (serve acting on its own, e.g. undoing an
             ungated resume).
         token_id: The API token behind it, so a revocation ends console sessions too.
+        issued_at: A JWT's ``iat`` (the provider's clock, epoch seconds), so an admin's
+            revocation refuses the person's older bearer tokens; ``None`` without one.
     """
 
     subject: str
@@ -91,6 +93,7 @@ class Identity:
     role: Role
     kind: str
     token_id: str | None = None
+    issued_at: float | None = None
 
     @property
     def actor(self) -> str:
@@ -301,8 +304,15 @@ class OidcVerifier:
                 status=403,
             )
         name = claims.get(s.actor_claim) or claims["sub"]
+        # A finite number no later than now when present (the registry checked it); one before
+        # 1970 reads as 1970 (older than any revocation) rather than overflow a float.
+        issued = claims.get("iat")
         return Identity(
-            subject=f"oidc:{s.issuer}#{claims['sub']}", name=str(name)[:200], role=role, kind="oidc"
+            subject=f"oidc:{s.issuer}#{claims['sub']}",
+            name=str(name)[:200],
+            role=role,
+            kind="oidc",
+            issued_at=float(max(issued, 0)) if issued is not None else None,
         )
 
     def _role(self, value: Any) -> Role | None:

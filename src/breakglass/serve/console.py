@@ -160,7 +160,11 @@ def finish_login(request: Request, identity: Identity | None, exc: AuthError | N
             return response
         services.control.metrics.denials.labels(str(exc.status)).inc()
         audit_event(
-            services, "login-denied", comment=str(exc), raw={"client": client, "status": exc.status}
+            services,
+            "login-denied",
+            comment=str(exc),
+            identity=getattr(exc, "identity", None),  # a revoked person's token: say whose
+            raw={"client": client, "status": exc.status},
         )
         return login_page(request, str(exc), 401 if exc.status == 401 else 403)
     # The generations read fresh: a person logging in again right after a revocation keeps the new session.

@@ -52,6 +52,15 @@ class OidcSettings(BaseSettings):
     leeway: float = Field(default=30.0, ge=0, le=300)
     """Seconds of clock skew tolerated on ``exp`` and ``nbf``."""
 
+    revocation_skew: float = Field(default=60.0, ge=0, le=3600)
+    """Seconds the provider's clock may be ahead of serve's (never less than ``leeway``): after a
+    person's access is revoked, their bearer tokens dated (``iat``) up to this long after it are
+    refused too."""
+
+    longest_token_hours: float = Field(default=24.0, gt=0, le=24 * 30)
+    """The longest lifetime the provider gives a bearer token: a revoked person's token without
+    ``iat`` is refused until the revocation is this old (and ``revocation_skew``)."""
+
     @field_validator("algorithms")
     @classmethod
     def _asymmetric_only(cls, value: list[str]) -> list[str]:
