@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from breakglass.audit.recorder import OBSERVED_HOLD_S
 from breakglass.bridge import Bridge
 from breakglass.clock import SYSTEM_CLOCK
 from breakglass.errors import BreakglassError, ProbeError
@@ -50,8 +51,15 @@ if TYPE_CHECKING:
     from breakglass.seams import FlagAdmin
     from breakglass.settings import Settings
 
-MIN_GAP_S = 0.05
-"""Seconds every pause lasts at least, so the readers' last flips have settled."""
+MIN_GAP_S = OBSERVED_HOLD_S[1] + 0.05
+"""Seconds every pause lasts at least, so the readers' last flips have settled: each reader
+writes its audit record of a flip up to ``OBSERVED_HOLD_S[1]`` after it (stop first, record
+after), and a toggle must meet a settled fleet, as a real halt does, not fifty such writes."""
+
+READ_BATCH_S = 0.005
+"""Seconds between the probe's reads of its readers' lines during a round. Woken for each line,
+the probe would compete for the CPU with the readers still deciding; a line carries the moment
+its reader decided, so reading it later changes no figure."""
 
 _RESTORE_ATTEMPTS = 3
 
@@ -425,7 +433,8 @@ class _Run:
             left = until - time.monotonic()
             if left <= 0:
                 return
-            for reader, event in fleet.poll(min(left, 0.05)):
+            time.sleep(min(left, READ_BATCH_S))
+            for reader, event in fleet.poll(0.0):
                 self._unexpected(result, reader, event)
 
     @staticmethod
@@ -463,7 +472,8 @@ class _Run:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            for reader, event in fleet.poll(min(left, 0.05)):
+            time.sleep(min(left, READ_BATCH_S))
+            for reader, event in fleet.poll(0.0):
                 if (
                     event.kind is Kind.FLIP
                     and reader.index in waiting
