@@ -94,8 +94,8 @@ def writer_role(url: str) -> str:
     return str(conninfo_to_dict(url)["user"])
 
 
-def fresh_writer_store(owner_url: str, writer: str) -> PostgresAuditStore:
-    """An empty schema made by the owner, and a store that connects as the writer."""
+def fresh_writer_store(owner_url: str, writer: str, **options: Any) -> PostgresAuditStore:
+    """An empty schema made by the owner, and a store that connects as the writer (with ``options``)."""
     reset_postgres(owner_url)
     owner = PostgresAuditStore(SecretStr(owner_url))
     try:
@@ -103,7 +103,7 @@ def fresh_writer_store(owner_url: str, writer: str) -> PostgresAuditStore:
         owner.grant_writer(writer_role(writer))
     finally:
         owner.close()
-    return PostgresAuditStore(SecretStr(writer))
+    return PostgresAuditStore(SecretStr(writer), **options)
 
 
 @pytest.fixture

@@ -597,13 +597,16 @@ _PG_EDITS = {
 def test_an_edited_postgres_store_is_refused_and_the_store_stays_usable(
     postgres_url: str, writer_url: str, edit: str
 ) -> None:
-    """The chain is read as a stream: a break found early leaves the rest unread, and nothing stuck."""
+    """The chain is read as a stream: a break found early leaves the rest unread, and nothing stuck.
+
+    Read in batches of a thousand records, so the checks run across the batches' boundaries.
+    """
     import psycopg
 
     from tests.audit_fixtures import fresh_writer_store
 
     statement, message = _PG_EDITS[edit]
-    store = fresh_writer_store(postgres_url, writer_url)
+    store = fresh_writer_store(postgres_url, writer_url, batch=1000)
     try:
         store.save(
             rows(

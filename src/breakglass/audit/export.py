@@ -274,7 +274,8 @@ def export_jsonl(  # noqa: PLR0913 -- each knob is a documented CLI option
     genesis = GENESIS if after == 0 else walk.seen[after].decode()
     prev = genesis.encode()
     if filtered:
-        prev = _add_query(lines, store.iter_canonical(query), prev)
+        # The records of the chain just walked, not those appended since: never half of them.
+        prev = _add_query(lines, store.iter_canonical(query, through=head_seq), prev)
     elif first_seq is not None:
         prev = head_hash
     lines.flush()

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from contextlib import closing, contextmanager
+from typing import TYPE_CHECKING, Any, cast
 
 from breakglass.audit.codec import COLUMNS, StoredRecord, column_text
 from breakglass.audit.migrations import (
@@ -42,7 +42,7 @@ from breakglass.clock import SYSTEM_CLOCK
 from breakglass.errors import AuditStoreError, ConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Generator, Iterator, Sequence
 
     import psycopg
     from pydantic import SecretStr
@@ -63,8 +63,16 @@ def _ms(column: str) -> str:
 
 _COPY_IN = f"COPY audit_records ({', '.join((*COLUMNS, *CHAIN_COLUMNS))}) FROM STDIN"
 _HEAD = "SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1"
+_HEAD_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM audit_records"
 _SELECT_COLUMNS = ", ".join(_ms(c) if c in ("occurred_at", "pulled_at") else c for c in COLUMNS)
-_ORDER = " ORDER BY occurred_at, id"
+# Keyset batches in export order: the key's exact time as text (no rounding through Python).
+# Ordered by the table's columns, qualified: a bare name would sort by an output column of that name.
+_AFTER_KEY = (
+    ", occurred_at::text AS key_time, id AS key_id FROM audit_records{} seq <= %s"
+    " AND (occurred_at, id) > (%s::timestamptz, %s)"
+    " ORDER BY audit_records.occurred_at, audit_records.id LIMIT %s"
+)
+_FIRST_KEY = ("-infinity", "")
 
 
 class PostgresAuditStore:
@@ -77,9 +85,13 @@ class PostgresAuditStore:
         url: ``postgresql://user:password@host:port/dbname`` (or a libpq
             key=value string), held as a secret.
         connect_timeout: Seconds to wait for the server.
+        batch: Records per statement when reading many (an export, a check of
+            the store): each batch must end well within the statement timeout.
     """
 
-    def __init__(self, url: SecretStr, *, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: SecretStr, *, connect_timeout: float = 5.0, batch: int = 10_000
+    ) -> None:
         try:
             import psycopg
             from psycopg.conninfo import conninfo_to_dict
@@ -105,6 +117,7 @@ class PostgresAuditStore:
         self._lock = threading.RLock()
         # Streams come in chunks from libpq 17 on; an older libpq sends them a row at a time.
         self._chunk = 2000 if psycopg.capabilities.has_stream_chunked() else 1
+        self._batch = batch
 
     def __repr__(self) -> str:
         return f"PostgresAuditStore({self._location!r})"
@@ -364,71 +377,120 @@ class PostgresAuditStore:
             row = cur.fetchone()
         return None if row is None else str(row[0])
 
-    def _stream(self, sql: str, params: list[Any]) -> Iterator[Any]:
-        # A server-side cursor: an export of millions of rows never sits in memory at once.
-        with self._tx() as plain:
-            conn = plain.connection
-            try:
-                with conn.cursor(name="breakglass_audit_export") as cur:
-                    cur.itersize = 2000
-                    cur.execute(sql, params)  # built from constants
-                    yield from cur
-            except self._psycopg.Error as exc:
-                raise self._fail("export query failed", exc) from None
+    def _head_seq(self) -> int:
+        with self._tx("reading the records failed") as cur:
+            cur.execute(_HEAD_SEQ)
+            row = cur.fetchone()
+        return int(row[0]) if row else 0
 
-    def _stream_raw(
-        self, sql: str, params: Sequence[Any] = (), *, by_index: bool = False
-    ) -> Iterator[tuple[Any, ...]]:
-        """The rows of ``sql``, text as the stored UTF-8 bytes, streamed a chunk at a time.
+    def _batches(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        key: Callable[[tuple[Any, ...]], tuple[Any, ...]],
+        first: tuple[Any, ...],
+        *,
+        as_bytes: bool = True,
+    ) -> Generator[tuple[Any, ...]]:
+        """The rows of a keyset query, a batch per statement, each streamed a chunk at a time.
 
-        Chunked streaming rather than ``COPY``: the server sends as it reads, as
-        with ``COPY``, and the driver turns each chunk into rows in C (``COPY``'s
-        per-row parsing cost an export more than its hashing). Memory holds a
-        chunk, never the whole result.
+        One statement over millions of records outlasts the statement timeout
+        and is cancelled; a batch of :attr:`_batch` rows ends well within it.
+        Streaming (not ``COPY``: psycopg builds each chunk's rows in C) keeps
+        memory to a chunk. Sorting is off, so each batch reads its ``ORDER BY``'s
+        index from the key on (without statistics, on a fresh store, the planner
+        would sort the whole table for every batch).
 
         Args:
-            sql: One ``SELECT``, built from constants and placeholders.
-            params: Its parameters.
-            by_index: The ``ORDER BY`` is an index's: read the index rather than sort
-                the table (without statistics, on a fresh store, the planner sorts it
-                on disk, and nothing is sent before the sort ends).
+            sql: One ``SELECT`` whose placeholders are ``params``, then the key's
+                columns (rows after the key), then the ``LIMIT``.
+            params: The parameters before the key.
+            key: The key of a row: the next batch starts after the last row's.
+            first: A key before every row.
+            as_bytes: Load text as the stored UTF-8 bytes, without decoding.
         """
         from psycopg.types.string import ByteaBinaryLoader
 
-        with self._tx("reading the records failed") as cur:
-            if by_index:
-                cur.execute("SET LOCAL enable_sort = off")
-            # Binary text is the stored bytes in the client encoding (UTF-8): load it as
-            # bytea is loaded, without decoding. Registered on this cursor only.
-            cur.adapters.register_loader("text", ByteaBinaryLoader)
-            yield from cur.stream(sql, params, binary=True, size=self._chunk)
+        after = first
+        while True:
+            count, last = 0, None
+            with self._tx("reading the records failed") as cur:
+                # No JIT either: sorting off makes some estimates huge, and compiling
+                # would cost each batch more than reading it.
+                cur.execute(
+                    "SELECT set_config('enable_sort', 'off', true), set_config('jit', 'off', true)"
+                )
+                if as_bytes:
+                    # Binary text is the stored bytes in the client encoding (UTF-8): load
+                    # it as bytea is loaded. Registered on this cursor only.
+                    cur.adapters.register_loader("text", ByteaBinaryLoader)
+                batch = [*params, *after, self._batch]
+                # closing: a reader that stops early ends the statement before the transaction.
+                rows = cur.stream(sql, batch, binary=True, size=self._chunk)
+                with closing(cast("Generator[tuple[Any, ...]]", rows)):
+                    for last in rows:
+                        count += 1
+                        yield last
+            if count < self._batch or last is None:
+                return
+            after = key(last)
 
-    def iter_canonical(self, query: AuditQuery) -> Iterator[bytes]:
-        """Canonical JSON (UTF-8 bytes) of each matching record, in export order."""
+    def _by_time(
+        self, select: str, query: AuditQuery, through: int | None, *, as_bytes: bool
+    ) -> Generator[tuple[Any, ...]]:
+        """The matching records (``select``'s columns, then the key's two), in export order.
+
+        Only records up to ``through`` (the head now when ``None``): what is
+        appended meanwhile is for the next reader, never half included.
+        """
+        if through is None:
+            through = self._head_seq()
         where, params = query.where("%s", "%s::timestamptz")
-        sql = f"SELECT canonical FROM audit_records{where}{_ORDER}"  # noqa: S608 -- placeholders only
-        for (canonical,) in self._stream_raw(sql, params):
-            yield canonical
+        sql = f"SELECT {select}{_AFTER_KEY.format(where + ' AND' if where else ' WHERE')}"
+
+        def key(row: tuple[Any, ...]) -> tuple[Any, ...]:
+            return tuple(v.decode() if isinstance(v, bytes) else v for v in row[-2:])
+
+        return self._batches(sql, [*params, through], key, _FIRST_KEY, as_bytes=as_bytes)
+
+    def iter_canonical(self, query: AuditQuery, *, through: int | None = None) -> Iterator[bytes]:
+        """Canonical JSON (UTF-8 bytes) of each matching record, in export order."""
+        with closing(self._by_time("canonical", query, through, as_bytes=True)) as rows:
+            for row in rows:
+                yield row[0]
 
     def iter_rows(self, query: AuditQuery) -> Iterator[StoredRecord]:
         """Each matching record's flat row, in export order."""
-        where, params = query.where("%s", "%s::timestamptz")
-        sql = f"SELECT {_SELECT_COLUMNS} FROM audit_records{where}{_ORDER}"  # noqa: S608 -- placeholders only
-        for row in self._stream(sql, params):
-            yield StoredRecord(*row)
+        with closing(self._by_time(_SELECT_COLUMNS, query, None, as_bytes=False)) as rows:
+            for row in rows:
+                yield StoredRecord(*row[:-2])
 
     def iter_chain(self, *, with_columns: bool = False) -> Iterator[tuple[Any, ...]]:
-        """Every record in insert order (see the protocol)."""
+        """Every record in insert order (see the protocol), up to the head when reading starts.
+
+        Consistent by a high-water mark rather than one REPEATABLE READ
+        transaction: each batch is a short transaction of its own, so no snapshot
+        is held (keeping vacuum back) and no connection taken from the recorder
+        for the length of an export. It is exact because the chain is append-only
+        and a record's ``seq`` is given under the chain lock and committed before
+        the lock is released: every record up to the head read first is already
+        committed, and later records all lie above it. Changes that go around the
+        append-only triggers are what walking the chain finds.
+        """
         extra = (
             f", id, provider, flag_key, environment, {_ms('occurred_at')}" if with_columns else ""
         )
-        sql = f"SELECT seq, prev_hash, hash, canonical{extra} FROM audit_records ORDER BY seq"  # noqa: S608 -- constants only
-        rows = self._stream_raw(sql, by_index=True)
+        sql = (
+            f"SELECT seq, prev_hash, hash, canonical{extra} FROM audit_records"  # noqa: S608 -- constants only
+            " WHERE seq <= %s AND seq > %s ORDER BY seq LIMIT %s"
+        )
+        rows = self._batches(sql, [self._head_seq()], lambda row: (row[0],), (0,))
         if not with_columns:
             yield from rows
             return
-        for row in rows:
-            yield (*row[:4], *(None if v is None else v.decode() for v in row[4:]))
+        with closing(rows):
+            for row in rows:
+                yield (*row[:4], *(None if v is None else v.decode() for v in row[4:]))
 
     def record_export(
         self,

@@ -287,9 +287,12 @@ class SqliteAuditStore:
             ).fetchone()
         return None if row is None else str(row[0])
 
-    def iter_canonical(self, query: AuditQuery) -> Iterator[bytes]:
+    def iter_canonical(self, query: AuditQuery, *, through: int | None = None) -> Iterator[bytes]:
         """Canonical JSON (UTF-8 bytes) of each matching record, in export order."""
         where, params = query.where("?")
+        if through is not None:
+            where += f"{' AND' if where else ' WHERE'} seq <= ?"
+            params.append(through)
         sql = f"SELECT canonical FROM audit_records{where}{_ORDER}"  # noqa: S608 -- placeholders only
         with self._reader() as conn:
             # The stored UTF-8 as it is: no decoding here and encoding again for the hash.

@@ -242,8 +242,12 @@ class AuditStore(Protocol):
         """Store ``records`` (unique by id), ``problems`` and ``cursor`` in one transaction."""
         ...
 
-    def iter_canonical(self, query: AuditQuery) -> Iterator[bytes]:
-        """The canonical JSON (UTF-8) of each matching record, ordered by ``occurred_at`` then ``id``."""
+    def iter_canonical(self, query: AuditQuery, *, through: int | None = None) -> Iterator[bytes]:
+        """The canonical JSON (UTF-8) of each matching record, ordered by ``occurred_at`` then ``id``.
+
+        ``through``: only records up to this place in the chain (``seq``), so a
+        filtered export holds exactly the records of the chain it walked.
+        """
         ...
 
     def iter_rows(self, query: AuditQuery) -> Iterator[StoredRecord]:
