@@ -122,6 +122,56 @@ def test_viewer_cannot_halt_and_the_denial_is_audited(serve: Running) -> None:
     assert any(r["actor"]["name"] == "viewer-1" and r["raw"]["status"] == 403 for r in denied)
 
 
+# Each route that changes something, with a role that may not do it.
+_NOT_ALLOWED = [
+    ("viewer", "POST", "/v1/halt"),
+    ("halter", "POST", "/v1/resume"),
+    ("approver", "POST", "/v1/resume/approvals"),
+    ("halter", "POST", "/v1/resume/checklist/root-cause"),
+    ("viewer", "POST", "/v1/resume/conditions/staging-probe"),
+    ("viewer", "POST", "/v1/suspensions"),
+    ("halter", "POST", "/v1/held/release"),
+    ("halter", "POST", "/v1/held/discard"),
+    ("viewer", "POST", "/v1/drill/progress"),
+    ("approver", "POST", "/v1/drills/d-1/remediation"),
+    ("approver", "POST", "/v1/tokens"),
+    ("approver", "DELETE", "/v1/tokens/viewer-1"),
+    ("approver", "POST", "/v1/sessions/revocations"),
+    ("approver", "GET", "/v1/sessions/revocations"),
+]
+
+
+def test_who_may_not_act_is_refused_before_the_body_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """403 (401 without credentials) whatever the body: a 422 would teach the body to anyone."""
+    bodies = ['{"reason": "cut off', '{"unexpected": 1}', '"text"', ""]
+    json_type = {"Content-Type": "application/json"}
+    # The policy names who approves and who ticks an item: those roles are the ones checked.
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        '[resume]\napprover_role = "admin"\n\n[[resume.checklist]]\nid = "root-cause"\n'
+        'text = "Root cause identified"\nrole = "approver"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("BREAKGLASS_POLICY_FILE", str(policy))
+    # Enough failed credentials before the limit that every route and body is tried.
+    settings = ServeSettings(path=tmp_path / "serve.db", token_refresh=0.2, login_failures=1000)
+    with running_serve(tmp_path, serve=settings) as serve, serve.client() as anonymous:
+        for role, method, path in _NOT_ALLOWED:
+            with serve.client(role) as c:
+                for body in bodies:
+                    refused = c.request(method, path, content=body, headers=json_type)
+                    detail = _problem(refused, 403, "forbidden")["detail"]
+                    assert f"is {role}" in detail, (method, path, body)
+        # Acknowledging a notification needs a person, of any role.
+        for _, method, path in [*_NOT_ALLOWED, ("", "POST", "/v1/notifications/s/ack")]:
+            for body in bodies:
+                unknown = anonymous.request(method, path, content=body, headers=json_type)
+                _problem(unknown, 401, "unauthenticated")
+        assert serve.server.bridge.engine.active
+
+
 def _report(active: bool) -> dict[str, Any]:
     return {
         "host": "host-a",

@@ -21,21 +21,20 @@ import re
 import threading
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import FastAPI, Form, Request
+from fastapi import Depends, FastAPI, Form, Request
 from pydantic import BaseModel, Field, field_validator
 from starlette.responses import RedirectResponse, Response
 
 from breakglass.clock import isoformat_ms
 from breakglass.errors import AuthError, BreakglassError, ConfigurationError
-from breakglass.serve.app import Caller, Services, audit_event
-from breakglass.serve.auth import Role
+from breakglass.serve.app import Allowed, Caller, Services, audit_event
+from breakglass.serve.auth import Identity, Role
 from breakglass.serve.problems import problem
 
 if TYPE_CHECKING:
     from breakglass.audit.signing import PublicKey
-    from breakglass.serve.auth import Identity
 
 KEEP = 200
 _ID = re.compile(r"^drill-[0-9A-Za-z-]{1,60}$")
@@ -181,6 +180,10 @@ def _close(services: Services, identity: Identity, drill_id: str, body: Remediat
     )
 
 
+Reporter = Annotated[Identity, Depends(Allowed(Role.HALTER, "reporting a drill"))]
+Remediator = Annotated[Identity, Depends(Allowed(REMEDIATOR, "closing a drill's deficiency"))]
+
+
 def add_drill(app: FastAPI, services: Services) -> None:
     """Add the drill's progress, history and remediation routes."""
     board = DrillBoard()
@@ -189,8 +192,7 @@ def add_drill(app: FastAPI, services: Services) -> None:
     _add_remediation(app)
 
     @app.post("/v1/drill/progress", tags=["v1"], summary="A line of a running drill (halter)")
-    async def progress(body: ProgressBody, identity: Caller) -> dict[str, Any]:
-        identity.require(Role.HALTER, "reporting a drill")
+    async def progress(body: ProgressBody, identity: Reporter) -> dict[str, Any]:
         line = {
             **body.model_dump(),
             "by": identity.actor,
@@ -218,7 +220,7 @@ def _add_remediation(app: FastAPI) -> None:
         summary="Record a deficiency's remediation (admin)",
     )
     async def remediation(
-        request: Request, drill_id: str, body: RemediationBody, identity: Caller
+        request: Request, drill_id: str, body: RemediationBody, identity: Remediator
     ) -> Any:
         services: Services = request.app.state.services
         try:

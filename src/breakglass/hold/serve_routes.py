@@ -16,20 +16,17 @@ suspension is open, a release is refused (a discard is not).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from breakglass.errors import BreakglassError
 from breakglass.hold.store import HoldError, HoldStore
-from breakglass.serve.app import Caller, Services, audit_event
-from breakglass.serve.auth import Role
+from breakglass.serve.app import Allowed, Caller, Services, audit_event
+from breakglass.serve.auth import Identity, Role
 from breakglass.serve.problems import problem
-
-if TYPE_CHECKING:
-    from breakglass.serve.auth import Identity
 
 
 class ReviewBody(BaseModel):
@@ -90,6 +87,9 @@ def review(
     return changed
 
 
+Reviewer = Annotated[Identity, Depends(Allowed(Role.APPROVER, "reviewing held decisions"))]
+
+
 def add_hold(app: FastAPI, services: Services) -> None:
     """Mount the review routes; the suspension record counts the held decisions."""
     holds_of(services)
@@ -123,11 +123,11 @@ def add_hold(app: FastAPI, services: Services) -> None:
         return JSONResponse({"action": action, "changed": changed})
 
     @app.post("/v1/held/release", tags=["v1"], summary="Release held decisions (after the resume)")
-    async def release(request: Request, body: ReviewBody, identity: Caller) -> Response:
+    async def release(request: Request, body: ReviewBody, identity: Reviewer) -> Response:
         return await _review(request, identity, "release", body)
 
     @app.post("/v1/held/discard", tags=["v1"], summary="Discard held decisions")
-    async def discard(request: Request, body: ReviewBody, identity: Caller) -> Response:
+    async def discard(request: Request, body: ReviewBody, identity: Reviewer) -> Response:
         return await _review(request, identity, "discard", body)
 
     @app.post("/console/held", include_in_schema=False)

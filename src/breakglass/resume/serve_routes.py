@@ -21,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import FastAPI, Form, Request
+from fastapi import Depends, FastAPI, Form, Request
 from pydantic import BaseModel, Field
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
@@ -31,14 +31,13 @@ from breakglass.clock import isoformat_ms
 from breakglass.errors import AuthError, BreakglassError
 from breakglass.resume.gate import GateError, GateView, PolicyGate
 from breakglass.resume.record import audit_record, build_record
-from breakglass.serve.app import PROVIDER, Caller, Services, audit_event
-from breakglass.serve.auth import Role
+from breakglass.serve.app import PROVIDER, Allowed, Caller, Services, audit_event
+from breakglass.serve.auth import Identity, Role
 from breakglass.serve.listeners import SuspensionEvent
 from breakglass.serve.problems import problem
 from breakglass.serve.store import Suspension
 
 if TYPE_CHECKING:
-    from breakglass.serve.auth import Identity
     from breakglass.serve.sessions import Session
 
 logger = logging.getLogger("breakglass.resume")
@@ -79,6 +78,25 @@ def gate_of(services: Services) -> PolicyGate | None:
     """The resumption gate serve runs, when a policy is in force."""
     gate = services.control.gate
     return gate if isinstance(gate, PolicyGate) else None
+
+
+def _tick_role(request: Request) -> Role:
+    """The role the policy names for the item ticked; the least role for an item it does not name."""
+    gate = gate_of(request.app.state.services)
+    named = {i.id: i.role for i in gate.policy.checklist} if gate else {}
+    role = named.get(request.path_params.get("item_id", ""))
+    return Role.parse(role) if role else Role.VIEWER
+
+
+def _approver_role(request: Request) -> Role:
+    gate = gate_of(request.app.state.services)
+    return Role.parse(gate.policy.approver_role) if gate else Role.APPROVER
+
+
+Ticker = Annotated[Identity, Depends(Allowed(_tick_role, "ticking a checklist item"))]
+ResumeApprover = Annotated[Identity, Depends(Allowed(_approver_role, "approving a resume"))]
+ProbeSubmitter = Annotated[Identity, Depends(Allowed(Role.HALTER, "submitting a probe"))]
+Recorder = Annotated[Identity, Depends(Allowed(Role.HALTER, "recording a halt"))]
 
 
 def resume_panel(services: Services) -> dict[str, Any] | None:
@@ -225,7 +243,7 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901 -- one place lists the routes
         return JSONResponse({"gated": True, **view.to_dict()})
 
     @app.post("/v1/resume/checklist/{item_id}", tags=["v1"], summary="Tick a checklist item")
-    async def tick(request: Request, item_id: str, body: TickBody, identity: Caller) -> Response:
+    async def tick(request: Request, item_id: str, body: TickBody, identity: Ticker) -> Response:
         return await _change(
             request,
             identity,
@@ -237,7 +255,7 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901 -- one place lists the routes
         )
 
     @app.post("/v1/resume/approvals", tags=["v1"], summary="Approve the resume (one per person)")
-    async def approve(request: Request, body: ApproveBody, identity: Caller) -> Response:
+    async def approve(request: Request, body: ApproveBody, identity: ResumeApprover) -> Response:
         return await _change(
             request,
             identity,
@@ -253,7 +271,7 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901 -- one place lists the routes
         summary="Submit a probe report (breakglass probe --json) for a condition",
     )
     async def condition(
-        request: Request, condition_id: str, body: dict[str, Any], identity: Caller
+        request: Request, condition_id: str, body: dict[str, Any], identity: ProbeSubmitter
     ) -> Response:
         return await _change(
             request,
@@ -271,9 +289,10 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901 -- one place lists the routes
         summary="Record a halt made another way (the kill switch, a dashboard); halts nothing itself",
         status_code=201,
     )
-    async def record_elsewhere(request: Request, body: ElsewhereHalt, identity: Caller) -> Response:
+    async def record_elsewhere(
+        request: Request, body: ElsewhereHalt, identity: Recorder
+    ) -> Response:
         services: Services = request.app.state.services
-        identity.require(Role.HALTER, "recording a halt")
         sid, opened = await asyncio.to_thread(record_halt_elsewhere, services, identity, body)
         audit_event(
             services,

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from fastapi import BackgroundTasks, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
@@ -44,7 +46,7 @@ from breakglass.serve.problems import TYPES, problem
 from breakglass.serve.sessions import Session, Sessions, check_csrf, check_same_origin
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Coroutine
 
     from breakglass.audit.recorder import AuditRecorder
     from breakglass.serve.revocations import SessionRevocations
@@ -232,6 +234,9 @@ def authenticate(request: Request) -> Identity:
 
 def authenticate_service(request: Request) -> Identity:
     """FastAPI dependency: any caller's identity, a service's reporter token included."""
+    known: Identity | None = getattr(request.state, "identity", None)
+    if known is not None:
+        return known  # checked already for this request, before its body was read
     services: Services = request.app.state.services
     client = client_address(request)
     try:
@@ -250,8 +255,60 @@ def authenticate_service(request: Request) -> Identity:
     return identity
 
 
+class Allowed:
+    """FastAPI dependency: the person calling, refused (403) unless their role may do ``doing``.
+
+    Args:
+        role: The least role, or a function of the request that gives it (a policy decides some).
+        doing: What is refused, as the 403 names it ("halting").
+    """
+
+    def __init__(self, role: Role | Callable[[Request], Role], doing: str) -> None:
+        self.role = role
+        self.doing = doing
+
+    def __call__(self, request: Request) -> Identity:
+        """The caller (see :func:`authenticate`), if their role may; else a 403 :class:`AuthError`."""
+        identity = authenticate(request)
+        identity.require(
+            self.role if isinstance(self.role, Role) else self.role(request), self.doing
+        )
+        return identity
+
+
+class AuthorizedFirst(APIRoute):
+    """A route whose caller's credentials and role are checked before its body is read.
+
+    FastAPI reads a JSON body before it solves any dependency (a body that is not JSON is a
+    422 at once): a caller who may not act would get a 422 describing the body, and a 403 only
+    once the body was right.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """FastAPI's handler, after the route's credential and role checks (run once each)."""
+        handler = super().get_route_handler()
+        checks = [
+            d.call
+            for d in self.dependant.dependencies
+            if isinstance(d.call, Allowed) or d.call in (authenticate, authenticate_service)
+        ]
+        if not checks:
+            return handler
+
+        async def checked(request: Request) -> Response:
+            for check in checks:
+                await run_in_threadpool(check, request)  # the store may be read: off the loop
+            return await handler(request)
+
+        return checked
+
+
 Caller = Annotated[Identity, Depends(authenticate)]
 ServiceCaller = Annotated[Identity, Depends(authenticate_service)]
+Halter = Annotated[Identity, Depends(Allowed(Role.HALTER, "halting"))]
+Approver = Annotated[Identity, Depends(Allowed(Role.APPROVER, "resuming"))]
+TokenAdmin = Annotated[Identity, Depends(Allowed(Role.ADMIN, "managing tokens"))]
+SessionAdmin = Annotated[Identity, Depends(Allowed(Role.ADMIN, "ending console sessions"))]
 
 
 def _problem_for_auth(request: Request, exc: AuthError) -> Response:
@@ -502,14 +559,13 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
     async def halt(
         request: Request,
         body: HaltRequest,
-        identity: Caller,
+        identity: Halter,
         background: BackgroundTasks,
         idempotency_key: Annotated[str | None, Header()] = None,
         wait: Annotated[str | None, Query(pattern="^fleet$")] = None,
         wait_timeout: Annotated[float, Query(alias="timeout", ge=0, le=60)] = 5.0,
     ) -> Response:
         services: Services = request.app.state.services
-        identity.require(Role.HALTER, "halting")
         asked_at = services.clock.now()
         try:
             key = _idempotency_key(idempotency_key)
@@ -603,10 +659,9 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
         responses={502: {"description": "not resumed everywhere"}, 409: {"description": "gate"}},
     )
     async def resume(
-        request: Request, body: ResumeRequest, identity: Caller, background: BackgroundTasks
+        request: Request, body: ResumeRequest, identity: Approver, background: BackgroundTasks
     ) -> Response:
         services: Services = request.app.state.services
-        identity.require(Role.APPROVER, "resuming")
         try:
             outcome = await services.control.run(services.control.resume, identity, body)
         except ResumeRefusedError as exc:
@@ -655,9 +710,8 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
         )
 
     @app.get("/v1/tokens", tags=["tokens"], summary="The API tokens (admin; never their secrets)")
-    async def tokens(request: Request, identity: Caller) -> dict[str, Any]:
+    async def tokens(request: Request, _admin: TokenAdmin) -> dict[str, Any]:
         services: Services = request.app.state.services
-        identity.require(Role.ADMIN, "managing tokens")
         listed = await _store_io(services, services.tokens.list)
         return {"tokens": [t.public() for t in listed]}
 
@@ -667,9 +721,8 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
         status_code=201,
         summary="Make a named token (admin); its text is in this answer only",
     )
-    async def make_token(request: Request, body: TokenRequest, identity: Caller) -> Response:
+    async def make_token(request: Request, body: TokenRequest, identity: TokenAdmin) -> Response:
         services: Services = request.app.state.services
-        identity.require(Role.ADMIN, "managing tokens")
         try:
             stored, text = await _store_io(
                 services,
@@ -687,9 +740,8 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
         return JSONResponse({**stored.public(), "token": text}, status_code=201)
 
     @app.delete("/v1/tokens/{name}", tags=["tokens"], summary="Revoke a token (admin)")
-    async def revoke_token(request: Request, name: str, identity: Caller) -> Response:
+    async def revoke_token(request: Request, name: str, identity: TokenAdmin) -> Response:
         services: Services = request.app.state.services
-        identity.require(Role.ADMIN, "managing tokens")
         done = await _store_io(services, lambda: services.tokens.revoke(name, by=identity.actor))
         if not done:
             return problem(
@@ -704,10 +756,9 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
         summary="End a person's console sessions on every replica (admin)",
     )
     async def revoke_sessions(
-        request: Request, body: RevokeSessionsRequest, identity: Caller
+        request: Request, body: RevokeSessionsRequest, identity: SessionAdmin
     ) -> Response:
         services: Services = request.app.state.services
-        identity.require(Role.ADMIN, "ending console sessions")
         try:
             done = await _store_io(
                 services,
@@ -733,9 +784,8 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
         tags=["sessions"],
         summary="Whose console sessions were ended, by whom, when (admin)",
     )
-    async def session_revocations(request: Request, identity: Caller) -> dict[str, Any]:
+    async def session_revocations(request: Request, _admin: SessionAdmin) -> dict[str, Any]:
         services: Services = request.app.state.services
-        identity.require(Role.ADMIN, "ending console sessions")
         listed = await _store_io(services, services.revocations.list)
         return {"revocations": [r.public() for r in listed]}
 
@@ -832,6 +882,7 @@ def create_app(services: Services) -> FastAPI:
         redoc_url=None,
     )
     app.state.services = services
+    app.router.route_class = AuthorizedFirst  # every route added below
     _install_handlers(app)
     _add_api(app)
     add_console(app)
