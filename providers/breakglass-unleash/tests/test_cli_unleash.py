@@ -9,7 +9,6 @@ status, halt, the vendor's own API, resume, watch, and the audit trail
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ from breakglass.testing.cli import (
     RESUME_REASON,
     Cli,
     check_own_records,
+    check_status,
     check_watch,
     describe,
     pull_export_verify,
@@ -70,28 +70,20 @@ def _wait_for_bulk(server: UnleashServer, flag: str, *, enabled: bool, timeout: 
 
 @pytest.fixture
 def cli(unleash_server: UnleashServer, flag_name: str, tmp_path: Path) -> Cli:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BREAKGLASS_")}
-    env.update(
-        {
-            "BREAKGLASS_PROVIDER": "unleash",
-            "BREAKGLASS_FLAG_KEY": flag_name,
-            "BREAKGLASS_STATE_DIR": str(tmp_path / "state"),
-            "BREAKGLASS_UNLEASH__URL": unleash_server.api_url,
-            "BREAKGLASS_UNLEASH__CLIENT_TOKEN": unleash_server.client_token,
-            "BREAKGLASS_UNLEASH__ADMIN_TOKEN": unleash_server.admin_token,
-            "BREAKGLASS_UNLEASH__APP_NAME": "breakglass-cli-tests",
-            # Short polls keep each command quick; the defaults are for services.
-            "BREAKGLASS_UNLEASH__REFRESH_INTERVAL": "0.05",
-            "BREAKGLASS_UNLEASH__SDK_REFRESH_INTERVAL": "0.5",
-            "BREAKGLASS_UNLEASH__REQUEST_TIMEOUT": "2",
-        }
-    )
-    work = tmp_path / "cwd"
-    work.mkdir()
+    settings = {
+        "BREAKGLASS_UNLEASH__URL": unleash_server.api_url,
+        "BREAKGLASS_UNLEASH__CLIENT_TOKEN": unleash_server.client_token,
+        "BREAKGLASS_UNLEASH__ADMIN_TOKEN": unleash_server.admin_token,
+        "BREAKGLASS_UNLEASH__APP_NAME": "breakglass-cli-tests",
+        # Short polls keep each command quick; the defaults are for services.
+        "BREAKGLASS_UNLEASH__REFRESH_INTERVAL": "0.05",
+        "BREAKGLASS_UNLEASH__SDK_REFRESH_INTERVAL": "0.5",
+        "BREAKGLASS_UNLEASH__REQUEST_TIMEOUT": "2",
+    }
     tokens = [unleash_server.admin_token, unleash_server.client_token]
     # The random part alone, too: a token cut at its prefix is still a leak.
     tokens += [token.split(".", 1)[1] for token in tokens]
-    return Cli(env, work, tokens)
+    return Cli.for_provider(tmp_path, "unleash", flag_name, settings, tokens)
 
 
 def test_cli_end_to_end_on_unleash(
@@ -100,20 +92,12 @@ def test_cli_end_to_end_on_unleash(
     unleash_server.create_flag(flag_name, enabled=True)
     _wait_for_bulk(unleash_server, flag_name, enabled=True, timeout=5)
 
-    code, info = read_status(cli)
-    assert code == 0, info
-    assert (info["flag"], info["active"], info["reason"]) == (flag_name, True, "active")
-    assert info["provider"] == "unleash"
-    assert info["confirmed_at"] is not None
-    assert info["age_ms"] is not None
-    assert info["age_ms"] >= 0
+    check_status(cli, flag_name, "unleash", active=True)
 
     halted = cli("halt", "--actor", ACTOR, "--reason", HALT_REASON)
     assert halted.returncode == 0, describe(halted)
     assert _vendor_enabled(unleash_server, flag_name) is False
-    code, info = read_status(cli)
-    assert code == EXIT_HALTED, info
-    assert (info["active"], info["reason"], info["provider"]) == (False, "off", "unleash")
+    check_status(cli, flag_name, "unleash", active=False)
 
     # The bulk endpoint trails by a revision tick: let it show the halt first, or the wait below
     # could pass on its stale pre-halt "enabled" while the SDK then fetches the halt.
@@ -122,9 +106,7 @@ def test_cli_end_to_end_on_unleash(
     assert resumed.returncode == 0, describe(resumed)
     assert _vendor_enabled(unleash_server, flag_name) is True
     _wait_for_bulk(unleash_server, flag_name, enabled=True, timeout=5)
-    code, info = read_status(cli)
-    assert code == 0, info
-    assert (info["active"], info["reason"]) == (True, "active")
+    check_status(cli, flag_name, "unleash", active=True)
 
     check_watch(cli, flag_name, "unleash")
 

@@ -9,10 +9,14 @@ provider's end-to-end CLI test shares: status, watch, and the audit trail.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "ACTOR",
@@ -22,7 +26,9 @@ __all__ = [
     "RESUME_REASON",
     "STATUS_KEYS",
     "Cli",
+    "check_halt_and_resume",
     "check_own_records",
+    "check_status",
     "check_watch",
     "command",
     "describe",
@@ -52,6 +58,40 @@ class Cli:
         self.env = env
         self.cwd = cwd
         self.secrets = secrets
+
+    @classmethod
+    def for_provider(
+        cls,
+        tmp_path: Path,
+        provider: str,
+        flag: str,
+        settings: dict[str, str],
+        secrets: list[str],
+        *,
+        keep: str | None = None,
+    ) -> Cli:
+        """``breakglass`` on ``provider`` configured by ``BREAKGLASS_*`` variables alone, as an operator would.
+
+        The test process's own ``BREAKGLASS_*`` variables are left out (but those starting with
+        ``keep``); ``settings`` are the provider's; the state goes under ``tmp_path/state`` and
+        each command runs in the empty ``tmp_path/cwd``.
+        """
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("BREAKGLASS_") or (keep is not None and k.startswith(keep))
+        }
+        env.update(
+            {
+                "BREAKGLASS_PROVIDER": provider,
+                "BREAKGLASS_FLAG_KEY": flag,
+                "BREAKGLASS_STATE_DIR": str(tmp_path / "state"),
+                **settings,
+            }
+        )
+        work = tmp_path / "cwd"
+        work.mkdir()
+        return cls(env, work, secrets)
 
     def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``breakglass <args>``; fails when a secret is in its stdout or stderr."""
@@ -115,6 +155,34 @@ def check_own_records(records: list[dict[str, Any]], flag: str) -> None:
     halt, resume = own["halt"], own["resume"]
     assert (halt["actor"]["id"], halt["comment"]) == (ACTOR, HALT_REASON), halt
     assert (resume["actor"]["id"], resume["comment"]) == (ACTOR, RESUME_REASON), resume
+
+
+def check_halt_and_resume(
+    cli: Cli, flag: str, provider: str, vendor_on: Callable[[], bool]
+) -> None:
+    """Running, ``halt``, ``resume``: each answered, and the vendor's own API and ``status`` agree."""
+    check_status(cli, flag, provider, active=True)
+    halted = cli("halt", "--actor", ACTOR, "--reason", HALT_REASON)
+    assert halted.returncode == 0, describe(halted)
+    assert vendor_on() is False, f"{provider}'s own API still says on after the halt"
+    check_status(cli, flag, provider, active=False)
+    resumed = cli("resume", "--actor", ACTOR, "--reason", RESUME_REASON)
+    assert resumed.returncode == 0, describe(resumed)
+    assert vendor_on() is True, f"{provider}'s own API still says off after the resume"
+    check_status(cli, flag, provider, active=True)
+
+
+def check_status(cli: Cli, flag: str, provider: str, *, active: bool) -> None:
+    """``status --json``: ``flag`` read through ``provider`` just now, running (exit 0) or halted (3)."""
+    code, info = read_status(cli)
+    seen = (code, info["flag"], info["active"], info["reason"], info["provider"])
+    if active:
+        assert seen == (0, flag, True, "active", provider), info
+    else:
+        assert seen == (EXIT_HALTED, flag, False, "off", provider), info
+    assert info["confirmed_at"] is not None, info
+    assert info["age_ms"] is not None, info
+    assert info["age_ms"] >= 0, info
 
 
 def read_status(cli: Cli) -> tuple[int, dict[str, Any]]:

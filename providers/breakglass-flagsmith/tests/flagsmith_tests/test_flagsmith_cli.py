@@ -11,7 +11,6 @@ a key or token.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,8 @@ from breakglass.testing.cli import (
     ACTOR,
     EXIT_HALTED,
     HALT_REASON,
-    RESUME_REASON,
     Cli,
+    check_halt_and_resume,
     check_own_records,
     check_watch,
     describe,
@@ -51,26 +50,19 @@ def _vendor_enabled(server: FlagsmithServer) -> bool:
 
 @pytest.fixture
 def cli(fs_server: FlagsmithServer, tmp_path: Path) -> Cli:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BREAKGLASS_")}
-    env.update(
-        {
-            "BREAKGLASS_PROVIDER": "flagsmith",
-            "BREAKGLASS_FLAG_KEY": FEATURE,
-            "BREAKGLASS_STATE_DIR": str(tmp_path / "state"),
-            "BREAKGLASS_FLAGSMITH__API_URL": fs_server.api_url,
-            "BREAKGLASS_FLAGSMITH__ENVIRONMENT_KEY": fs_server.server_key,
-            "BREAKGLASS_FLAGSMITH__ADMIN_TOKEN": f"Api-Key {fs_server.master_key}",
-            "BREAKGLASS_FLAGSMITH__PROJECT_ID": str(fs_server.project["id"]),
-            "BREAKGLASS_FLAGSMITH__ENVIRONMENT_API_KEY": fs_server.client_key,
-            # A short poll keeps each command quick; the default is for services.
-            "BREAKGLASS_FLAGSMITH__REFRESH_INTERVAL": "0.05",
-            "BREAKGLASS_FLAGSMITH__REQUEST_TIMEOUT": "2",
-        }
-    )
-    work = tmp_path / "cwd"
-    work.mkdir()
+    settings = {
+        "BREAKGLASS_FLAGSMITH__API_URL": fs_server.api_url,
+        "BREAKGLASS_FLAGSMITH__ENVIRONMENT_KEY": fs_server.server_key,
+        "BREAKGLASS_FLAGSMITH__ADMIN_TOKEN": f"Api-Key {fs_server.master_key}",
+        "BREAKGLASS_FLAGSMITH__PROJECT_ID": str(fs_server.project["id"]),
+        "BREAKGLASS_FLAGSMITH__ENVIRONMENT_API_KEY": fs_server.client_key,
+        # A short poll keeps each command quick; the default is for services.
+        "BREAKGLASS_FLAGSMITH__REFRESH_INTERVAL": "0.05",
+        "BREAKGLASS_FLAGSMITH__REQUEST_TIMEOUT": "2",
+    }
     # The client-side key is public by design (browsers hold it); these three are secrets.
-    return Cli(env, work, [fs_server.server_key, fs_server.master_key, fs_server.user_token])
+    secrets = [fs_server.server_key, fs_server.master_key, fs_server.user_token]
+    return Cli.for_provider(tmp_path, "flagsmith", FEATURE, settings, secrets)
 
 
 def _toggles_visible(server: FlagsmithServer) -> bool:
@@ -85,28 +77,7 @@ def _toggles_visible(server: FlagsmithServer) -> bool:
 
 
 def test_cli_end_to_end_on_flagsmith(fs_server: FlagsmithServer, cli: Cli, tmp_path: Path) -> None:
-    code, info = read_status(cli)
-    assert code == 0, info
-    assert (info["flag"], info["active"], info["reason"]) == (FEATURE, True, "active")
-    assert info["provider"] == "flagsmith"
-    assert info["confirmed_at"] is not None
-    assert info["age_ms"] is not None
-    assert info["age_ms"] >= 0
-
-    halted = cli("halt", "--actor", ACTOR, "--reason", HALT_REASON)
-    assert halted.returncode == 0, describe(halted)
-    assert _vendor_enabled(fs_server) is False
-    code, info = read_status(cli)
-    assert code == EXIT_HALTED, info
-    assert (info["active"], info["reason"], info["provider"]) == (False, "off", "flagsmith")
-
-    resumed = cli("resume", "--actor", ACTOR, "--reason", RESUME_REASON)
-    assert resumed.returncode == 0, describe(resumed)
-    assert _vendor_enabled(fs_server) is True
-    code, info = read_status(cli)
-    assert code == 0, info
-    assert (info["active"], info["reason"]) == (True, "active")
-
+    check_halt_and_resume(cli, FEATURE, "flagsmith", lambda: _vendor_enabled(fs_server))
     check_watch(cli, FEATURE, "flagsmith")
 
     assert wait_for(lambda: _toggles_visible(fs_server), 5) is not None

@@ -10,7 +10,6 @@ status, halt, LaunchDarkly's own REST API, resume, watch, and the audit trail
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ from breakglass.testing.cli import (
     HALT_REASON,
     RESUME_REASON,
     Cli,
+    check_halt_and_resume,
     check_own_records,
     check_watch,
     describe,
@@ -53,46 +53,14 @@ def _vendor_on(fake: FakeLaunchDarkly) -> bool:
 @pytest.fixture
 def cli(fake: FakeLaunchDarkly, ld_env: Callable[..., None], tmp_path: Path) -> Cli:
     ld_env(fake)  # BREAKGLASS_LAUNCHDARKLY__* into os.environ, as the other live tests configure it
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("BREAKGLASS_") or k.startswith("BREAKGLASS_LAUNCHDARKLY__")
-    }
-    env.update(
-        {
-            "BREAKGLASS_PROVIDER": "launchdarkly",
-            "BREAKGLASS_FLAG_KEY": FLAG,
-            "BREAKGLASS_STATE_DIR": str(tmp_path / "state"),
-        }
+    secrets = [fake.sdk_key, fake.api_token, fake.reader_token]
+    return Cli.for_provider(
+        tmp_path, "launchdarkly", FLAG, {}, secrets, keep="BREAKGLASS_LAUNCHDARKLY__"
     )
-    work = tmp_path / "cwd"
-    work.mkdir()
-    return Cli(env, work, [fake.sdk_key, fake.api_token, fake.reader_token])
 
 
 def test_cli_end_to_end_on_launchdarkly(fake: FakeLaunchDarkly, cli: Cli, tmp_path: Path) -> None:
-    code, info = read_status(cli)
-    assert code == 0, info
-    assert (info["flag"], info["active"], info["reason"]) == (FLAG, True, "active")
-    assert info["provider"] == "launchdarkly"
-    assert info["confirmed_at"] is not None
-    assert info["age_ms"] is not None
-    assert info["age_ms"] >= 0
-
-    halted = cli("halt", "--actor", ACTOR, "--reason", HALT_REASON)
-    assert halted.returncode == 0, describe(halted)
-    assert _vendor_on(fake) is False
-    code, info = read_status(cli)
-    assert code == EXIT_HALTED, info
-    assert (info["active"], info["reason"], info["provider"]) == (False, "off", "launchdarkly")
-
-    resumed = cli("resume", "--actor", ACTOR, "--reason", RESUME_REASON)
-    assert resumed.returncode == 0, describe(resumed)
-    assert _vendor_on(fake) is True
-    code, info = read_status(cli)
-    assert code == 0, info
-    assert (info["active"], info["reason"]) == (True, "active")
-
+    check_halt_and_resume(cli, FLAG, "launchdarkly", lambda: _vendor_on(fake))
     check_watch(cli, FLAG, "launchdarkly")
 
     records = pull_export_verify(cli, tmp_path)
