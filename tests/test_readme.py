@@ -69,6 +69,29 @@ def shell_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+@pytest.fixture
+def state_env(tmp_path: Path, shell_env: dict[str, str]) -> dict[str, str]:
+    """The shell's environment with the state under ``tmp_path/state``."""
+    shell_env["BREAKGLASS_STATE_DIR"] = str(tmp_path / "state")
+    return shell_env
+
+
+def _ok(
+    args: list[str], cwd: Path, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run ``args``; fails with what it printed unless it exits 0."""
+    result = subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert result.returncode == 0, f"{args[-1]}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def _go_live(cwd: Path, env: dict[str, str]) -> None:
+    """The local flag does not exist until someone sets it (it reads halted): turn it on."""
+    _ok(["breakglass", "resume", "--reason", "go live"], cwd, env)
+
+
 def _run_block(
     block: str, cwd: Path, env: dict[str, str]
 ) -> list[subprocess.CompletedProcess[str]]:
@@ -81,17 +104,7 @@ def _run_block(
         if line.startswith("breakglass watch"):
             done.append(_until_shown(line, cwd, env))
             continue
-        result = subprocess.run(
-            ["bash", "-c", line],
-            cwd=cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"
-        done.append(result)
+        done.append(_ok(["bash", "-c", line], cwd, env))
     return done
 
 
@@ -121,17 +134,9 @@ def test_using_it_on_one_host(tmp_path: Path, shell_env: dict[str, str]) -> None
     assert "last change: halted by alice" in watched
 
 
-def test_the_service_snippets(tmp_path: Path, shell_env: dict[str, str]) -> None:
+def test_the_service_snippets(tmp_path: Path, state_env: dict[str, str]) -> None:
     """The guard snippet, then the OpenFeature one, in one service process."""
-    shell_env["BREAKGLASS_STATE_DIR"] = str(tmp_path / "state")
-    resumed = subprocess.run(
-        ["breakglass", "resume", "--reason", "go live"],
-        env=shell_env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert resumed.returncode == 0, resumed.stderr
+    _go_live(tmp_path, state_env)
     openfeature = _block("from openfeature import api").splitlines()
     read = openfeature[-1].split("  #")[0]
     service = "\n".join(
@@ -144,35 +149,19 @@ def test_the_service_snippets(tmp_path: Path, shell_env: dict[str, str]) -> None
             f"print({read})",
         ]
     )
-    done = subprocess.run(
-        [sys.executable, "-c", service],
-        cwd=tmp_path,
-        env=shell_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = _ok([sys.executable, "-c", service], tmp_path, state_env, timeout=60)
     assert done.stdout.split() == ["admitted", "True"]
 
 
-def test_audit_history(tmp_path: Path, shell_env: dict[str, str]) -> None:
-    shell_env["BREAKGLASS_STATE_DIR"] = str(tmp_path / "state")
-    subprocess.run(
-        ["breakglass", "resume", "--reason", "go live"],
-        env=shell_env,
-        check=True,
-        capture_output=True,
-    )
-    _run_block(_block("breakglass audit keygen"), tmp_path, shell_env)
+def test_audit_history(tmp_path: Path, state_env: dict[str, str]) -> None:
+    _go_live(tmp_path, state_env)
+    _run_block(_block("breakglass audit keygen"), tmp_path, state_env)
     assert (tmp_path / "2026-08-21.jsonl").stat().st_size > 0
     assert (tmp_path / "aug.csv").read_text().count("\n") >= 2
 
 
-def test_proving_the_halt_time(tmp_path: Path, shell_env: dict[str, str]) -> None:
-    shell_env["BREAKGLASS_STATE_DIR"] = str(tmp_path / "state")
-    _run_block(_block("breakglass probe --provider local"), tmp_path, shell_env)
+def test_proving_the_halt_time(tmp_path: Path, state_env: dict[str, str]) -> None:
+    _run_block(_block("breakglass probe --provider local"), tmp_path, state_env)
     assert "<testsuite" in (tmp_path / "probe.xml").read_text()
 
 
@@ -185,15 +174,6 @@ def test_shell_completion(tmp_path: Path, shell_env: dict[str, str]) -> None:
         "COMP_WORDS=(breakglass st); COMP_CWORD=1; _breakglass_completion breakglass\n"
         'printf "%s\\n" "${COMPREPLY[@]}"\n'
     )
-    done = subprocess.run(
-        ["bash", "-c", script],
-        cwd=tmp_path,
-        env=shell_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = _ok(["bash", "-c", script], tmp_path, shell_env, timeout=60)
     assert "-F _breakglass_completion breakglass" in done.stdout
     assert "status" in done.stdout.splitlines()
