@@ -196,6 +196,10 @@ class Backend:
     durable: bool = True
     """Whether the bridge may remember this source's decision across restarts. ``False`` for a
     relay worker: a restarted worker must wait for the relay, never serve a remembered ``true``."""
+    source_id: str | None = None
+    """What this backend reads, named without secrets (:func:`breakglass.source_id.source_id`):
+    equal for two processes exactly when they read the same store, environment or server. serve
+    shows a reader whose sources are not its own as reading another source. ``None``: unknown."""
 
 
 class ProviderPlugin(Protocol):

@@ -503,3 +503,16 @@ def test_a_deeply_nested_answer_halts_at_once_and_the_poll_carries_on() -> None:
         assert "RecursionError" in (crashed[0].error or "")
     finally:
         loop.close()
+
+
+def test_source_id_names_server_project_and_environment_without_tokens() -> None:
+    def sid(**overrides: Any) -> str | None:
+        return create_backend(settings(**overrides), FLAG, ManualClock()).source_id
+
+    same = sid()
+    assert same == f"unleash:{API}:default:development"
+    assert same == sid(admin_token=None, app_name="another-app", refresh_interval=1.0)
+    assert sid(environment="production") != same
+    assert sid(project="other") != same
+    assert sid(url="http://127.0.0.1:9/edge/api") != same
+    assert "secret" not in (same or "")

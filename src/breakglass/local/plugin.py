@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import TYPE_CHECKING
 
 from breakglass.local.admin import LocalAdmin
@@ -9,6 +10,7 @@ from breakglass.local.audit import LocalAudit
 from breakglass.local.source import LocalSource
 from breakglass.local.store import LocalStore
 from breakglass.seams import Backend
+from breakglass.source_id import source_id
 
 if TYPE_CHECKING:
     from breakglass.clock import Clock
@@ -34,6 +36,11 @@ class LocalPlugin:
             audit=LocalAudit(store, settings.flag_key, clock=clock),
             poll_bound=interval,
             confirm_interval=interval,
+            # The host too: the store is a file on this host's disk, so the same path on another
+            # host is another store (SQLite is not shared over network file systems).
+            source_id=source_id(
+                self.name, socket.gethostname(), str(settings.local_file.resolve())
+            ),
         )
 
 

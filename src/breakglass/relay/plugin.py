@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from breakglass.relay.channel import ChannelReader
 from breakglass.relay.settings import load_relay_settings
-from breakglass.relay.source import NAME, RelaySource, idle_read
+from breakglass.relay.source import NAME, RelaySource, channel_source_id, idle_read
 from breakglass.relay.watch import ChangeWatch
 from breakglass.seams import Backend
 
@@ -50,6 +50,7 @@ class RelayPlugin:
             confirm_interval=relay.heartbeat
             + max(relay.poll_interval, idle_read(relay.silent_after)),
             durable=False,
+            source_id=channel_source_id(path),
         )
 
 

@@ -33,10 +33,12 @@ from breakglass.observation import NoValue, Observation
 from breakglass.reading import ReadingLoop, stall_allowance
 from breakglass.relay.channel import ChannelError, ChannelReader, Snapshot
 from breakglass.relay.watch import ChangeWatch
+from breakglass.source_id import source_id
 from breakglass.state import Cause
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from pathlib import Path
 
 
 NAME = "relay"
@@ -105,6 +107,15 @@ def observation_for(
             return Observation(NAME, NoValue.UNREAD, error=said)
         case Cause.ERROR | Cause.STORE_UNAVAILABLE | Cause.CLOSED | Cause.READER_STOPPED:
             return Observation(NAME, NoValue.UNREADABLE, error=said)
+
+
+def channel_source_id(path: Path) -> str:
+    """The source id of a worker on the channel at ``path``; its relay reports it as ``channel``.
+
+    The channel carries no upstream identity: the relay reports that itself, and serve
+    relates the two by this id and the host.
+    """
+    return source_id(NAME, str(path.resolve()))
 
 
 def idle_read(silent_after: float) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from breakglass.seams import Backend
+from breakglass.source_id import source_id
 from breakglass_flagsmith.admin import FlagsmithAdmin
 from breakglass_flagsmith.audit import FlagsmithAudit
 from breakglass_flagsmith.settings import FlagsmithSettings, load_flagsmith_settings
@@ -32,6 +33,10 @@ def create_backend(flagsmith: FlagsmithSettings, flag_key: str, clock: Clock) ->
         audit=FlagsmithAudit(flagsmith, flag_key, clock=clock) if has_admin else None,
         poll_bound=flagsmith.poll_bound,
         confirm_interval=flagsmith.refresh_interval,
+        # The environment key selects the environment read.
+        source_id=source_id(
+            SOURCE_NAME, flagsmith.api_url, secret=flagsmith.environment_key.get_secret_value()
+        ),
     )
 
 

@@ -20,10 +20,12 @@ from breakglass.errors import (
     ConfigurationError,
 )
 from breakglass.retry import RetryPolicy
+from breakglass.testing import ManualClock
 from breakglass.testing.settings import check_section_is_strict
 from breakglass_flagsmith import FlagsmithAdmin, FlagsmithAudit, load_flagsmith_settings
 from breakglass_flagsmith.admin import _typed_value
 from breakglass_flagsmith.audit import normalise
+from breakglass_flagsmith.plugin import create_backend
 from breakglass_flagsmith.settings import DEFAULT_API_URL, SAAS_ADMIN_API_URL, FlagsmithSettings
 from flagsmith_tests.server import FIXTURES, FlagsmithServer, sample
 
@@ -461,3 +463,17 @@ def test_flagsmith_settings_without_a_table_or_with_a_typo(
         directory=tmp_path,
         monkeypatch=monkeypatch,
     )
+
+
+def test_source_id_names_the_environment_without_its_key() -> None:
+    def sid(**overrides: Any) -> str | None:
+        return create_backend(settings(**overrides), "system-active", ManualClock()).source_id
+
+    same = sid()
+    assert same is not None
+    assert same.startswith(f"flagsmith:{API}:#")
+    assert SERVER_KEY not in same
+    assert "unit-test" not in same
+    assert same == sid(admin_token=None, refresh_interval=1.0)
+    assert sid(environment_key=SecretStr("ser.another-environment-key")) != same
+    assert sid(api_url="http://edge-proxy.test/api/v1/") != same

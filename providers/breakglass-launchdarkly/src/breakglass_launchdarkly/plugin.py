@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from breakglass.seams import Backend
+from breakglass.source_id import source_id
 from breakglass_launchdarkly.admin import LaunchDarklyAdmin
 from breakglass_launchdarkly.audit import LaunchDarklyAudit
 from breakglass_launchdarkly.settings import (
@@ -65,6 +66,14 @@ def create_backend(
         audit=LaunchDarklyAudit(launchdarkly, flag_key, clock=clock) if has_token else None,
         poll_bound=launchdarkly.poll_bound,
         confirm_interval=source.confirm_interval,
+        # The SDK key selects the environment; through a Relay Proxy the URIs differ from
+        # LaunchDarkly's own, and rightly: serve cannot see what the proxy forwards.
+        source_id=source_id(
+            SOURCE_NAME,
+            launchdarkly.base_uri,
+            launchdarkly.stream_uri,
+            secret=launchdarkly.sdk_key.get_secret_value(),
+        ),
     )
 
 

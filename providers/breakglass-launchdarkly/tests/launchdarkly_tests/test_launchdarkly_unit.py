@@ -435,3 +435,19 @@ def test_launchdarkly_settings_without_a_table_or_with_a_typo(
         directory=tmp_path,
         monkeypatch=monkeypatch,
     )
+
+
+def test_source_id_names_the_environment_without_the_sdk_key() -> None:
+    def sid(**overrides: Any) -> str | None:
+        return create_backend(
+            settings(**overrides), FLAG, SYSTEM_CLOCK, max_staleness=30.0
+        ).source_id
+
+    same = sid()
+    assert same is not None
+    assert same == sid(api_token=None, verify_interval=5.0)  # how it reads is not what it reads
+    assert same.startswith("launchdarkly:https://app.launchdarkly.com:")
+    assert SDK_KEY not in same
+    assert SDK_KEY.removeprefix("sdk-")[:8] not in same
+    assert sid(sdk_key=SecretStr("sdk-unit-another-environment")) != same
+    assert sid(base_uri="https://relay.test", stream_uri="https://relay.test") != same

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from breakglass.seams import Backend
+from breakglass.source_id import source_id
 from breakglass_unleash.admin import UnleashAdmin
 from breakglass_unleash.audit import UnleashAudit
 from breakglass_unleash.settings import UnleashSettings, load_unleash_settings
@@ -30,6 +31,8 @@ def create_backend(unleash: UnleashSettings, flag_key: str, clock: Clock) -> Bac
         poll_bound=unleash.poll_bound,
         # A true rests on the SDK's poll too (the older of the two contacts confirms it).
         confirm_interval=max(unleash.refresh_interval, unleash.sdk_refresh_interval),
+        # What the flag is read from and toggled in; the app name changes nothing read.
+        source_id=source_id(SOURCE_NAME, unleash.url, unleash.project, unleash.environment),
     )
 
 
