@@ -5,6 +5,10 @@ serve with ``?wait=fleet`` answers once all 21 refuse; a worker killed with
 SIGKILL is shown silent, never halted; a relay killed with SIGKILL halts every
 worker within ``silent_after``; a worker started while no relay writes stays
 halted until one does; a stopped relay (SIGTERM) halts them at once.
+
+Readers that read another store than serve's (a bridge, and a relay with its
+workers) report normally and are flagged as reading another source in
+``/v1/fleet``, ``/v1/status`` and the ``?wait=fleet`` answer of a halt.
 """
 
 from __future__ import annotations
@@ -142,3 +146,61 @@ def test_twenty_workers_behind_a_relay_reported_to_serve(
 
             relay.stop()  # SIGTERM: the relay writes "closed" before it goes, and says so
             _until(serve, lambda f: f["stopped"] >= 1)
+
+
+def _local_readers(tmp_path: Path, store: Path, name: str) -> Fleet:
+    workdir = tmp_path / name
+    workdir.mkdir()
+    settings = {"provider": "local", "local": {"path": str(store), "poll_interval": 0.05}}
+    return Fleet(1, settings, workdir, ready_timeout=3.0, lifetime=300.0)
+
+
+def test_readers_of_another_store_are_flagged_before_a_halt_needs_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = tmp_path / "other.db"
+    LocalStore(other).write(KEY, True, actor="test", reason="another store, also on")
+    with running_serve(tmp_path) as serve:
+        monkeypatch.setenv("BREAKGLASS_REPORT__URL", serve.url)
+        monkeypatch.setenv("BREAKGLASS_REPORT__TOKEN", serve.tokens["reporter"])
+        monkeypatch.setenv("BREAKGLASS_REPORT__INTERVAL", str(REPORT_INTERVAL))
+        relay_env = {**_env(tmp_path), "BREAKGLASS_LOCAL__PATH": str(other)}
+        with (
+            _local_readers(tmp_path, tmp_path / "local.db", "right") as right,
+            _local_readers(tmp_path, other, "wrong") as wrong,
+            RelayProcess(relay_env, tmp_path / "relay.log"),
+            _workers(tmp_path, 2, "behind") as behind,
+        ):
+            for fleet in (right, wrong, behind):
+                fleet.start()
+            for fleet in (right, wrong, behind):
+                fleet.wait_ready(60.0, lambda: None)
+                assert wait_for(fleet, active=True, timeout=30.0) == []
+            shown = _until(serve, lambda f: f["active"] == 5)
+            assert shown["source_ids"] == serve.server.bridge.source_ids
+            by_pid = {r["pid"]: r for r in shown["reader_list"]}
+            assert by_pid[right.readers[0].process.pid]["source_match"] == "same"
+            flagged = sorted(
+                r["role"] for r in shown["reader_list"] if r["source_match"] == "another"
+            )
+            assert flagged == ["bridge", "relay", "worker", "worker"]
+            assert by_pid[wrong.readers[0].process.pid]["source_match"] == "another"
+            assert shown["another_source"] == 4
+            assert shown["line"] == "active on 5 of 5 readers; 4 read another source"
+            with serve.client("viewer") as c:
+                status = c.get("/v1/status").json()
+            assert status["fleet"]["another_source"] == 4
+
+            with serve.client("halter") as c:
+                response = c.post(
+                    "/v1/halt", params={"wait": "fleet", "timeout": 3}, json={"reason": "drill"}
+                )
+            assert response.status_code == 200, response.text
+            seen = response.json()["fleet"]
+            # Only the reader on serve's store stops; the answer names the four that cannot.
+            assert seen["done"] is False
+            assert sorted(seen["still_active"]) == sorted(seen["another_source_readers"])
+            assert len(seen["another_source_readers"]) == 4
+            assert seen["line"] == "halted on 1 of 5 readers; 4 still active; 4 read another source"
+            assert wait_for(right, active=False, timeout=10.0, cause="off") == []
+            assert [r.active for f in (wrong, behind) for r in f.readers] == [True] * 3

@@ -180,3 +180,74 @@ def test_a_serve_answering_garbage_is_a_failed_report_not_a_dead_reporter(
         reporter = Reporter(engine, settings, role="bridge", provider="local")
         assert reporter.send() is False
         thread.join(10)
+
+
+SERVE_SOURCE = "local:serve-host:/var/lib/breakglass/local.db"
+OTHER_SOURCE = "local:serve-host:/var/lib/breakglass/old.db"
+CHANNEL = "relay:/run/breakglass/relay.channel"
+
+
+def test_source_ids_are_optional_and_checked(clock: ManualClock) -> None:
+    old = ReaderReport.from_dict(report(clock))
+    assert old.source_ids is None
+    assert old.to_dict()["source_ids"] is None
+    new = ReaderReport.from_dict(report(clock, source_ids=[SERVE_SOURCE, None], channel=CHANNEL))
+    assert new.source_ids == (SERVE_SOURCE, None)
+    assert ReaderReport.from_dict(new.to_dict()) == new
+    for bad in ([], "a-string", [1], ["x" * 201], ["a\nb"], ["s"] * 9):
+        with pytest.raises(ReportError, match="source_ids"):
+            ReaderReport.from_dict(report(clock, source_ids=bad))
+
+
+def test_readers_of_another_source_are_flagged_counted_and_named(clock: ManualClock) -> None:
+    view = FleetView(clock, source_ids=[SERVE_SOURCE])
+    view.receive(report(clock, pid=1, role="bridge", source_ids=[SERVE_SOURCE]))
+    view.receive(report(clock, pid=2, role="bridge", source_ids=[OTHER_SOURCE]))
+    view.receive(report(clock, pid=3, role="bridge"))  # an older reader: unknown, never refused
+    # Stop wins in a reader: one of its sources serve halts is enough.
+    view.receive(report(clock, pid=4, role="bridge", source_ids=[OTHER_SOURCE, SERVE_SOURCE]))
+    matches = {r["pid"]: r["source_match"] for r in view.readers()}
+    assert matches == {1: "same", 2: "another", 3: "unknown", 4: "same"}
+    summary = view.summary()
+    assert summary["another_source"] == 1
+    assert summary["another_source_readers"] == ["gpu-1/2/abc"]
+    assert summary["unknown_source"] == 1
+    assert summary["line"] == "active on 4 of 4 readers; 1 reads another source"
+    seen = view.wait_halted(clock.now(), timeout=0.0)
+    assert seen["another_source_readers"] == ["gpu-1/2/abc"]
+    # Visibility only: the flagged reader's own decision is what it reported.
+    view.receive(report(clock, pid=2, seq=2, active=False, cause="off", source_ids=[OTHER_SOURCE]))
+    assert view.summary()["line"] == (
+        "halted on 1 of 4 readers; 3 still active; 1 reads another source"
+    )
+    view.receive(
+        report(clock, pid=2, seq=3, active=False, cause="closed", source_ids=[OTHER_SOURCE])
+    )
+    assert view.summary()["another_source"] == 0  # a stopped reader reads nothing
+
+
+def test_workers_are_judged_by_their_hosts_relay(clock: ManualClock) -> None:
+    view = FleetView(clock, source_ids=[SERVE_SOURCE])
+    worker = {"role": "worker", "provider": "relay", "source_ids": [CHANNEL]}
+    view.receive(report(clock, host="a", pid=1, **worker))
+    view.receive(report(clock, host="b", pid=1, **worker))
+    view.receive(report(clock, host="c", pid=1, **worker))  # its relay does not report
+    relay = {"role": "relay", "provider": "local", "channel": CHANNEL}
+    view.receive(report(clock, host="a", pid=9, source_ids=[SERVE_SOURCE], **relay))
+    view.receive(report(clock, host="b", pid=9, source_ids=[OTHER_SOURCE], **relay))
+    matches = {(r["host"], r["pid"]): r["source_match"] for r in view.readers()}
+    assert matches == {
+        ("a", 1): "same",
+        ("a", 9): "same",
+        ("b", 1): "another",
+        ("b", 9): "another",
+        ("c", 1): "unknown",
+    }
+    assert view.summary()["another_source"] == 2
+
+
+def test_a_serve_that_cannot_name_its_source_flags_nobody(clock: ManualClock) -> None:
+    view = FleetView(clock, source_ids=[None])
+    view.receive(report(clock, source_ids=[OTHER_SOURCE]))
+    assert [r["source_match"] for r in view.readers()] == ["unknown"]
+    assert view.summary()["another_source"] == 0

@@ -273,6 +273,46 @@ def test_a_viewer_sees_no_stop_button_and_is_refused(
         c.shot("01-viewer")
 
 
+def _report(serve: Running, pid: int, source_ids: list[str | None]) -> None:
+    body = {
+        "host": "gpu-7",
+        "pid": pid,
+        "instance": "a1",
+        "service": "inference",
+        "role": "bridge",
+        "provider": "local",
+        "flag": FLAG,
+        "active": True,
+        "cause": "active",
+        "sent_at": "2026-01-01T00:00:00.000Z",
+        "seq": 1,
+        "interval": 60.0,
+        "source_ids": source_ids,
+    }
+    with serve.client("reporter") as c:
+        assert c.post("/v1/reports", json=body).status_code == 202
+
+
+def test_readers_of_another_source_are_an_alarm_on_the_console(
+    browser: Browser, serve: Running, axe: str, shots: Path
+) -> None:
+    _report(serve, 1, serve.server.bridge.source_ids)
+    _report(serve, 2, ["local:gpu-7:/srv/old/local.db"])
+    with console(browser, serve, axe, shots) as c:
+        c.login("viewer")
+        alarm = c.page.get_by_role("alert").filter(has_text="read another source")
+        expect(alarm).to_be_visible()
+        expect(alarm).to_contain_text("1 reader(s) read another source")
+        expect(alarm).to_contain_text("will NOT stop when this serve halts")
+        expect(alarm).to_contain_text("gpu-7/2/a1")
+        expect(alarm).not_to_contain_text("gpu-7/1/a1")
+        expect(c.page.locator("#fleet-line")).to_have_text(
+            "active on 2 of 2 readers; 1 reads another source"
+        )
+        c.check_axe("console, readers of another source")
+        c.shot("01-another-source")
+
+
 def test_an_ended_session_says_so_and_disables_the_open_console(
     browser: Browser, serve: Running, axe: str, shots: Path
 ) -> None:

@@ -84,6 +84,8 @@ class Bridge:
         self.role: str | None = "bridge" if durable else "worker"
         """How this reader reports to serve (``bridge``, ``worker``, ``relay``); ``None``: it does not.
         Reports go only where ``report.url`` is set."""
+        self.report_channel: str | None = None
+        """A relay's: the source id its workers report (set by :class:`breakglass.relay.relay.Relay`)."""
         self.reporter: Reporter | None = None
         self._killswitch: list[KillswitchAdmin] | None = None
 
@@ -139,12 +141,22 @@ class Bridge:
         self.recorder.warm()  # the store opened now, not by every reader at the first halt
         if self.role is not None and self.report_settings.url is not None and self.reporter is None:
             self.reporter = Reporter(
-                self.engine, self.report_settings, role=self.role, provider=self.name
+                self.engine,
+                self.report_settings,
+                role=self.role,
+                provider=self.name,
+                source_ids=self.source_ids,
+                channel=self.report_channel,
             )
             self.reporter.start()
         if wait > 0:
             self.engine.wait_for_confirmation(wait)
         return self
+
+    @property
+    def source_ids(self) -> list[str | None]:
+        """What each provider reads, without secrets (``None`` where a provider cannot say)."""
+        return [b.source_id for b in self.backends]
 
     def halt_authority(self) -> list[str]:
         """How this process could change the flag (empty when it can only read it)."""

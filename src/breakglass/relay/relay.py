@@ -18,6 +18,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from breakglass.relay.channel import ChannelWriter, Snapshot
+from breakglass.relay.source import channel_source_id
 from breakglass.state import Cause, FlagState
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ class Relay:
     def __init__(self, bridge: Bridge, writer: ChannelWriter, *, heartbeat: float) -> None:
         self.bridge = bridge
         bridge.role = "relay"
+        # Workers on this channel report this id: serve finds their relay by it and by host.
+        bridge.report_channel = channel_source_id(writer.path)
         self.writer = writer
         self.heartbeat = heartbeat
         self._clock = bridge.engine.clock

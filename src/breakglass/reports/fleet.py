@@ -8,6 +8,14 @@ people read::
 
     halted on 48 of 50 readers; 2 silent for 12 s
 
+A reader **reads another source** when none of its providers reads what
+serve's own providers read (:mod:`breakglass.source_id`): it will not stop
+when this serve halts, however healthy it looks. A worker behind a host relay
+reports the relay's channel; serve judges it by the relay on the same host
+that reports that channel. A reader that sends no source identity (an older
+one), or whose relay does not report, reads an ``unknown`` source. This is
+visibility only: nothing anyone reads depends on it.
+
 :meth:`FleetView.wait_halted` waits until every reader that still reports has
 reported halted, and answers with the time until the last one refused.
 """
@@ -16,12 +24,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from breakglass.clock import SYSTEM_CLOCK, Clock, isoformat_ms
 from breakglass.reports.report import ReaderReport
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import datetime
 
 SILENT_INTERVALS = 3
@@ -29,6 +38,12 @@ MIN_SILENCE = 1.0
 FORGET_AFTER = 24 * 3600.0
 """Seconds after which a silent or stopped reader is dropped from the view."""
 MAX_READERS = 100_000
+NAMED_MAX = 20
+"""Readers named in a summary's ``another_source_readers`` (the count says how many in all)."""
+
+Match = Literal["same", "another", "unknown"]
+_RELAY_PREFIX = "relay:"
+"""How a worker's source id begins (:func:`breakglass.relay.source.channel_source_id`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +66,19 @@ class Entry:
 
 
 class FleetView:
-    """Every reader's last report. Thread-safe; :meth:`receive` never blocks on anything slow."""
+    """Every reader's last report. Thread-safe; :meth:`receive` never blocks on anything slow.
 
-    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+    Args:
+        clock: serve's clock.
+        source_ids: What serve's own providers read; a reader reading none of it is flagged.
+    """
+
+    def __init__(
+        self, clock: Clock = SYSTEM_CLOCK, *, source_ids: Sequence[str | None] = ()
+    ) -> None:
         self._clock = clock
+        self.source_ids = tuple(i for i in source_ids if i is not None)
+        """serve's own source ids (empty: it cannot name them, and every reader's source is unknown)."""
         self._entries: dict[str, Entry] = {}
         self._changed = threading.Condition()
 
@@ -81,10 +105,12 @@ class FleetView:
         with self._changed:
             self._forget(now)
             entries = sorted(self._entries.values(), key=lambda e: -e.received_mono)
+        matches = self._matches(entries)
         return [
             {
                 **e.report.to_dict(),
                 "status": e.status(now),
+                "source_match": matches[e.report.reader_id],
                 "received_at": isoformat_ms(e.received_at),
                 "silent_s": round(now - e.received_mono, 1),
             }
@@ -96,18 +122,30 @@ class FleetView:
         now = self._clock.monotonic()
         with self._changed:
             entries = list(self._entries.values())
+        matches = self._matches(entries)
         counts = {"active": 0, "halted": 0, "silent": 0, "stopped": 0}
         longest = 0.0
-        for entry in entries:
+        sources: dict[Match, list[str]] = {"another": [], "unknown": []}
+        for entry in sorted(entries, key=lambda e: -e.received_mono):
             status = entry.status(now)
             counts[status] += 1
             if status == "silent":
                 longest = max(longest, now - entry.received_mono)
+            match = matches[entry.report.reader_id]
+            if status != "stopped" and match != "same":
+                sources[match].append(entry.report.reader_id)
+        line = _line(counts, longest)
+        if sources["another"]:
+            n = len(sources["another"])
+            line += f"; {n} {'reads' if n == 1 else 'read'} another source"
         return {
             **counts,
             "readers": counts["active"] + counts["halted"] + counts["silent"],
             "silent_for_s": round(longest, 1),
-            "line": _line(counts, longest),
+            "another_source": len(sources["another"]),
+            "another_source_readers": sources["another"][:NAMED_MAX],
+            "unknown_source": len(sources["unknown"]),
+            "line": line,
         }
 
     def wait_halted(self, since: datetime, timeout: float) -> dict[str, Any]:
@@ -141,14 +179,49 @@ class FleetView:
             and e.report.flipped_at is not None
             and e.report.flipped_at >= since
         ]
+        summary = self.summary()
         return {
             "done": not active,
             "waited_s": round(now - started, 3),
             "last_refused_after_s": round(max(flips), 3) if flips else None,
             "still_active": active,
             "silent": [rid for rid, e in self._entries.items() if e.status(now) == "silent"],
-            **{k: v for k, v in self.summary().items() if k in ("line", "readers", "halted")},
+            **{
+                k: v
+                for k, v in summary.items()
+                if k in ("line", "readers", "halted", "another_source", "another_source_readers")
+            },
         }
+
+    def _matches(self, entries: Sequence[Entry]) -> dict[str, Match]:
+        """Each reader's source against serve's: ``same``, ``another`` or ``unknown``."""
+        relays: dict[tuple[str, str], Entry] = {}
+        for e in entries:
+            if e.report.channel is not None:
+                key = (e.report.host, e.report.channel)
+                if key not in relays or relays[key].received_mono < e.received_mono:
+                    relays[key] = e  # a restarted relay: its newest report speaks for the channel
+
+        def match(report: ReaderReport, depth: int) -> Match:
+            if report.source_ids is None or not self.source_ids:
+                return "unknown"
+            found: set[Match] = set()
+            for sid in report.source_ids:
+                relay = None if sid is None else relays.get((report.host, sid))
+                if sid in self.source_ids:
+                    found.add("same")
+                elif (
+                    relay is not None and depth < 2
+                ):  # a relay behind a relay at most; never a loop
+                    found.add(match(relay.report, depth + 1))
+                elif sid is None or sid.startswith(_RELAY_PREFIX):
+                    found.add("unknown")  # a relay that does not report: cannot tell
+                else:
+                    found.add("another")
+            # Stop wins in a reader: one source serve halts is enough to stop it.
+            return "same" if "same" in found else "unknown" if "unknown" in found else "another"
+
+        return {e.report.reader_id: match(e.report, 0) for e in entries}
 
     def _forget(self, now: float) -> None:
         stale = [

@@ -6,11 +6,15 @@ Example::
      "role": "worker", "provider": "relay", "flag": "system-active", "active": false,
      "cause": "off", "confirmed_at": "2026-12-05T10:00:00.120Z",
      "flipped_at": "2026-12-05T10:00:00.131Z", "sent_at": "2026-12-05T10:00:00.140Z",
-     "seq": 17, "interval": 5.0}
+     "seq": 17, "interval": 5.0, "source_ids": ["relay:/run/breakglass/relay.channel"]}
 
 ``flipped_at`` is when this reader's decision last changed between active and
 halted (``null`` when it has not changed since start); ``instance`` is random
-per process start, so a reused pid is a new reader.
+per process start, so a reused pid is a new reader. ``source_ids`` names what
+each of the reader's providers reads (:mod:`breakglass.source_id`; ``null`` for
+one that cannot say); a relay also sends ``channel``, the source id its
+workers report (``relay:`` and its channel file), so serve can relate them to it. Both are optional: a reader
+that sends neither reads an unknown source.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ if TYPE_CHECKING:
 
 ROLES = ("relay", "bridge", "worker", "serve")
 _TEXT_MAX = 200
+_SOURCES_MAX = 8
 
 
 class ReportError(ValueError):
@@ -50,6 +55,8 @@ class ReaderReport:
     sent_at: datetime
     seq: int
     interval: float
+    source_ids: tuple[str | None, ...] | None = None
+    channel: str | None = None
 
     @property
     def reader_id(self) -> str:
@@ -62,6 +69,8 @@ class ReaderReport:
         for name in ("confirmed_at", "flipped_at", "sent_at"):
             moment = data[name]
             data[name] = None if moment is None else isoformat_ms(moment)
+        if self.source_ids is not None:
+            data["source_ids"] = list(self.source_ids)
         return data
 
     @classmethod
@@ -97,6 +106,8 @@ class ReaderReport:
             sent_at=sent_at,
             seq=_count(data, "seq"),
             interval=interval,
+            source_ids=_sources(data.get("source_ids")),
+            channel=None if data.get("channel") is None else _text(data, "channel"),
         )
 
 
@@ -106,6 +117,16 @@ def _seconds(value: object) -> float:
     if not (math.isfinite(value) and 0 < value <= 3600):
         raise ReportError("interval must be a number of seconds in (0, 3600]")
     return float(value)
+
+
+def _sources(value: object) -> tuple[str | None, ...] | None:
+    if value is None:
+        return None  # an older reader: its source is unknown, never refused
+    if not isinstance(value, list) or not 0 < len(value) <= _SOURCES_MAX:
+        raise ReportError(f"source_ids must be a list of 1 to {_SOURCES_MAX} items")
+    return tuple(
+        None if item is None else _text({"source_ids": item}, "source_ids") for item in value
+    )
 
 
 def _text(data: dict[str, Any], name: str) -> str:

@@ -26,6 +26,7 @@ from breakglass import forking
 from breakglass.reports.report import ReaderReport
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import datetime
 
     from breakglass.engine import StateEngine
@@ -50,10 +51,19 @@ class Reporter:
         settings: Where and how often.
         role: ``relay``, ``bridge`` or ``worker``.
         provider: The provider(s) the engine reads, for people.
+        source_ids: What each provider reads (:mod:`breakglass.source_id`), ``None`` when unknown.
+        channel: A relay's: the source id its workers report.
     """
 
     def __init__(
-        self, engine: StateEngine, settings: ReportSettings, *, role: str, provider: str
+        self,
+        engine: StateEngine,
+        settings: ReportSettings,
+        *,
+        role: str,
+        provider: str,
+        source_ids: Sequence[str | None] | None = None,
+        channel: str | None = None,
     ) -> None:
         if settings.url is None:
             raise ValueError("a reporter needs report.url")
@@ -62,6 +72,8 @@ class Reporter:
         self._url = settings.url + PATH
         self._role = role
         self._provider = provider
+        self._source_ids = None if source_ids is None else tuple(source_ids)
+        self._channel = channel
         self._service = settings.service or default_service()
         self._host = socket.gethostname()
         self._instance = os.urandom(8).hex()
@@ -116,6 +128,8 @@ class Reporter:
             sent_at=self._clock.now(),
             seq=self._seq,
             interval=self._settings.interval,
+            source_ids=self._source_ids,
+            channel=self._channel,
         )
 
     def send(self) -> bool:

@@ -548,7 +548,8 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
     @app.get("/v1/fleet", tags=["v1"], summary="Every reader's last report; who is silent")
     async def fleet(request: Request, _caller: Caller) -> dict[str, Any]:
         services: Services = request.app.state.services
-        return {**services.fleet.summary(), "reader_list": services.fleet.readers()}
+        fleet = services.fleet
+        return {**fleet.summary(), "source_ids": fleet.source_ids, "reader_list": fleet.readers()}
 
     @app.post(
         "/v1/halt",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from breakglass.bridge import Bridge
 from breakglass.clock import SYSTEM_CLOCK, Clock
 from breakglass.errors import ServeStoreError
+from breakglass.reports.fleet import FleetView
 from breakglass.serve.auth import OidcVerifier, Role, TokenBook
 from breakglass.serve.control import Control, ResumeGate
 from breakglass.serve.events import EventHub
@@ -111,6 +112,8 @@ def build(
             recorder=bridge.recorder,
             public_origin=serve.public_origin,
             clock=clock,
+            # Readers reading none of what this serve halts are flagged: they will not stop.
+            fleet=FleetView(clock, source_ids=bridge.source_ids),
         )
     except BaseException:
         bridge.close()

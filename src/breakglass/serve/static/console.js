@@ -80,7 +80,15 @@
   }
 
   function renderFleet(s) {
-    if (s.fleet) { text($("fleet-line"), s.fleet.line); }
+    if (!s.fleet) { return; }
+    text($("fleet-line"), s.fleet.line);
+    // An alarm, not a detail: these readers will not stop when this serve halts.
+    const alarm = $("fleet-sources");
+    if (alarm) {
+      alarm.hidden = !s.fleet.another_source;
+      text($("fleet-sources-count"), String(s.fleet.another_source || 0));
+      text($("fleet-sources-readers"), (s.fleet.another_source_readers || []).join(", "));
+    }
   }
 
   function renderAll(s) {
