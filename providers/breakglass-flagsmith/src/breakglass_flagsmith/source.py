@@ -14,8 +14,10 @@ So the source drives the refresh itself, on its own thread, through the SDK's
 own pieces: the SDK's ``requests`` session (its headers, its URL, its retry
 adapter) fetches the document, the SDK's mapper turns it into the SDK's
 evaluation context, and the SDK evaluates the flag. Each fetch that returns a
-document the SDK accepts is a confirmation (``confirmed_at`` = when the answer
-arrived); any other outcome is a failed contact, and the value just ages.
+document the SDK accepts is a confirmation (``confirmed_at`` = when the request
+left: the document was current then, and an answer read late on a busy host
+must not count as fresher); any other outcome is a failed contact, and the value
+just ages.
 """
 
 from __future__ import annotations
@@ -215,6 +217,9 @@ class FlagsmithSource:
         sdk = self._sdk
         if sdk is None:
             sdk = self._sdk = self._build_sdk()
+        # Stamped before the request: what it returns was current no earlier than this. When the
+        # answer is read (after a descheduled thread, a slow network) would claim more freshness.
+        mono, wall = self._clock.monotonic(), self._clock.now()
         try:
             if self._settings.mode == "local":
                 sdk.fetch_document(self._settings.request_timeout)
@@ -235,8 +240,7 @@ class FlagsmithSource:
             return self._failed(
                 f"the Flagsmith SDK could not evaluate the flag: {type(exc).__name__}"
             )
-        # The fetch succeeded: this moment is the confirmation, whatever the flag says.
-        mono, wall = self._clock.monotonic(), self._clock.now()
+        # The fetch succeeded: the moment it left is the confirmation, whatever the flag says.
         try:
             value: object = flags.get_flag(self._feature).enabled
         except FlagsmithFeatureDoesNotExistError:
