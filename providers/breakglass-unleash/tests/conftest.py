@@ -225,7 +225,10 @@ class UnleashServer:
     def __init__(self, workdir: Path, database_url: str) -> None:
         self._workdir = workdir
         self._database_url = database_url
-        self.port = _free_port()
+        # 0 until the first start: the server binds a free port itself and names it in its ready
+        # file (a port picked free here could be taken in the seconds node takes to listen).
+        # Restarts reuse that port, as a vendor coming back would.
+        self.port = 0
         self.admin_token = f"*:*.bg-admin-{secrets.token_hex(16)}"
         self.client_token = f"default:development.bg-client-{secrets.token_hex(16)}"
         self.log_path = workdir / "unleash.log"
@@ -289,7 +292,7 @@ class UnleashServer:
                 raise ServerStartError(
                     f"unleash-server exited with {self._process.returncode}: {self.log_tail()}"
                 )
-            if ready.exists() and self._healthy():
+            if ready.exists() and self._bound(ready) and self._healthy():
                 return
             time.sleep(0.1)
         self.stop()
@@ -334,6 +337,16 @@ class UnleashServer:
             return self.log_path.read_text(errors="replace")[-chars:]
         except OSError:
             return "(no log)"
+
+    def _bound(self, ready: Path) -> bool:
+        """Take the port from the ready file ("<pid> <port>"); ``False`` until it is there."""
+        fields = ready.read_text(encoding="utf-8").split()
+        if len(fields) != 2 or not fields[1].isdigit() or int(fields[1]) == 0:
+            return False
+        if self.port not in (0, int(fields[1])):
+            raise ServerStartError(f"unleash-server came back on port {fields[1]}, not {self.port}")
+        self.port = int(fields[1])
+        return True
 
     def _healthy(self) -> bool:
         try:

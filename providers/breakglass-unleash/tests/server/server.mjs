@@ -1,7 +1,7 @@
 // Starts a real unleash-server (the npm package pinned by package-lock.json beside this file)
 // for the breakglass-unleash tests. Everything comes from the environment, which the pytest
-// fixture in ../conftest.py sets: DATABASE_URL, BG_UNLEASH_PORT, INIT_ADMIN_API_TOKENS,
-// INIT_BACKEND_API_TOKENS, BG_UNLEASH_READY_FILE.
+// fixture in ../conftest.py sets: DATABASE_URL, BG_UNLEASH_PORT (0: any free port, named in the
+// ready file), INIT_ADMIN_API_TOKENS, INIT_BACKEND_API_TOKENS, BG_UNLEASH_READY_FILE.
 //
 // unleash-server >= 7 ships as an ES module only, so this file is .mjs and uses import.
 // It installs its own SIGTERM/SIGINT handler (graceful shutdown); adding a second one here
@@ -15,7 +15,7 @@ const unleash = await import(require.resolve('unleash-server'));
 const env = process.env;
 const host = '127.0.0.1';
 const port = Number(env.BG_UNLEASH_PORT);
-if (!port) {
+if (!env.BG_UNLEASH_PORT || !Number.isInteger(port)) {
   console.error('[server.mjs] BG_UNLEASH_PORT is not set');
   process.exit(2);
 }
@@ -37,9 +37,11 @@ const instance = await unleash.start({
   logLevel: env.LOG_LEVEL || 'warn',
 });
 
-// The fixture waits for this file (the pid of the listening process) before polling /health.
+// The fixture waits for this file (the pid of the listening process and the port it listens on)
+// before polling /health.
+const bound = instance.server.address().port;
 if (env.BG_UNLEASH_READY_FILE) {
-  writeFileSync(`${env.BG_UNLEASH_READY_FILE}.tmp`, `${process.pid}\n`);
+  writeFileSync(`${env.BG_UNLEASH_READY_FILE}.tmp`, `${process.pid} ${bound}\n`);
   renameSync(`${env.BG_UNLEASH_READY_FILE}.tmp`, env.BG_UNLEASH_READY_FILE);
 }
-console.log(`[server.mjs] unleash ${instance.version} listening on http://${host}:${port} (pid ${process.pid})`);
+console.log(`[server.mjs] unleash ${instance.version} listening on http://${host}:${bound} (pid ${process.pid})`);
