@@ -313,6 +313,30 @@ def test_readers_of_another_source_are_an_alarm_on_the_console(
         c.shot("01-another-source")
 
 
+def _reads_unknown(page: Page) -> None:
+    """Fail closed: the state a logged-out page no longer receives reads as unknown, never the last ACTIVE."""
+    expect(page.locator("#decision")).to_have_text("UNKNOWN")
+    expect(page.locator("#cause")).to_have_text(
+        re.compile(r"^Logged out: this page no longer receives the state")
+    )
+    expect(page.locator("#state")).to_have_class(re.compile(r"\bis-unknown\b"))
+    expect(page.locator("#state")).not_to_have_class(re.compile(r"\bis-active\b"))
+    # Neither the running green nor the halted red: plain text in a dashed grey frame.
+    expect(page.locator("#decision")).to_have_css("color", "rgb(17, 17, 17)")
+    expect(page.locator("#state")).to_have_css("border-top-style", "dashed")
+    expect(page.locator("#age")).to_have_text("none since the session ended")
+    expect(page.locator("#fleet-line")).to_have_text(
+        re.compile(r"^Unknown: logged out, this page no longer receives")
+    )
+    expect(page.locator("#targets tr[data-target='local'] td[data-label='Reads']")).to_have_text(
+        "unknown"
+    )
+    expect(page).to_have_title("UNKNOWN · breakglass console")
+    # Nowhere "active" but in the flag's name (system-active).
+    claims = re.compile(r"(?<!-)\bactive\b", re.IGNORECASE)
+    expect(page.locator("body")).not_to_contain_text(claims)
+
+
 def test_an_ended_session_says_so_and_disables_the_open_console(
     browser: Browser, serve: Running, axe: str, shots: Path
 ) -> None:
@@ -325,12 +349,17 @@ def test_an_ended_session_says_so_and_disables_the_open_console(
         expect(stop).to_have_css("background-color", "rgb(176, 0, 32)")
         expect(stop).to_be_enabled()
         expect(resume).to_be_enabled()
+        expect(page.locator("#decision")).to_have_text("ACTIVE")
+        expect(
+            page.locator("#targets tr[data-target='local'] td[data-label='Reads']")
+        ).to_have_text("on")
         c.end_sessions_of("approver-1")
         # The page's next poll (every 2 s) learns it; the operator is told how to halt now.
         result = page.locator("#result-live")
         expect(result).to_contain_text("LOGGED OUT", timeout=10_000)
         expect(result).to_contain_text("an admin ended this console session")
         expect(result).to_contain_text("Until you do, an API token halts.")
+        _reads_unknown(page)
         # Nothing on the page that the server would refuse stays pressable, and each says why.
         for control in (stop, resume, page.locator("#resume-reason")):
             expect(control).to_be_disabled()
@@ -366,6 +395,7 @@ def test_a_halt_refused_as_logged_out_disables_the_console(
         expect(page.get_by_role("dialog")).to_have_count(0)
         expect(page.get_by_role("button", name="STOP", exact=True)).to_be_disabled()
         expect(page.locator("#stop-confirm")).to_be_disabled()
+        _reads_unknown(page)
         assert serve.server.bridge.engine.active
 
 

@@ -6,6 +6,7 @@
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const $ = (id) => document.getElementById(id);
   let ageBase = null; // [age_ms at receipt, performance.now() at receipt]
+  let loggedOut = false; // the session ended: nothing the page shows is live any more
 
   function announce(text) {
     const el = $("announce");
@@ -24,6 +25,7 @@
   }
 
   function renderState(s) {
+    if (loggedOut) { return; } // an answer that arrives after the session ended is no longer known
     const box = $("state");
     box.classList.toggle("is-active", s.active);
     box.classList.toggle("is-halted", !s.active);
@@ -92,6 +94,7 @@
   }
 
   function renderAll(s) {
+    if (loggedOut) { return; }
     renderState(s);
     renderTargets(s);
     renderSuspension(s);
@@ -100,6 +103,7 @@
 
   function tick() {
     const el = $("age");
+    if (loggedOut) { text(el, "none since the session ended"); return; }
     if (!ageBase) { text(el, "never"); return; }
     const ms = ageBase[0] + (performance.now() - ageBase[1]);
     text(el, (ms / 1000).toFixed(1) + " s ago");
@@ -140,7 +144,6 @@
   }
 
   // The session ended (an admin ended it, or its lifetime ran out): say so once, and how to halt now.
-  let loggedOut = false;
   let loggedOutText = "";
   let source = null;
   async function sessionEnded(r) {
@@ -150,9 +153,26 @@
     try { detail = (await r.json()).detail || detail; } catch (e) { /* keep the plain sentence */ }
     loggedOutText = "This page can no longer halt: " + detail + ". Until you do, an API token halts.";
     showResult("LOGGED OUT", loggedOutText, false);
+    renderUnknown();
     disableActions("Logged out: this page can no longer halt or change anything (" + detail +
       "). Meanwhile, an API token halts.");
     if (source) { source.close(); text($("live"), "(no live updates: logged out)"); }
+  }
+
+  // Fail closed: what the page no longer receives must not read as running, so the last known
+  // state, the readers' counts and the targets' readings all give way to "unknown".
+  function renderUnknown() {
+    const box = $("state");
+    box.classList.remove("is-active", "is-halted");
+    box.classList.add("is-unknown");
+    text($("decision"), "UNKNOWN");
+    document.title = "UNKNOWN · breakglass console";
+    text($("cause"), "Logged out: this page no longer receives the state, so the system may be running or " +
+      "halted. Log in again to see it.");
+    tick();
+    text($("fleet-line"), "Unknown: logged out, this page no longer receives the readers' reports.");
+    for (const el of document.querySelectorAll("#targets td[data-label='Reads']")) { text(el, "unknown"); }
+    announce("The system's state is now unknown: logged out");
   }
 
   // Every control the server would now refuse is disabled and says why; "Log out" (then in again) still works.
