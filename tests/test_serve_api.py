@@ -122,6 +122,17 @@ def test_viewer_cannot_halt_and_the_denial_is_audited(serve: Running) -> None:
     assert any(r["actor"]["name"] == "viewer-1" and r["raw"]["status"] == 403 for r in denied)
 
 
+def _roles_by_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The policy names who approves (admin) and who ticks root-cause (approver): those are checked."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        '[resume]\napprover_role = "admin"\n\n[[resume.checklist]]\nid = "root-cause"\n'
+        'text = "Root cause identified"\nrole = "approver"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("BREAKGLASS_POLICY_FILE", str(policy))
+
+
 # Each route that changes something, with a role that may not do it.
 _NOT_ALLOWED = [
     ("viewer", "POST", "/v1/halt"),
@@ -147,14 +158,7 @@ def test_who_may_not_act_is_refused_before_the_body_is_read(
     """403 (401 without credentials) whatever the body: a 422 would teach the body to anyone."""
     bodies = ['{"reason": "cut off', '{"unexpected": 1}', '"text"', ""]
     json_type = {"Content-Type": "application/json"}
-    # The policy names who approves and who ticks an item: those roles are the ones checked.
-    policy = tmp_path / "policy.toml"
-    policy.write_text(
-        '[resume]\napprover_role = "admin"\n\n[[resume.checklist]]\nid = "root-cause"\n'
-        'text = "Root cause identified"\nrole = "approver"\n',
-        encoding="utf-8",
-    )
-    monkeypatch.setenv("BREAKGLASS_POLICY_FILE", str(policy))
+    _roles_by_policy(tmp_path, monkeypatch)
     # Enough failed credentials before the limit that every route and body is tried.
     settings = ServeSettings(path=tmp_path / "serve.db", token_refresh=0.2, login_failures=1000)
     with running_serve(tmp_path, serve=settings) as serve, serve.client() as anonymous:
@@ -169,6 +173,34 @@ def test_who_may_not_act_is_refused_before_the_body_is_read(
             for body in bodies:
                 unknown = anonymous.request(method, path, content=body, headers=json_type)
                 _problem(unknown, 401, "unauthenticated")
+        assert serve.server.bridge.engine.active
+
+
+# Each console form, a role that may not send it, and a form that is wrong besides (empty, an
+# unknown action, no open suspension to approve or tick).
+_FORMS_NOT_ALLOWED = [
+    ("viewer", "/console/halt", {"reason": ""}, "Give a reason for the halt."),
+    ("halter", "/console/resume", {"reason": ""}, "Give a reason for the resume."),
+    ("halter", "/console/held", {"action": "neither"}, "Choose release or discard."),
+    ("approver", "/console/drill/remediate", {"drill_id": "", "action": ""}, "Say what was done."),
+    ("approver", "/console/resume/approve", {}, "no open suspension"),
+    ("halter", "/console/resume/check", {"item": "root-cause"}, "no open suspension"),
+]
+
+
+def test_who_may_not_send_a_console_form_is_refused_before_the_form_is_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """403 naming the role, never the form's own complaint: as on the API."""
+    _roles_by_policy(tmp_path, monkeypatch)
+    with running_serve(tmp_path) as serve:
+        for role, path, form, complaint in _FORMS_NOT_ALLOWED:
+            c, csrf = serve.console(role)
+            with closing(c):
+                refused = c.post(path, data={"csrf": csrf, **form}, headers={"Origin": serve.url})
+            detail = _problem(refused, 403, "forbidden")["detail"]
+            assert f"is {role}" in detail, (path, detail)
+            assert complaint not in refused.text, path
         assert serve.server.bridge.engine.active
 
 

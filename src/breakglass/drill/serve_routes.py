@@ -181,7 +181,8 @@ def _close(services: Services, identity: Identity, drill_id: str, body: Remediat
 
 
 Reporter = Annotated[Identity, Depends(Allowed(Role.HALTER, "reporting a drill"))]
-Remediator = Annotated[Identity, Depends(Allowed(REMEDIATOR, "closing a drill's deficiency"))]
+REMEDIATING = Allowed(REMEDIATOR, "closing a drill's deficiency")
+Remediator = Annotated[Identity, Depends(REMEDIATING)]
 
 
 def add_drill(app: FastAPI, services: Services) -> None:
@@ -238,7 +239,7 @@ def _add_remediation(app: FastAPI) -> None:
         closed: str | None = Form(None),
     ) -> Response:
         services: Services = request.app.state.services
-        session = _form_session(request, csrf)
+        session = _form_session(request, csrf, REMEDIATING)
         try:
             body = RemediationBody(deficiency=deficiency, action=action, closed=closed is not None)
             await asyncio.to_thread(_close, services, session.identity, drill_id, body)

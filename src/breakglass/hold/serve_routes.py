@@ -87,7 +87,8 @@ def review(
     return changed
 
 
-Reviewer = Annotated[Identity, Depends(Allowed(Role.APPROVER, "reviewing held decisions"))]
+REVIEWING = Allowed(Role.APPROVER, "reviewing held decisions")
+Reviewer = Annotated[Identity, Depends(REVIEWING)]
 
 
 def add_hold(app: FastAPI, services: Services) -> None:
@@ -135,7 +136,7 @@ def add_hold(app: FastAPI, services: Services) -> None:
         from breakglass.serve.console import _form_session, render_console
 
         form = await request.form()
-        session = _form_session(request, str(form.get("csrf", "")))
+        session = _form_session(request, str(form.get("csrf", "")), REVIEWING)
         action = str(form.get("action", ""))
         if action not in ("release", "discard", "release-all"):
             return await render_console(request, session, error="Choose release or discard.")

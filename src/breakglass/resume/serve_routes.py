@@ -80,12 +80,16 @@ def gate_of(services: Services) -> PolicyGate | None:
     return gate if isinstance(gate, PolicyGate) else None
 
 
-def _tick_role(request: Request) -> Role:
+def _item_role(request: Request, item_id: str) -> Role:
     """The role the policy names for the item ticked; the least role for an item it does not name."""
     gate = gate_of(request.app.state.services)
     named = {i.id: i.role for i in gate.policy.checklist} if gate else {}
-    role = named.get(request.path_params.get("item_id", ""))
+    role = named.get(item_id)
     return Role.parse(role) if role else Role.VIEWER
+
+
+def _tick_role(request: Request) -> Role:
+    return _item_role(request, request.path_params.get("item_id", ""))
 
 
 def _approver_role(request: Request) -> Role:
@@ -93,8 +97,10 @@ def _approver_role(request: Request) -> Role:
     return Role.parse(gate.policy.approver_role) if gate else Role.APPROVER
 
 
-Ticker = Annotated[Identity, Depends(Allowed(_tick_role, "ticking a checklist item"))]
-ResumeApprover = Annotated[Identity, Depends(Allowed(_approver_role, "approving a resume"))]
+_TICKING = "ticking a checklist item"
+_APPROVING = Allowed(_approver_role, "approving a resume")
+Ticker = Annotated[Identity, Depends(Allowed(_tick_role, _TICKING))]
+ResumeApprover = Annotated[Identity, Depends(_APPROVING)]
 ProbeSubmitter = Annotated[Identity, Depends(Allowed(Role.HALTER, "submitting a probe"))]
 Recorder = Annotated[Identity, Depends(Allowed(Role.HALTER, "recording a halt"))]
 
@@ -372,12 +378,14 @@ def _add_console(app: FastAPI) -> None:
     async def console_check(
         request: Request, csrf: str = Form(""), item: str = Form(""), answer: str = Form("")
     ) -> Response:
-        session = _form_session(request, csrf)
+        # The item is in the form, not the path: its role is checked as the API checks it.
+        ticking = Allowed(lambda r: _item_role(r, item), _TICKING)
+        session = _form_session(request, csrf, ticking)
         return await _after(request, session, PolicyGate.tick, item, answer or None)
 
     @app.post("/console/resume/approve", include_in_schema=False)
     async def console_approve(
         request: Request, csrf: str = Form(""), comment: str = Form("")
     ) -> Response:
-        session = _form_session(request, csrf)
+        session = _form_session(request, csrf, _APPROVING)
         return await _after(request, session, PolicyGate.approve, comment or None)

@@ -305,8 +305,10 @@ class AuthorizedFirst(APIRoute):
 
 Caller = Annotated[Identity, Depends(authenticate)]
 ServiceCaller = Annotated[Identity, Depends(authenticate_service)]
-Halter = Annotated[Identity, Depends(Allowed(Role.HALTER, "halting"))]
-Approver = Annotated[Identity, Depends(Allowed(Role.APPROVER, "resuming"))]
+HALTING = Allowed(Role.HALTER, "halting")
+RESUMING = Allowed(Role.APPROVER, "resuming")
+Halter = Annotated[Identity, Depends(HALTING)]
+Approver = Annotated[Identity, Depends(RESUMING)]
 TokenAdmin = Annotated[Identity, Depends(Allowed(Role.ADMIN, "managing tokens"))]
 SessionAdmin = Annotated[Identity, Depends(Allowed(Role.ADMIN, "ending console sessions"))]
 

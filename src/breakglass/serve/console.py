@@ -28,6 +28,9 @@ from breakglass.limits import client_key
 from breakglass.notify.serve_routes import notification_panel
 from breakglass.resume.serve_routes import resume_panel
 from breakglass.serve.app import (
+    HALTING,
+    RESUMING,
+    Allowed,
     Services,
     _verify_bearer,
     audit_event,
@@ -123,13 +126,20 @@ render_console = _render_console
 """The console page (for the routes other packages add)."""
 
 
-def _form_session(request: Request, csrf: str) -> Session:
+def _form_session(request: Request, csrf: str, allowed: Allowed) -> Session:
+    """The console session posting a form, refused (403) unless ``allowed``; before the form is checked.
+
+    The CSRF token is in the form, so the API's header check cannot run first: the person is
+    set for the request here and the route's role checked as on the API (see :class:`Allowed`).
+    """
     services = _services(request)
     session = session_of(services, request)
     if session is None:
         raise AuthError("log in first")
     check_same_origin(request, services.public_origin)
     check_csrf(session, csrf)
+    request.state.identity = session.identity
+    allowed(request)
     return session
 
 
@@ -248,7 +258,7 @@ def _add_actions(app: FastAPI) -> None:
         severity: str = Form(""),
     ) -> Response:
         services = _services(request)
-        session = _form_session(request, csrf)
+        session = _form_session(request, csrf, HALTING)
         try:
             body = HaltRequest.model_validate(
                 {
@@ -284,7 +294,7 @@ def _add_actions(app: FastAPI) -> None:
         classification: str = Form(""),
     ) -> Response:
         services = _services(request)
-        session = _form_session(request, csrf)
+        session = _form_session(request, csrf, RESUMING)
         try:
             body = ResumeRequest.model_validate(
                 {"reason": reason, "classification": classification or None}

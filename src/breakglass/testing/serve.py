@@ -113,6 +113,19 @@ class Running:
             headers["Authorization"] = f"Bearer {self.tokens[role]}"
         return httpx.Client(base_url=self.url, headers=headers, timeout=30.0, **kwargs)
 
+    def console(self, role: str) -> tuple[httpx.Client, str]:
+        """A client logged in to the console as ``role`` (as a browser: a session cookie), and its CSRF token."""
+        c = httpx.Client(base_url=self.url, timeout=30.0, follow_redirects=False)
+        nonce = c.get("/login").text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        done = c.post(
+            "/login", data={"token": self.tokens[role], "csrf": nonce}, headers={"Origin": self.url}
+        )
+        if done.headers.get("location") != "/":
+            c.close()
+            raise RuntimeError(f"the console login as {role} failed: HTTP {done.status_code}")
+        page = c.get("/").text
+        return c, page.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+
     def wait_active(self, active: bool, timeout: float = 5.0) -> bool:  # noqa: FBT001 -- reads as the state awaited
         """Wait until the engine reads ``active``; whether it did within ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
