@@ -14,6 +14,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,9 +22,11 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from pydantic import SecretStr
 
 from breakglass.audit.signing import generate, load_public_key, load_signer
 from breakglass.audit.store import AuditQuery, open_audit_store
+from breakglass.bridge import Bridge
 from breakglass.cli import main
 from breakglass.clock import SYSTEM_CLOCK, isoformat_ms
 from breakglass.drill.cli import run_and_record
@@ -37,9 +40,12 @@ from breakglass.drill.evidence import (
     write_evidence,
 )
 from breakglass.drill.local import local_environment
-from breakglass.drill.runner import DrillRunner
+from breakglass.drill.runner import DrillRunner, reader_key
 from breakglass.errors import ConfigurationError
+from breakglass.local.store import LocalStore
 from breakglass.policy import load_policy, parse_policy
+from breakglass.reports.settings import ReportSettings
+from breakglass.settings import LocalSettings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -138,6 +144,9 @@ def test_a_full_drill_passes_and_leaves_signed_evidence(env: LocalEnvironment) -
     assert data["resumption"]["record"]["classification"] == "drill"
     assert _serving(env)
     assert any(line.startswith("readers 3 of 3 readers refusing") for line in lines)
+    # Each reader is proven to read what serve halts, and none seen after the halt is not.
+    assert [r["source_match"] for r in data["readers"]] == ["same"] * 3
+    assert data["not_proven"] == []
 
     _check_evidence(env, data, folder)
     _check_history(env, data)
@@ -331,6 +340,121 @@ def test_a_failed_preflight_halts_nothing(env: LocalEnvironment, tmp_path: Path)
     assert failed[0]["detail"] == "2 active, 7 must stop"
     assert _verdicts(data)["halt-time"] == "not-run"
     assert data["restore"] is None
+    assert _serving(env)
+
+
+def _post_report(env: LocalEnvironment, **fields: Any) -> str:
+    """One reader's report through serve's API, as the environment's readers send theirs."""
+    body = {
+        "host": "gpu-9",
+        "pid": 4242,
+        "instance": "0ld",
+        "role": "bridge",
+        "provider": "local",
+        "flag": "system-active",
+        "active": True,
+        "cause": "active",
+        "sent_at": isoformat_ms(SYSTEM_CLOCK.now()),
+        "seq": 1,
+        "interval": 60.0,
+        **fields,
+    }
+    headers = {"Authorization": f"Bearer {env.tokens['readers']}"}
+    sent = httpx.post(f"{env.serve_url}/v1/reports", json=body, headers=headers, timeout=30)
+    assert sent.status_code == 202, sent.text
+    return f"{body['host']}/{body['pid']}/{body['instance']}"
+
+
+def _reader_of(env: LocalEnvironment, store: Path, service: str) -> Bridge:
+    """A real reader on ``store``, reporting to the environment's serve as ``service``."""
+    LocalStore(store).write("system-active", value=True, actor="test", reason="another store")
+    settings = env.settings.model_copy(
+        update={
+            "state_dir": store.parent / "reader-state",
+            "local": LocalSettings(path=store, poll_interval=0.02),
+        }
+    )
+    bridge = Bridge.from_settings(settings)
+    bridge.report_settings = ReportSettings(
+        url=env.serve_url, token=SecretStr(env.tokens["readers"]), interval=1.0, service=service
+    )
+    return bridge.start()
+
+
+def _fleet_row(env: LocalEnvironment, match: str) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {env.tokens['viewer']}"}
+    fleet: dict[str, Any] = {}
+    for _ in range(100):
+        fleet = httpx.get(f"{env.serve_url}/v1/fleet", headers=headers, timeout=30).json()
+        rows = [r for r in fleet["reader_list"] if r["source_match"] == match]
+        if rows:
+            return dict(rows[0])
+        time.sleep(0.1)
+    raise AssertionError(f"no reader marked {match} in {fleet}")
+
+
+@pytest.mark.live
+def test_readers_not_proven_to_stop_fail_the_preflight(
+    env: LocalEnvironment, tmp_path: Path
+) -> None:
+    # One reader of another store in a planned service, and one older reader that names no source.
+    other = _reader_of(env, tmp_path / "other" / "local.db", "credit-scoring-api")
+    try:
+        wrong = reader_key(_fleet_row(env, "another"))
+        old = _post_report(env, service="batch-scorer")
+        data, folder = _run(env)
+    finally:
+        other.close()
+    assert data["halt"] is None
+    assert data["aborted"] == "pre-flight failed: nothing was halted"
+    assert data["verdict"] == "failed"
+    failed = {c["check"]: c["detail"] for c in data["preflight"] if not c["ok"]}
+    assert failed == {
+        "readers of credit-scoring-api reporting": (
+            "3 active, 2 must stop; 1 reads another source and will NOT stop when serve halts: "
+            + wrong
+        ),
+        "readers of batch-scorer reporting": (
+            "2 active, 1 must stop; 1 not proven to stop when serve halts (no source named: "
+            f"an older reader, or a worker whose relay does not report): {old}"
+        ),
+    }
+    # The signed evidence says it: each a deficiency (then the steps not run), JSON and page.
+    texts = [d["text"] for d in json.loads((folder / "report.json").read_text())["deficiencies"]]
+    assert texts[:2] == [f"{check}: {detail}" for check, detail in failed.items()]
+    page = (folder / "report.html").read_text()
+    assert f"will NOT stop when serve halts: {wrong}" in page
+    assert verify_evidence(folder, load_public_key(env.public_key)).ok
+    assert _serving(env)
+
+
+@pytest.mark.live
+def test_a_reader_of_another_source_seen_after_the_preflight_fails_the_halt_time(
+    env: LocalEnvironment,
+) -> None:
+    policy = load_policy(env.policy_path)
+    assert policy.drill is not None
+    late: list[str] = []
+
+    def progress(phase: str, text: str) -> None:
+        del text
+        if phase == "halt" and not late:  # started after the pre-flight read the fleet
+            late.append(
+                _post_report(
+                    env,
+                    service="credit-scoring-api",
+                    source_ids=["local:gpu-9:/srv/old/local.db"],
+                )
+            )
+
+    data = DrillRunner(policy.drill, policy, progress=progress).run()
+    assert _verdicts(data)["preflight"] == "pass"
+    assert _verdicts(data)["halt-time"] == "fail"
+    assert [d["text"] for d in data["deficiencies"]] == [
+        "credit-scoring-api: 1 reads another source and will NOT stop when serve halts: " + late[0]
+    ]
+    assert sorted(r["source_match"] for r in data["readers"]) == ["same"] * 3
+    assert data["restore"]["restored"] is True
     assert _serving(env)
 
 

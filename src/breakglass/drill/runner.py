@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 SCHEMA = "breakglass.drill-report/v1"
 POLL = 0.1
 WARMUP = 1.0
+NAMED = 10
+"""Readers named in one finding (the count says how many in all)."""
 APPROVER_ROLES = ("approver", "admin")
 HALTER_ROLES = ("halter", "approver", "admin")
 
@@ -117,6 +119,7 @@ class DrillRunner:
             "preflight": list(checks or []),
             "halt": None,
             "readers": [],
+            "not_proven": [],
             "traffic": [],
             "notifications": [],
             "kill_switch": {"exercised": False},
@@ -284,21 +287,38 @@ class DrillRunner:
         return self._check("system running", active is True, f"serve decides active={active}")
 
     def _fleet(self) -> list[dict[str, Any]]:
-        body = self._api(self.plan.lead).get("/v1/fleet")
-        return list(body.get("reader_list") or [])
+        return list(self._api(self.plan.lead).get("/v1/fleet").get("reader_list") or [])
+
+    def _not_proven(self, body: dict[str, Any]) -> dict[str, list[str]]:
+        """Per service in ``/v1/fleet``'s ``body``: why some readers are not proven to stop."""
+        by_service: dict[str, list[dict[str, Any]]] = {}
+        for reader in body.get("reader_list") or []:
+            by_service.setdefault(reader["service"], []).append(reader)
+        serve_sources = body.get("source_ids")
+        found = {s: not_proven(rows, serve_sources) for s, rows in by_service.items()}
+        return {s: problems for s, problems in found.items() if problems}
 
     def _readers_reporting(self) -> bool:
-        readers = self._fleet()
+        body = self._api(self.plan.lead).get("/v1/fleet")
+        readers = list(body.get("reader_list") or [])
+        unproven = self._not_proven(body)
         ok = True
         for wanted in self.plan.readers:
             active = [
                 r for r in readers if r["service"] == wanted.service and r["status"] == "active"
             ]
+            problems = unproven.pop(wanted.service, [])
             ok &= self._check(
                 f"readers of {wanted.service} reporting",
-                len(active) >= wanted.count,
-                f"{len(active)} active, {wanted.count} must stop",
+                len(active) >= wanted.count and not problems,
+                "; ".join([f"{len(active)} active, {wanted.count} must stop", *problems]),
             )
+        # Outside the plan the drill proves nothing either way; the report still says so.
+        self.data["limitations"].extend(
+            f"readers of {service}, outside the plan: {problem}"
+            for service, problems in unproven.items()
+            for problem in problems
+        )
         return ok
 
     def _channels(self) -> bool:
@@ -476,11 +496,21 @@ class DrillRunner:
                 "host": reader["host"],
                 "role": reader["role"],
                 "provider": reader["provider"],
+                "source_match": reader.get("source_match"),
                 "halted_after_s": self._since_halt(reader["flipped_at"]),
             }
             for reader in sorted(seen, key=lambda r: r["flipped_at"])
         ]
         self.data["readers"] = rows
+        # Read again: a reader of another source started since the pre-flight still fails it.
+        planned = {r.service for r in self.plan.readers}
+        unproven = self._not_proven(self._api(self.plan.lead).get("/v1/fleet"))
+        self.data["not_proven"] = [
+            f"{service}: {problem}"
+            for service, problems in unproven.items()
+            if service in planned
+            for problem in problems
+        ]
         slowest = max((r["halted_after_s"] for r in rows), default=None)
         self.say(
             "readers",
@@ -806,3 +836,45 @@ class DrillRunner:
 def reader_key(reader: dict[str, Any]) -> str:
     """``host/pid/instance``: one reader process."""
     return f"{reader['host']}/{reader['pid']}/{reader['instance']}"
+
+
+def not_proven(readers: list[dict[str, Any]], serve_sources: list[str] | None) -> list[str]:
+    """Why some of ``readers`` (``/v1/fleet`` rows) are not proven to stop when serve halts.
+
+    One sentence per kind, naming the readers. A reader of ``another`` source
+    will not stop. Any other mark than ``same`` (a reader that names no source,
+    a worker whose relay does not report, a serve that cannot name its own or
+    does not compare) proves nothing, and the drill's evidence claims only what
+    is proven: it fails too. A stopped reader reads nothing and is left out.
+
+    Args:
+        readers: The rows, each with its ``source_match``.
+        serve_sources: serve's own ``source_ids`` (``None``: serve did not send them).
+    """
+    live = [r for r in readers if r.get("status") != "stopped"]
+    another = [reader_key(r) for r in live if r.get("source_match") == "another"]
+    unknown = [reader_key(r) for r in live if r.get("source_match") not in ("same", "another")]
+    found = []
+    if another:
+        verb = "reads" if len(another) == 1 else "read"
+        found.append(
+            f"{len(another)} {verb} another source and will NOT stop when serve halts: "
+            + _names(another)
+        )
+    if unknown:
+        why = (
+            "serve does not compare its readers' sources: an older serve"
+            if serve_sources is None
+            else "serve cannot name the source it halts"
+            if not serve_sources
+            else "no source named: an older reader, or a worker whose relay does not report"
+        )
+        found.append(
+            f"{len(unknown)} not proven to stop when serve halts ({why}): {_names(unknown)}"
+        )
+    return found
+
+
+def _names(keys: list[str]) -> str:
+    more = len(keys) - NAMED
+    return ", ".join(keys[:NAMED]) + (f" and {more} more" if more > 0 else "")

@@ -48,6 +48,9 @@ def _halt_time(data: dict[str, Any]) -> dict[str, Any]:
             f"(declared {declared:g} s)"
             for r in slow
         )
+    # Readers of the planned services that the halt is not proven to stop (another source, or
+    # none named), found by reading the fleet again after the halt.
+    findings.extend(data["not_proven"])
     slowest = max((r["halted_after_s"] or 0 for r in data["readers"]), default=None)
     detail = (
         f"{len(data['readers'])} readers; the slowest refused after {slowest:.3f} s (declared {declared:g} s)"
