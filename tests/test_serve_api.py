@@ -465,6 +465,7 @@ def test_events_stream_the_halt_and_each_target(serve: Running) -> None:
     assert seen, "no snapshot within 30 s"
     assert seen[0][0] == "snapshot"
     assert seen[0][1]["active"] is True
+    assert seen[0][1]["fleet"]["another_source"] == 0  # what /v1/status says of the readers
     with serve.client("halter") as c:
         assert c.post("/v1/halt", json={"reason": "watch this"}).status_code == 200
     deadline = time.monotonic() + 30

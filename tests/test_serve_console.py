@@ -297,9 +297,13 @@ def test_readers_of_another_source_are_an_alarm_on_the_console(
     browser: Browser, serve: Running, axe: str, shots: Path
 ) -> None:
     _report(serve, 1, serve.server.bridge.source_ids)
-    _report(serve, 2, ["local:gpu-7:/srv/old/local.db"])
     with console(browser, serve, axe, shots) as c:
         c.login("viewer")
+        alarm = c.page.locator("#fleet-sources")
+        expect(alarm).to_be_hidden()
+        expect(c.page.locator("#fleet-line")).to_have_text("active on 1 of 1 readers")
+        # Reported after the page loaded: the alarm and the line follow without a reload.
+        _report(serve, 2, ["local:gpu-7:/srv/old/local.db"])
         alarm = c.page.get_by_role("alert").filter(has_text="read another source")
         expect(alarm).to_be_visible()
         expect(alarm).to_contain_text("1 reader(s) read another source")

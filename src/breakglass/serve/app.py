@@ -421,6 +421,13 @@ async def _in_store_pool(services: Services, fn: Any, *args: Any) -> None:
     services.control.io_pool.submit(fn, *args)
 
 
+async def _status(services: Services) -> dict[str, Any]:
+    """``GET /v1/status`` without the caller: the decision, targets, suspension and readers (fleet)."""
+    info: dict[str, Any] = await asyncio.to_thread(services.control.status)
+    info["fleet"] = services.fleet.summary()
+    return info
+
+
 def _outcome_response(outcome: Outcome, request: Request) -> JSONResponse:
     body = outcome.to_dict()
     if outcome.done:
@@ -499,9 +506,7 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
         summary="The decision, each provider, each target, the suspension",
     )
     async def status(request: Request, identity: Caller) -> dict[str, Any]:
-        services: Services = request.app.state.services
-        info = await asyncio.to_thread(services.control.status)
-        info["fleet"] = services.fleet.summary()
+        info = await _status(request.app.state.services)
         info["identity"] = identity.to_dict()
         return info
 
@@ -691,7 +696,8 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
     ) -> StreamingResponse:
         services: Services = request.app.state.services
         last = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
-        snapshot = await asyncio.to_thread(services.control.status)
+        # The readers' summary too, so a client that (re)connects sees readers of another source.
+        snapshot = await _status(services)
         first = f"event: snapshot\ndata: {json.dumps(snapshot, separators=(',', ':'))}\n\n"
 
         async def stream() -> Any:
