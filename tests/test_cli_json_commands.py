@@ -407,3 +407,35 @@ def test_drill_verify_due_and_remediate_in_json(
     assert report["ok"] is False
     assert report["verdict"] is None
     assert any("report.json" in p for p in report["problems"])
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("command", ["relay", "notify"])
+def test_sigterm_right_after_start_always_stops_it(
+    tmp_path: Path, spawn: Any, command: str
+) -> None:
+    """A handler setting an Event the main thread waited on left `breakglass relay` running after
+    about one SIGTERM in three sent just after it answered an OFREP connection (the signal taken
+    by another thread, the main thread asleep on its lock). Several tries; each must stop."""
+    (tmp_path / "policy.toml").write_text(POLICY)
+    args = {
+        "relay": ["relay", "--json"],
+        "notify": ["notify", "run", "--json", "--policy", str(tmp_path / "policy.toml")],
+    }[command]
+    for attempt in range(8):
+        process = spawn(
+            args,
+            BREAKGLASS_RELAY__PATH=str(tmp_path / f"relay-{attempt}.channel"),
+            BREAKGLASS_RELAY__OFREP="127.0.0.1:0",
+        )
+        first = process.line()
+        if first.get("ofrep"):  # a connection just served: another thread at work
+            with socket.create_connection(("127.0.0.1", urlsplit(first["ofrep"]).port), 10):
+                pass
+        process.process.send_signal(signal.SIGTERM)
+        try:
+            code = process.process.wait(10)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"attempt {attempt + 1}: still running 10 s after SIGTERM")
+        assert code == 0, process.stderr()
+        assert process.line()["event"] == "stopped"

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, Protocol
@@ -29,6 +27,7 @@ from breakglass.columns import table
 from breakglass.errors import BreakglassError
 from breakglass.notify.render import within_text
 from breakglass.safe_text import safe
+from breakglass.stop_signals import StopSignals
 
 if TYPE_CHECKING:
     from breakglass.notify.config import Channel, Group, NotifyPolicy
@@ -235,13 +234,7 @@ def run(ctx: click.Context, policy_path: str | None, *, as_json: bool) -> None:
     """Deliver the outbox and escalate overdue groups until stopped (SIGTERM or Ctrl-C)."""
     policy = _policy(policy_path)
     notifier = _notifier(ctx, policy)
-    stop = threading.Event()
-
-    def _stop(*_: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stop = StopSignals()
     notifier.start()
     store = notifier.outbox.store.location
     if as_json:
@@ -249,8 +242,8 @@ def run(ctx: click.Context, policy_path: str | None, *, as_json: bool) -> None:
     else:
         click.echo(f"delivering notifications from {store}", err=True)
     try:
-        while not stop.wait(1.0):
-            pass
+        with stop:
+            stop.wait()
     finally:
         notifier.close()
     if as_json:

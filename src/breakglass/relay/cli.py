@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -18,10 +16,9 @@ from breakglass.relay.http import OfrepServer
 from breakglass.relay.relay import Relay
 from breakglass.relay.settings import load_relay_settings
 from breakglass.relay.source import NAME
+from breakglass.stop_signals import StopSignals
 
 if TYPE_CHECKING:
-    from types import FrameType
-
     from breakglass.settings import Settings
 
 
@@ -69,18 +66,12 @@ def relay(ctx: Any, *, as_json: bool) -> None:
     OFREP when BREAKGLASS_RELAY__OFREP is set. With --json: a JSON line when it
     serves (flag, provider, channel, OFREP address, pid) and one when it stops.
     """
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        del signum, frame
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = StopSignals()
     try:
         settings = ctx.settings()
         the_relay, server = build_relay(settings)
     except BreakglassError as exc:
+        stop.close()
         fail(exc)
     the_relay.start()
     if server is not None:
@@ -102,7 +93,8 @@ def relay(ctx: Any, *, as_json: bool) -> None:
             f"on {the_relay.writer.path}{where}",
         )
     sys.stdout.flush()
-    stop.wait()
+    with stop:
+        stop.wait()
     if server is not None:
         server.close()
     the_relay.close()
