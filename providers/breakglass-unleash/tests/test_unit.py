@@ -367,6 +367,25 @@ def test_source_denied_is_unreadable_at_once(status: int, problem: str) -> None:
 
 
 @responses.activate
+def test_a_contact_is_dated_when_its_request_left() -> None:
+    """An answer read 5 s after the request left (a thread kept off the CPU, a slow network) was
+    current then, not when it was read: dating it at the read would lend it 5 s of freshness."""
+    clock = ManualClock()
+    source = UnleashSource(settings(), FLAG, clock=clock)
+    source._session = new_session(SecretStr(CLIENT))
+    left = clock.monotonic()
+
+    def slow(_request: Any) -> tuple[int, dict[str, str], str]:
+        clock.advance(5.0)
+        return 200, {}, json.dumps({"name": FLAG, "enabled": False})
+
+    responses.add_callback(responses.GET, FLAG_URL, callback=slow)
+    obs = source.poll_once()
+    assert obs.value is False
+    assert obs.confirmed_at == left
+
+
+@responses.activate
 def test_source_missing_and_wrong_type() -> None:
     source = polling_source()
     responses.add(

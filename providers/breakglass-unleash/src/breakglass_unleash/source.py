@@ -30,6 +30,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
@@ -163,11 +164,13 @@ class UnleashSource:
         if session is None:
             return self._current
         timeout = self._settings.request_timeout
+        # Stamped before the request: its answer was current no earlier than this. When the
+        # answer is read (after a descheduled thread, a slow network) would claim more freshness.
+        contact = _Contact(self._clock.monotonic(), self._clock.now())
         try:
             response = session.get(self._flag_url, timeout=(min(1.0, timeout), timeout))
         except requests.RequestException as exc:
             return self._failed(describe_exception(exc, self._flag_url))
-        contact = _Contact(self._clock.monotonic(), self._clock.now())
         status = response.status_code
         if status == 404:
             return self._confirm(Observation.missing(SOURCE_NAME, self._clock))
@@ -320,7 +323,12 @@ class UnleashSource:
             ok = status == 304 or (status == 200 and _looks_like_features(response))
             with self._lock:
                 if ok:
-                    self._sdk_contact = _Contact(self._clock.monotonic(), self._clock.now())
+                    # The SDK's request left ``elapsed`` before its answer came: that moment.
+                    took = response.elapsed.total_seconds()
+                    self._sdk_contact = _Contact(
+                        self._clock.monotonic() - took,
+                        self._clock.now() - timedelta(seconds=took),
+                    )
                     self._sdk_problem = None
                 else:
                     self._sdk_problem = f"the Unleash SDK's poll answered HTTP {status}"
