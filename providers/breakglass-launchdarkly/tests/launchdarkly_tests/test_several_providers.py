@@ -250,10 +250,19 @@ class SlowLink:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
-        time.sleep(self._delay)
-        upstream = socket.create_connection(("127.0.0.1", self._target))
-        for a, b in ((client, upstream), (upstream, client)):
-            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+        # Both sockets are closed here, once both directions ended: a socket only shut down is
+        # a ResourceWarning when collected, which fails whichever test is running then.
+        with client:
+            time.sleep(self._delay)
+            with socket.create_connection(("127.0.0.1", self._target)) as upstream:
+                pipes = [
+                    threading.Thread(target=self._pipe, args=(a, b), daemon=True)
+                    for a, b in ((client, upstream), (upstream, client))
+                ]
+                for pipe in pipes:
+                    pipe.start()
+                for pipe in pipes:
+                    pipe.join()
 
     @staticmethod
     def _pipe(a: socket.socket, b: socket.socket) -> None:
