@@ -96,6 +96,18 @@ def test_silent_readers_are_never_counted_halted(clock: ManualClock) -> None:
     assert summary["line"] == "halted on 48 of 50 readers; 2 silent for 12 s"
 
 
+def test_the_line_for_silent_readers_counts_them_in_words(clock: ManualClock) -> None:
+    view = FleetView(clock)
+    view.receive(report(clock, pid=1))
+    clock.advance(12.0)
+    assert view.summary()["line"] == "the only reader silent for 12 s"
+    view = FleetView(clock)
+    view.receive(report(clock, pid=2))
+    view.receive(report(clock, pid=3))
+    clock.advance(12.0)
+    assert view.summary()["line"] == "all 2 readers silent for 12 s"
+
+
 def test_stopped_readers_leave_the_count_and_old_reports_never_win(clock: ManualClock) -> None:
     view = FleetView(clock)
     view.receive(report(clock, pid=1, seq=5, active=False, cause="off"))

@@ -238,7 +238,8 @@ def _line(counts: dict[str, int], longest: float) -> str:
     if total == 0:
         return "no reader reports"
     if not counts["active"] and not counts["halted"]:
-        return f"all {total} readers silent for {longest:.0f} s"
+        who = "the only reader" if total == 1 else f"all {total} readers"
+        return f"{who} silent for {longest:.0f} s"
     if counts["active"] and not counts["halted"]:
         line = f"active on {counts['active']} of {total} readers"
     else:
