@@ -47,3 +47,28 @@ def test_the_panel_shows_each_group_and_acknowledges(
         notifier = serve.server.services.extra["notifier"]
         (ack,) = notifier.outbox.acks(sid)
     assert (ack.group, ack.actor, ack.via) == ("on-call", "token:viewer-1", "console")
+
+
+def test_an_ended_session_no_longer_shows_who_acknowledged(
+    browser: Browser, axe: str, shots: Path, tmp_path: Path, receivers: Receivers
+) -> None:
+    with _serving(tmp_path, receivers) as serve:
+        with serve.client("halter") as client:
+            assert client.post("/v1/halt", json={"reason": "drift"}).status_code == 200
+        assert wait_until(lambda: len(receivers.requests) >= 3)
+        with console(browser, serve, axe, shots) as c:
+            c.login("viewer")
+            panel = c.page.locator("#notifications")
+            expect(panel.get_by_role("row", name="on-call")).to_contain_text("no")
+            expect(panel.get_by_role("button", name="Acknowledge for on-call")).to_be_enabled()
+            c.end_sessions_of("viewer-1")
+            expect(c.page.locator("#decision")).to_have_text("UNKNOWN", timeout=10_000)
+            # Who was told and who acknowledged is no longer known here: neither the last table
+            # (its "no" would read as "nobody has acknowledged") nor a button the server refuses.
+            expect(panel.locator(":scope > :not(h2)")).to_have_text(
+                "Unknown: logged out. Log in again to see who was notified and who acknowledged."
+            )
+            expect(panel.get_by_role("table")).to_have_count(0)
+            expect(panel.get_by_role("button")).to_have_count(0)
+            c.check_axe("notifications panel, session ended")
+            c.shot("notify-03-session-ended")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
 
 from breakglass.local.store import LocalStore
 from breakglass.testing.npm import npm_ci
@@ -304,15 +304,17 @@ def test_readers_of_another_source_are_an_alarm_on_the_console(
         expect(c.page.locator("#fleet-line")).to_have_text("active on 1 of 1 readers")
         # Reported after the page loaded: the alarm and the line follow without a reload.
         _report(serve, 2, ["local:gpu-7:/srv/old/local.db"])
-        alarm = c.page.get_by_role("alert").filter(has_text="read another source")
+        alarm = c.page.get_by_role("alert").filter(has_text="another source")
         expect(alarm).to_be_visible()
-        expect(alarm).to_contain_text("1 reader(s) read another source")
+        expect(alarm).to_contain_text("1 reader reads another source: it will NOT stop")
         expect(alarm).to_contain_text("will NOT stop when this serve halts")
         expect(alarm).to_contain_text("gpu-7/2/a1")
         expect(alarm).not_to_contain_text("gpu-7/1/a1")
         expect(c.page.locator("#fleet-line")).to_have_text(
             "active on 2 of 2 readers; 1 reads another source"
         )
+        _report(serve, 3, ["local:gpu-7:/srv/old/local.db"])
+        expect(alarm).to_contain_text("2 readers read another source: they will NOT stop")
         c.check_axe("console, readers of another source")
         c.shot("01-another-source")
 
@@ -332,10 +334,31 @@ def _reads_unknown(page: Page) -> None:
     expect(page.locator("#fleet-line")).to_have_text(
         re.compile(r"^Unknown: logged out, this page no longer receives")
     )
-    expect(page.locator("#targets tr[data-target='local'] td[data-label='Reads']")).to_have_text(
-        "unknown"
-    )
+    local = page.locator("#targets tr[data-target='local']")
+    expect(local.locator("td[data-label='Reads']")).to_have_text("unknown")
+    expect(local.locator("td[data-label='Last change']")).to_have_text("unknown")
     expect(page).to_have_title("UNKNOWN · breakglass console")
+    # Nobody is named as signed in; the logout form now leads to the login.
+    header = page.locator("header")
+    expect(header).to_contain_text("Not signed in: this console session has ended.")
+    expect(header).not_to_contain_text("Signed in as")
+    expect(page.locator("#who")).to_have_count(0)
+    expect(header.get_by_role("button", name="Log in again")).to_be_enabled()
+    # Whether readers read another source: neither the last alarm nor the last all-clear.
+    sources = page.locator("#fleet-sources")
+    expect(sources).to_be_visible()
+    expect(sources).to_have_text(re.compile(r"^Readers of another source: unknown\. Log in again"))
+    expect(sources).to_have_attribute("role", "status")
+    expect(sources).not_to_have_class(re.compile(r"\berror\b"))
+    # Every panel drawn from what the page last knew says it no longer knows, and shows nothing else.
+    for panel in ("suspension", "resume", "held", "drills", "history-panel"):
+        expect(page.locator(f"#{panel} > :not(h2)")).to_have_text(
+            re.compile(r"^Unknown: logged out\. Log in again to see ")
+        )
+    expect(page.locator("#held-title")).to_have_text("Held decisions")
+    for stale in ("None open.", "nothing to resume", "No decisions held", "No drill on record"):
+        expect(page.locator("main")).not_to_contain_text(stale)
+    expect(page.locator("#history")).to_have_count(0)
     # Nowhere "active" but in the flag's name (system-active).
     claims = re.compile(r"(?<!-)\bactive\b", re.IGNORECASE)
     expect(page.locator("body")).not_to_contain_text(claims)
@@ -364,21 +387,87 @@ def test_an_ended_session_says_so_and_disables_the_open_console(
         expect(result).to_contain_text("an admin ended this console session")
         expect(result).to_contain_text("Until you do, an API token halts.")
         _reads_unknown(page)
-        # Nothing on the page that the server would refuse stays pressable, and each says why.
-        for control in (stop, resume, page.locator("#resume-reason")):
-            expect(control).to_be_disabled()
-            expect(control).to_have_accessible_description(re.compile(r"^Logged out: this page"))
-        expect(page.locator("main button:enabled, main textarea:enabled")).to_have_count(0)
+        # Nothing on the page that the server would refuse stays pressable, and STOP says why;
+        # the resume form went with the panel that no longer knows whether there is anything to resume.
+        expect(stop).to_be_disabled()
+        expect(stop).to_have_accessible_description(re.compile(r"^Logged out: this page"))
+        expect(resume).to_have_count(0)
+        expect(
+            page.locator("main :is(button, input:not([type=hidden]), textarea, select):enabled")
+        ).to_have_count(0)
         expect(page.locator("#session-ended")).to_be_visible()
         expect(stop).to_have_css("cursor", "not-allowed")
         expect(stop).not_to_have_css("background-color", "rgb(176, 0, 32)")
-        # Logging out (then in again) still works.
-        expect(page.get_by_role("button", name="Log out")).to_be_enabled()
         stop.click(force=True)
         expect(page.get_by_role("dialog")).to_have_count(0)
         assert serve.server.bridge.engine.active
         c.check_axe("console, session ended")
         c.shot("01-session-ended")
+
+
+def test_an_ended_page_stops_asking(
+    browser: Browser, serve: Running, axe: str, shots: Path
+) -> None:
+    """Each question a page with an ended session asks is a failed login (audited, and counted towards
+    its address's limit): once the page knows, it asks nothing more."""
+    with console(browser, serve, axe, shots) as c:
+        page = c.page
+        page.clock.install()
+        asked: list[str] = []
+
+        def ask(route: Route) -> None:
+            asked.append(route.request.url)
+            route.continue_()
+
+        page.route("**/v1/status*", ask)
+        page.route("**/v1/suspensions*", ask)
+        c.login("viewer")
+        expect(page.locator("#decision")).to_have_text("ACTIVE")
+        c.end_sessions_of("viewer-1")
+        expect(page.locator("#decision")).to_have_text("UNKNOWN", timeout=10_000)
+        before = len(asked)
+        page.clock.run_for(20_000)  # ten polls' time
+        # Asked after any poll those 20 s fired: once it has been seen, any such poll has been too.
+        assert page.evaluate("async () => (await fetch('/v1/status?last')).status") == 401
+        assert asked[before:] == [f"{serve.url}/v1/status?last"]
+
+
+def test_an_ended_session_forgets_the_halt_and_the_alarm_it_showed(
+    browser: Browser, serve: Running, axe: str, shots: Path
+) -> None:
+    _report(serve, 2, ["local:gpu-7:/srv/old/local.db"])
+    with serve.client("halter") as h:
+        assert h.post("/v1/halt", json={"reason": "drift seen on gpu-7"}).status_code == 200
+    with console(browser, serve, axe, shots) as c:
+        page = c.page
+        c.login("approver")
+        expect(page.locator("#decision")).to_have_text("HALTED")
+        expect(page.locator("#who")).to_have_text("approver-1")
+        expect(page.locator("#suspension")).to_contain_text("drift seen on gpu-7")
+        expect(page.locator("#history")).to_contain_text("still halted")
+        expect(page.locator("#resume-submit")).to_be_enabled()
+        alarm = page.get_by_role("alert").filter(has_text="another source")
+        expect(alarm).to_contain_text("1 reader reads another source: it will NOT stop")
+        c.end_sessions_of("approver-1")
+        expect(page.locator("#result-live")).to_contain_text("LOGGED OUT", timeout=10_000)
+        _reads_unknown(page)
+        main = page.locator("main")
+        for stale in (
+            "HALTED",
+            "drift seen on gpu-7",
+            "token:halter-1",
+            "still halted",
+            "reads another",
+        ):
+            expect(main).not_to_contain_text(stale)
+        expect(page.get_by_role("alert").filter(has_text="another source")).to_have_count(0)
+        expect(page.locator("body")).not_to_contain_text("approver-1")
+        expect(
+            page.locator("main :is(button, input:not([type=hidden]), textarea, select):enabled")
+        ).to_have_count(0)
+        assert serve.server.bridge.engine.active is False
+        c.check_axe("console, session ended while halted")
+        c.shot("01-ended-while-halted")
 
 
 def test_a_halt_refused_as_logged_out_disables_the_console(

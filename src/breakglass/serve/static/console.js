@@ -59,6 +59,7 @@
   }
 
   function renderSuspension(s) {
+    if (loggedOut) { return; }
     const box = $("suspension-body");
     box.replaceChildren();
     const sus = s.suspension;
@@ -87,8 +88,10 @@
     // An alarm, not a detail: these readers will not stop when this serve halts.
     const alarm = $("fleet-sources");
     if (alarm) {
-      alarm.hidden = !s.fleet.another_source;
-      text($("fleet-sources-count"), String(s.fleet.another_source || 0));
+      const n = s.fleet.another_source || 0;
+      alarm.hidden = !n;
+      text($("fleet-sources-count"), n + (n === 1 ? " reader reads" : " readers read") + " another source");
+      text($("fleet-sources-then"), (n === 1 ? "it" : "they") + " will NOT stop when this serve halts.");
       text($("fleet-sources-readers"), (s.fleet.another_source_readers || []).join(", "));
     }
   }
@@ -111,6 +114,7 @@
   window.setInterval(tick, 500);
 
   function renderHistory(items) {
+    if (loggedOut) { return; }
     const body = $("history").tBodies[0];
     body.replaceChildren();
     for (const s of items) {
@@ -124,6 +128,7 @@
 
   // A running drill (`breakglass drill run`) posts its progress; the latest drill's lines show here.
   function addDrillLine(line) {
+    if (loggedOut) { return; }
     if ($("drill-id").textContent !== line.drill_id) {
       $("drill-lines").replaceChildren();
       text($("drill-id"), line.drill_id);
@@ -157,6 +162,9 @@
     disableActions("Logged out: this page can no longer halt or change anything (" + detail +
       "). Meanwhile, an API token halts.");
     if (source) { source.close(); text($("live"), "(no live updates: logged out)"); }
+    // Each poll would now be refused as a failed login: audited, and counted towards this
+    // address's limit, which a mistyped token at the next login would then meet at once.
+    window.clearInterval(poll);
   }
 
   // Fail closed: what the page no longer receives must not read as running, so the last known
@@ -171,7 +179,32 @@
       "halted. Log in again to see it.");
     tick();
     text($("fleet-line"), "Unknown: logged out, this page no longer receives the readers' reports.");
-    for (const el of document.querySelectorAll("#targets td[data-label='Reads']")) { text(el, "unknown"); }
+    // Neither the last alarm nor the last all-clear: whether readers read another source is unknown now.
+    const alarm = $("fleet-sources");
+    if (alarm) {
+      alarm.className = "notice";
+      alarm.setAttribute("role", "status");
+      alarm.textContent = "Readers of another source: unknown. Log in again to see whether any reader " +
+        "would not stop when this serve halts.";
+      alarm.hidden = false;
+    }
+    for (const el of document.querySelectorAll("#targets td[data-label='Reads'], " +
+      "#targets td[data-label='Last change']")) { text(el, "unknown"); }
+    for (const el of document.querySelectorAll("#targets td[data-label='When'], " +
+      "#targets td[data-label='Took']")) { text(el, ""); }
+    // The panels drawn from the state at the page's load (or a later answer) say nothing current any more.
+    for (const panel of document.querySelectorAll("[data-while-signed-in]")) {
+      const title = panel.querySelector("h2");
+      if (title && panel.dataset.title) { text(title, panel.dataset.title); }
+      const note = document.createElement("p");
+      note.className = "notice";
+      note.textContent = panel.dataset.whileSignedIn;
+      panel.replaceChildren(...(title ? [title, note] : [note]));
+    }
+    const who = $("signed-in");
+    if (who) { who.textContent = "Not signed in: this console session has ended."; }
+    // The form still posts to /logout, which drops the dead cookie and leads to the login.
+    text(document.querySelector("header form.logout button"), "Log in again");
     announce("The system's state is now unknown: logged out");
   }
 
@@ -192,6 +225,7 @@
   }
 
   async function refresh() {
+    if (loggedOut) { return; }
     const options = { credentials: "same-origin", headers: { Accept: "application/json" } };
     const r = await fetch("/v1/status", options);
     if (r.status === 401) { await sessionEnded(r); return; }
@@ -201,7 +235,7 @@
   }
 
   // Silence is the absence of news: no event announces it, so the readers' line is polled.
-  window.setInterval(() => { refresh().catch(() => {}); }, 2000);
+  const poll = window.setInterval(() => { refresh().catch(() => {}); }, 2000);
 
   function connect() {
     source = new EventSource("/v1/events");
@@ -238,6 +272,7 @@
   }
 
   async function send(url, payload) {
+    if (loggedOut) { return [new Response(null, { status: 401 }), { detail: loggedOutText }]; }
     const r = await fetch(url, {
       method: "POST",
       credentials: "same-origin",
