@@ -126,17 +126,6 @@ def _serving(tmp_path: Path, receivers: Receivers) -> Iterator[Running]:
         notifier.close()
 
 
-def _console(serve: Running, role: str) -> tuple[httpx.Client, httpx.Response]:
-    """A logged-in console client and its first page."""
-    c = httpx.Client(base_url=serve.url, timeout=30.0, follow_redirects=False)
-    form = c.get("/login")
-    nonce = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
-    c.post(
-        "/login", data={"token": serve.tokens[role], "csrf": nonce}, headers={"Origin": serve.url}
-    )
-    return c, c.get("/")
-
-
 def _public_then_resume(serve: Running, sid: str, receivers: Receivers) -> None:
     # Without a token: 401 for the API, but the public status page answers.
     with closing(httpx.Client(base_url=serve.url)) as anonymous:
@@ -155,11 +144,11 @@ def test_console_shows_the_groups_and_acknowledges(tmp_path: Path, receivers: Re
         with serve.client("halter") as c:
             sid = c.post("/v1/halt", json={"reason": "console test"}).json()["suspension_id"]
         assert receivers.wait_for("/slack/", 1)
-        c, page = _console(serve, "viewer")
+        c, csrf = serve.console("viewer")
         with closing(c):
+            page = c.get("/")
             assert 'id="notifications"' in page.text
             assert 'Acknowledge<span class="visually-hidden"> for on-call</span>' in page.text
-            csrf = page.text.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
             done = c.post(
                 "/console/notify/ack",
                 data={"csrf": csrf, "suspension_id": sid, "group": "on-call"},
@@ -171,12 +160,53 @@ def test_console_shows_the_groups_and_acknowledges(tmp_path: Path, receivers: Re
             assert 'visually-hidden"> for on-call' not in page.text
 
 
+def test_the_console_acknowledge_is_refused_as_the_other_console_forms(
+    tmp_path: Path, receivers: Receivers
+) -> None:
+    """Who may not send it is refused before the form is looked at, with the halt form's answer."""
+    with _serving(tmp_path, receivers) as serve:
+        with serve.client("halter") as h:
+            sid = h.post("/v1/halt", json={"reason": "console test"}).json()["suspension_id"]
+        notifier = serve.server.services.extra["notifier"]
+        c, csrf = serve.console("halter")
+
+        def post(url: str, form: dict[str, str], token: str, origin: str) -> httpx.Response:
+            return c.post(url, data={"csrf": token, **form}, headers={"Origin": origin})
+
+        def both(csrf_sent: str = csrf, origin: str = serve.url, group: str = "on-call") -> int:
+            ack = post(
+                "/console/notify/ack", {"suspension_id": sid, "group": group}, csrf_sent, origin
+            )
+            halt = post("/console/halt", {"reason": ""}, csrf_sent, origin)
+            assert ack.status_code == halt.status_code, (ack.text, halt.text)
+            assert (ack.json()["type"], ack.json()["detail"]) == (
+                halt.json()["type"],
+                halt.json()["detail"],
+            )
+            return ack.status_code
+
+        with closing(c):
+            assert both(csrf_sent="not-the-token") == 403
+            assert both(origin="https://evil.example") == 403
+            unknown = post(
+                "/console/notify/ack", {"suspension_id": sid, "group": "nobody"}, csrf, serve.url
+            )
+            assert unknown.status_code == 404
+            with serve.client("admin") as admin:
+                ended = admin.post("/v1/sessions/revocations", json={"person": "halter-1"})
+                assert ended.status_code == 200, ended.text
+            assert wait_until(lambda: c.get("/v1/status").status_code == 401)
+            # Ended: refused as every console form is, whatever the form says.
+            assert both() == 401
+            assert both(group="nobody") == 401
+        assert notifier.outbox.acks(sid) == []
+
+
 def test_the_console_stop_form_carries_the_severity(tmp_path: Path, receivers: Receivers) -> None:
     with _serving(tmp_path, receivers) as serve:
-        c, page = _console(serve, "halter")
+        c, csrf = serve.console("halter")
         with closing(c):
-            assert '<select id="severity" name="severity">' in page.text
-            csrf = page.text.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+            assert '<select id="severity" name="severity">' in c.get("/").text
             bad = c.post(
                 "/console/halt",
                 data={"csrf": csrf, "reason": "x", "severity": "apocalyptic"},

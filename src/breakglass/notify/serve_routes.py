@@ -15,9 +15,9 @@ PagerDuty webhooks, deployer status pages) and adds, behind serve's login:
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import FastAPI, Form, Request
+from fastapi import Depends, FastAPI, Form, Request
 from pydantic import BaseModel, Field
 from starlette.responses import RedirectResponse, Response
 
@@ -25,11 +25,15 @@ from breakglass.errors import AuthError
 from breakglass.notify.ack import AckError
 from breakglass.notify.listener import NotifyListener
 from breakglass.notify.web import NotifyApp
-from breakglass.serve.app import Caller, Services, audit_event, session_of
-from breakglass.serve.sessions import check_csrf, check_same_origin
+from breakglass.serve.app import Allowed, Caller, Services, audit_event
+from breakglass.serve.auth import Identity, Role
 
 if TYPE_CHECKING:
     from breakglass.notify.notifier import Notifier
+
+ACKNOWLEDGING = Allowed(Role.VIEWER, "acknowledging a notification")
+"""Any person may acknowledge for a group (a service's reporter token may not): API and console alike."""
+Acknowledger = Annotated[Identity, Depends(ACKNOWLEDGING)]
 
 
 class AckBody(BaseModel):
@@ -96,7 +100,9 @@ def add_notify(app: FastAPI, services: Services) -> None:
     @app.post(
         "/v1/notifications/{suspension_id}/ack", tags=["v1"], summary="Acknowledge for a group"
     )
-    async def acknowledge(suspension_id: str, body: AckBody, identity: Caller) -> dict[str, Any]:
+    async def acknowledge(
+        suspension_id: str, body: AckBody, identity: Acknowledger
+    ) -> dict[str, Any]:
         new = await asyncio.to_thread(
             _acknowledge, services, notifier, suspension_id, body.group, identity
         )
@@ -106,11 +112,9 @@ def add_notify(app: FastAPI, services: Services) -> None:
     async def console_acknowledge(
         request: Request, csrf: str = Form(""), suspension_id: str = Form(""), group: str = Form("")
     ) -> Response:
-        session = session_of(services, request)
-        if session is None:
-            raise AuthError("log in first")
-        check_same_origin(request, services.public_origin)
-        check_csrf(session, csrf)
+        from breakglass.serve.console import _form_session
+
+        session = _form_session(request, csrf, ACKNOWLEDGING)
         await asyncio.to_thread(
             _acknowledge, services, notifier, suspension_id, group, session.identity
         )
