@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from breakglass.local.store import LocalStore
-from breakglass.testing.serve import halt_once_answered
+from breakglass.testing.serve import console_login, halt_once_answered
 
 if TYPE_CHECKING:
     pass
@@ -263,21 +263,11 @@ def test_failed_logins_are_counted_once_for_both_replicas(
         a.stop()
 
 
-def _console_login(replica: Replica, token: str) -> httpx.Client:
-    browser = httpx.Client(base_url=replica.url, timeout=30, follow_redirects=False)
-    nonce = browser.get("/login").text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
-    done = browser.post(
-        "/login", data={"token": token, "csrf": nonce}, headers={"Origin": replica.url}
-    )
-    assert done.status_code == 303, done.text
-    return browser
-
-
 def _the_command_line_ends_sessions(
     a: Replica, b: Replica, admin: str, env: dict[str, str], tmp_path: Path
 ) -> None:
     """``breakglass serve session revoke`` ends sessions the same way, through the shared store."""
-    admin_on_a = _console_login(a, admin)
+    admin_on_a, _ = console_login(a.url, admin)
     with closing(admin_on_a):
         assert admin_on_a.get("/v1/status").status_code == 200
         out = _cli(env, tmp_path, "serve", "session", "revoke", "admin", "--json")
@@ -291,7 +281,7 @@ def _the_command_line_ends_sessions(
 
 def _logout_reaches_the_other(a: Replica, b: Replica, token: str) -> None:
     """Logging out on one replica ends a copy of the cookie on the other."""
-    browser = _console_login(a, token)
+    browser, _ = console_login(a.url, token)
     with (
         closing(browser),
         httpx.Client(base_url=b.url, cookies=dict(browser.cookies), timeout=30) as copy,
@@ -316,7 +306,7 @@ def test_a_session_ended_on_one_replica_is_refused_on_the_other(
                 env, tmp_path, "serve", "token", "create", "--name", "oncall", "--role",
                 "approver", "--json",
             )["token"]  # fmt: skip
-            on_b = _console_login(b, oncall)
+            on_b, _ = console_login(b.url, oncall)
             cookie = dict(on_b.cookies)
             with closing(on_b), httpx.Client(base_url=a.url, cookies=cookie, timeout=30) as on_a:
                 assert on_b.get("/v1/status").status_code == 200

@@ -216,16 +216,8 @@ def test_an_open_console_stays_logged_in_and_an_idle_one_ends(tmp_path: Path) ->
     # 6 s: a loaded host may stall one request for seconds, which must not read as idleness.
     settings = ServeSettings(path=tmp_path / "serve.db", session_idle_minutes=0.1)
     with running_serve(tmp_path, serve=settings) as serve:
-        c = httpx.Client(base_url=serve.url, timeout=30.0, follow_redirects=False)
+        c, _ = serve.console("viewer")
         with closing(c):
-            form = c.get("/login")
-            nonce = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
-            login = c.post(
-                "/login",
-                data={"token": serve.tokens["viewer"], "csrf": nonce},
-                headers={"Origin": serve.url},
-            )
-            assert login.status_code == 303
             first = c.cookies[serve.server.services.sessions.cookie]
             # As the console page does: a request every second, for twice the idle time.
             renewed = 0
@@ -322,15 +314,8 @@ def test_a_hanging_store_never_stalls_the_server_through_a_console_page(tmp_path
     import sqlite3
 
     with running_serve(tmp_path) as serve:
-        c = httpx.Client(base_url=serve.url, timeout=30.0, follow_redirects=False)
+        c, _ = serve.console("viewer")
         with closing(c):
-            nonce = c.get("/login").text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
-            login = c.post(
-                "/login",
-                data={"token": serve.tokens["viewer"], "csrf": nonce},
-                headers={"Origin": serve.url},
-            )
-            assert login.status_code == 303
             locker = sqlite3.connect(tmp_path / "serve.db", isolation_level=None)
             locker.execute("BEGIN EXCLUSIVE")  # every read of the store waits its busy timeout
             try:

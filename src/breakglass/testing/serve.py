@@ -93,6 +93,18 @@ class UvicornThread:
         self.stop()
 
 
+def console_login(url: str, token: str) -> tuple[httpx.Client, str]:
+    """A client logged in to the console at ``url`` with ``token`` (a session cookie), and its CSRF token."""
+    c = httpx.Client(base_url=url, timeout=30.0, follow_redirects=False)
+    nonce = c.get("/login").text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    done = c.post("/login", data={"token": token, "csrf": nonce}, headers={"Origin": url})
+    if done.headers.get("location") != "/":
+        c.close()
+        raise RuntimeError(f"the console login at {url} failed: HTTP {done.status_code}")
+    page = c.get("/").text
+    return c, page.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+
+
 @dataclass
 class Running:
     """A started serve and a token per role."""
@@ -115,16 +127,7 @@ class Running:
 
     def console(self, role: str) -> tuple[httpx.Client, str]:
         """A client logged in to the console as ``role`` (as a browser: a session cookie), and its CSRF token."""
-        c = httpx.Client(base_url=self.url, timeout=30.0, follow_redirects=False)
-        nonce = c.get("/login").text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
-        done = c.post(
-            "/login", data={"token": self.tokens[role], "csrf": nonce}, headers={"Origin": self.url}
-        )
-        if done.headers.get("location") != "/":
-            c.close()
-            raise RuntimeError(f"the console login as {role} failed: HTTP {done.status_code}")
-        page = c.get("/").text
-        return c, page.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+        return console_login(self.url, self.tokens[role])
 
     def wait_active(self, active: bool, timeout: float = 5.0) -> bool:  # noqa: FBT001 -- reads as the state awaited
         """Wait until the engine reads ``active``; whether it did within ``timeout`` seconds."""
