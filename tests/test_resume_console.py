@@ -9,6 +9,7 @@ and discarded from the console. Screenshots of each state go under
 
 from __future__ import annotations
 
+from contextlib import closing
 from typing import TYPE_CHECKING
 
 import pytest
@@ -73,6 +74,7 @@ def test_resume_panel_lists_what_is_missing_and_resumes_with_two_approvers(  # n
             expect(panel).to_contain_text("Still missing (4)")
             expect(panel).to_contain_text("checklist: root-cause not ticked")
             expect(panel).to_contain_text("approvals: 0 of 2")
+            expect(panel).to_contain_text("then 2 distinct approvers approve.")
             expect(page.locator("#held-wait")).to_be_visible()
             expect(page.get_by_role("button", name="Release selected")).to_have_count(0)
             c.check_axe("resume panel, nothing done")
@@ -141,3 +143,16 @@ def test_resume_panel_lists_what_is_missing_and_resumes_with_two_approvers(  # n
         states = sorted(h.state for h in holds.decisions(("released", "discarded")))
         assert states == ["discarded", "released"]
         assert serve.wait_active(True)
+
+
+def test_one_approval_reads_one_approver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "policy.toml").write_text("[resume]\napprovals = 1\n" + CHECKLIST, encoding="utf-8")
+    monkeypatch.setenv("BREAKGLASS_POLICY_FILE", str(tmp_path / "policy.toml"))
+    with running_serve(tmp_path) as serve:
+        with serve.client("halter") as client:
+            assert client.post("/v1/halt", json={"reason": "drift"}).status_code == 200
+        c, _ = serve.console("approver")
+        with closing(c):
+            page = c.get("/").text
+    assert "then one approver approves." in page
+    assert "approvers approve" not in page
