@@ -458,6 +458,148 @@ def test_a_reader_of_another_source_seen_after_the_preflight_fails_the_halt_time
     assert _serving(env)
 
 
+def _serve_sources(env: LocalEnvironment) -> list[str]:
+    headers = {"Authorization": f"Bearer {env.tokens['viewer']}"}
+    fleet = httpx.get(f"{env.serve_url}/v1/fleet", headers=headers, timeout=30).json()
+    assert fleet["source_ids"], fleet
+    return list(fleet["source_ids"])
+
+
+@pytest.mark.live
+def test_an_extra_reader_that_never_halts_fails_the_drill(env: LocalEnvironment) -> None:
+    # The plan says 2 readers of credit-scoring-api; a third of the same source reports too, and
+    # claims serving after the halt. The count is met by the two real readers: not enough.
+    stuck = {
+        "service": "credit-scoring-api",
+        "source_ids": _serve_sources(env),
+        "host": "gpu-3",
+        "pid": 3131,
+        "instance": "stuck",
+    }
+    extra = _post_report(env, **stuck)
+    assert _fleet_row(env, "same")  # serve marks it a reader of its own source
+    after: list[str] = []
+
+    def progress(phase: str, text: str) -> None:
+        if phase == "halt" and text.startswith("acknowledged") and not after:
+            after.append(_post_report(env, **stuck, seq=2))  # sent after serve took the halt
+
+    policy = load_policy(env.policy_path)
+    data, folder = run_and_record(
+        env.settings, policy, load_signer(env.signing_key), env.evidence_dir, progress=progress
+    )
+    assert after == [extra]
+    assert _verdicts(data) == {
+        "preflight": "pass",
+        "halt-time": "fail",
+        "drain": "pass",
+        "alerts": "pass",
+        "kill-switch": "not-planned",
+        "resumption": "pass",
+        "back": "pass",
+    }, _why(data, env)
+    assert [d["text"] for d in data["deficiencies"]] == [
+        f"credit-scoring-api reader {extra} never halted: it still reported serving 15 s "
+        "after the halt request"
+    ]
+    # The signed evidence lists every reader: host, pid, service, when it refused.
+    report = json.loads((folder / "report.json").read_text())
+    rows = {r["reader"]: r for r in report["readers"]}
+    assert len(rows) == 4
+    assert rows[extra]["host"] == "gpu-3"
+    assert rows[extra]["pid"] == 3131
+    assert rows[extra]["refused_at"] is None
+    assert rows[extra]["status_after_halt"] == "active"
+    real = [r for key, r in rows.items() if key != extra]
+    assert all(r["refused_at"] and 0 <= r["halted_after_s"] <= 5 for r in real), real
+    assert sorted(r["service"] for r in real) == ["batch-scorer", *["credit-scoring-api"] * 2]
+    page = (folder / "report.html").read_text()
+    assert "not seen refusing (active)" in page
+    assert f"{extra} never halted" in page
+    assert verify_evidence(folder, load_public_key(env.public_key)).ok
+    assert data["restore"] == {"needed": False, "restored": True, "detail": "the drill resumed"}
+    assert _serving(env)
+
+
+@pytest.mark.live
+def test_a_reader_that_serves_again_before_the_resume_fails_the_drill(
+    env: LocalEnvironment,
+) -> None:
+    # A reader of serve's source reports halted within the declared time, then serving again
+    # while serve is still halted: refusing once is not enough.
+    flapping = {
+        "service": "credit-scoring-api",
+        "source_ids": _serve_sources(env),
+        "host": "gpu-5",
+        "pid": 5555,
+        "instance": "flap",
+    }
+    key = _post_report(env, **flapping)
+    sent: list[str] = []
+
+    def progress(phase: str, text: str) -> None:
+        now = isoformat_ms(SYSTEM_CLOCK.now())
+        if phase == "halt" and text.startswith("acknowledged") and not sent:
+            sent.append(_post_report(env, **flapping, seq=2, active=False, flipped_at=now))
+        elif phase == "alerts" and len(sent) == 1:  # after the wait for the readers
+            sent.append(_post_report(env, **flapping, seq=3, active=True, flipped_at=now))
+
+    policy = load_policy(env.policy_path)
+    assert policy.drill is not None
+    data = DrillRunner(policy.drill, policy, progress=progress).run()
+    assert sent == [key, key]
+    row = next(r for r in data["readers"] if r["reader"] == key)
+    assert row["halted_after_s"] is not None
+    assert row["served_while_halted"] is True
+    assert [d["text"] for d in data["deficiencies"]] == [
+        f"credit-scoring-api reader {key} reported serving again while serve was halted"
+    ], _why(data, env)
+    assert _verdicts(data)["back"] == "pass"
+    assert _serving(env)
+
+
+@pytest.mark.live
+def test_a_reader_that_goes_silent_during_the_halt_fails_the_drill(
+    env: LocalEnvironment,
+) -> None:
+    # A reader of serve's source reporting every 0.2 s stops reporting as the halt is asked
+    # for (frozen, or cut off): it is never seen refusing, and silent is not halted.
+    import threading
+
+    body = {"service": "batch-scorer", "source_ids": _serve_sources(env), "interval": 0.5}
+    stop = threading.Event()
+    sent = [_post_report(env, **body, host="gpu-4", pid=4444, instance="frozen", seq=1)]
+
+    def keep_reporting() -> None:
+        seq = 1
+        while not stop.wait(0.2):
+            seq += 1
+            _post_report(env, **body, host="gpu-4", pid=4444, instance="frozen", seq=seq)
+
+    def progress(phase: str, text: str) -> None:
+        del text
+        if phase == "halt":
+            stop.set()
+
+    reporting = threading.Thread(target=keep_reporting)
+    reporting.start()
+    try:
+        policy = load_policy(env.policy_path)
+        assert policy.drill is not None
+        data = DrillRunner(policy.drill, policy, progress=progress).run()
+    finally:
+        stop.set()
+        reporting.join(30)
+    assert _verdicts(data)["preflight"] == "pass"
+    assert _verdicts(data)["halt-time"] == "fail"
+    assert [d["text"] for d in data["deficiencies"]] == [
+        f"batch-scorer reader {sent[0]} went silent during the halt without reporting halted "
+        "(silent is not halted)"
+    ], _why(data, env)
+    assert _verdicts(data)["back"] == "pass"
+    assert _serving(env)
+
+
 PLAN = {
     "environment": "staging",
     "serve_url": "https://serve.staging.example",

@@ -70,9 +70,21 @@ def halt_plot(data: dict[str, Any]) -> Markup:
     rows = []
     for n, r in enumerate(readers):
         y = 10 + n * _ROW
-        value = r["halted_after_s"] or 0.0
-        colour = "#b3261e" if value > declared else "#1b7f3b"
         label = escape(f"{r['service']} · {r['host']}/{r['reader'].split('/')[1]}")
+        if r["halted_after_s"] is None:
+            # Never drawn as a bar at 0 s: it was not seen refusing, or refused from its start.
+            said, colour = (
+                ("refusing from its start", "#555")
+                if r.get("refusing_from_start")
+                else ("NOT seen refusing", "#b3261e")
+            )
+            rows.append(
+                f'<text x="{_LABEL - 6}" y="{y + 14}" font-size="11" text-anchor="end">{label}</text>'
+                f'<text x="{_LABEL + 4}" y="{y + 14}" font-size="10" fill="{colour}">{said}</text>'
+            )
+            continue
+        value = r["halted_after_s"]
+        colour = "#b3261e" if value > declared else "#1b7f3b"
         rows.append(
             f'<text x="{_LABEL - 6}" y="{y + 14}" font-size="11" text-anchor="end">{label}</text>'
             f'<rect x="{_LABEL}" y="{y + 3}" width="{_x(value, upper) - _LABEL:.1f}" height="14" fill="{colour}"/>'

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from breakglass.clock import SYSTEM_CLOCK, Clock, isoformat_ms, parse_iso
 from breakglass.drill.clients import Api, DrillStepError
 from breakglass.drill.traffic import Traffic
-from breakglass.drill.verdict import judge
+from breakglass.drill.verdict import judge, refused
 from breakglass.safe_text import safe
 
 if TYPE_CHECKING:
@@ -36,6 +36,8 @@ POLL = 0.1
 WARMUP = 1.0
 NAMED = 10
 """Readers named in one finding (the count says how many in all)."""
+REPORTING = ("active", "halted")
+"""Fleet statuses of a reader still reporting (``silent`` and ``stopped`` are not)."""
 APPROVER_ROLES = ("approver", "admin")
 HALTER_ROLES = ("halter", "approver", "admin")
 
@@ -62,6 +64,10 @@ class _State:
     resume_sent_at: datetime | None = None
     suspension_id: str | None = None
     traffic: list[Traffic] = field(default_factory=list)
+    must_stop: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Every reader of serve's source seen reporting since the pre-flight: its latest row."""
+    known: set[str] = field(default_factory=set)
+    """Every reader in any fleet read so far."""
 
 
 class DrillRunner:
@@ -301,6 +307,7 @@ class DrillRunner:
     def _readers_reporting(self) -> bool:
         body = self._api(self.plan.lead).get("/v1/fleet")
         readers = list(body.get("reader_list") or [])
+        self._note_same_source(readers)
         unproven = self._not_proven(body)
         ok = True
         for wanted in self.plan.readers:
@@ -312,6 +319,20 @@ class DrillRunner:
                 f"readers of {wanted.service} reporting",
                 len(active) >= wanted.count and not problems,
                 "; ".join([f"{len(active)} active, {wanted.count} must stop", *problems]),
+            )
+        silent = [
+            reader_key(r)
+            for r in readers
+            if r["status"] == "silent"
+            and (
+                r.get("source_match") == "same"
+                or r["service"] in {w.service for w in self.plan.readers}
+            )
+        ]
+        if silent:
+            # Not reporting before the drill began: nothing the drill does can be seen on them.
+            self.data["limitations"].append(
+                f"{len(silent)} reader(s) already silent at the pre-flight, not judged: {_names(silent)}"
             )
         # Outside the plan the drill proves nothing either way; the report still says so.
         self.data["limitations"].extend(
@@ -419,6 +440,7 @@ class DrillRunner:
             self._switch_halt()
         self._await_alerts()
         self._walk_gate()
+        self._read_while_halted()
         if self.plan.kill_switch is not None:
             self._switch_resume()
         self._resume()
@@ -457,27 +479,62 @@ class DrillRunner:
             f"acknowledged in {acked - state.halt_sent_mono:.3f} s; suspension {state.suspension_id}",
         )
 
+    def _note_same_source(self, fleet: list[dict[str, Any]]) -> set[str]:
+        """Keep the latest row of every reader of serve's source seen reporting, in any service.
+
+        Each must stop when serve halts: one that reports and never halts, or goes silent, is
+        a deficiency however many others of its service did. Returns the readers first seen.
+        """
+        must_stop = self._state.must_stop
+        new = set()
+        for reader in fleet:
+            key = reader_key(reader)
+            if key in must_stop:
+                must_stop[key] = reader
+            elif reader.get("source_match") == "same" and reader["status"] in REPORTING:
+                must_stop[key] = reader
+                new.add(key)
+        self._state.known.update(reader_key(r) for r in fleet)
+        return new
+
     def _await_readers(
-        self, *, halted: bool, since: datetime, bound: float
-    ) -> list[dict[str, Any]]:
+        self, *, halted: bool, since: datetime, bound: float, judged: set[str]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """Poll the fleet until ``judged`` and the plan's counts report ``halted`` (or active).
+
+        Each reader must have got there since ``since``; the wait lasts ``bound`` seconds at
+        most. During the halt, every reader of serve's source first seen reporting joins ``judged``.
+
+        Returns:
+            Each reader's first row showing the flip, and each reader's latest row.
+        """
         wanted = {r.service: r.count for r in self.plan.readers}
         status = "halted" if halted else "active"
         since -= timedelta(milliseconds=1)  # reports carry milliseconds; the mark has microseconds
         deadline = self._clock.monotonic() + bound
         seen: dict[str, dict[str, Any]] = {}
+        latest: dict[str, dict[str, Any]] = {}
         while True:
-            for reader in self._fleet():
-                flipped = reader.get("flipped_at")
+            fleet = self._fleet()
+            known = set(self._state.known)
+            new = self._note_same_source(fleet)
+            if halted:
+                judged |= new
+            for reader in fleet:
+                key = reader_key(reader)
+                latest[key] = reader
                 if (
-                    reader["service"] in wanted
+                    (reader["service"] in wanted or key in judged)
                     and reader["status"] == status
-                    and flipped is not None
-                    and parse_iso(flipped) >= since
+                    and _flipped_since(reader, since, first_seen=halted and key not in known)
                 ):
-                    seen.setdefault(reader_key(reader), reader)
+                    seen.setdefault(key, reader)
             counts = {s: sum(1 for r in seen.values() if r["service"] == s) for s in wanted}
-            if all(counts[s] >= n for s, n in wanted.items()) or self._clock.monotonic() > deadline:
-                return list(seen.values())
+            settled = all(k in seen and latest.get(k, {}).get("status") == status for k in judged)
+            if (settled and all(counts[s] >= n for s, n in wanted.items())) or (
+                self._clock.monotonic() > deadline
+            ):
+                return seen, latest
             time.sleep(POLL)
 
     def _await_readers_halted(self) -> None:
@@ -485,38 +542,92 @@ class DrillRunner:
         assert state.halt_sent_at is not None  # noqa: S101 -- set by _halt
         declared = self.plan.declared_halt_time.total_seconds()
         # Wait past the declared time, so a slow reader is measured rather than just failed.
-        seen = self._await_readers(
-            halted=True, since=state.halt_sent_at, bound=max(10.0, 3 * declared)
+        bound = max(10.0, 3 * declared)
+        judged = set(state.must_stop)
+        seen, latest = self._await_readers(
+            halted=True, since=state.halt_sent_at, bound=bound, judged=judged
         )
         state.all_halted_mono = self._clock.monotonic()
-        rows = [
-            {
-                "reader": reader_key(reader),
-                "service": reader["service"],
-                "host": reader["host"],
-                "role": reader["role"],
-                "provider": reader["provider"],
-                "source_match": reader.get("source_match"),
-                "halted_after_s": self._since_halt(reader["flipped_at"]),
-            }
-            for reader in sorted(seen, key=lambda r: r["flipped_at"])
-        ]
+        rows = []
+        for key in seen.keys() | judged:
+            reader = latest.get(key) or state.must_stop[key]
+            rows.append(self._reader_row(reader, refusal=seen.get(key)))
+        rows.sort(
+            key=lambda r: (r["halted_after_s"] is None, r["halted_after_s"] or 0.0, r["reader"])
+        )
         self.data["readers"] = rows
-        # Read again: a reader of another source started since the pre-flight still fails it.
-        planned = {r.service for r in self.plan.readers}
-        unproven = self._not_proven(self._api(self.plan.lead).get("/v1/fleet"))
-        self.data["not_proven"] = [
-            f"{service}: {problem}"
-            for service, problems in unproven.items()
-            if service in planned
-            for problem in problems
-        ]
-        slowest = max((r["halted_after_s"] for r in rows), default=None)
+        self.data["halt"]["readers_waited_s"] = bound
+        self._read_while_halted()
+        refusing = sum(1 for r in rows if refused(r))
+        slowest = max(
+            (r["halted_after_s"] for r in rows if r["halted_after_s"] is not None), default=None
+        )
         self.say(
             "readers",
-            f"{len(rows)} of {self.plan.expected_readers} readers refusing"
+            f"{refusing} of {max(self.plan.expected_readers, len(rows))} readers refusing"
             + (f"; the last after {slowest:.3f} s" if slowest is not None else ""),
         )
+
+    def _reader_row(
+        self, reader: dict[str, Any], *, refusal: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """One reader as the evidence names it: who, where, which service and source, when it refused.
+
+        Args:
+            reader: Its latest ``/v1/fleet`` row.
+            refusal: Its row that showed it refusing since the halt (``None``: not seen).
+        """
+        flipped = None if refusal is None else refusal.get("flipped_at")
+        return {
+            "reader": reader_key(reader),
+            "service": reader["service"],
+            "host": reader["host"],
+            "pid": reader["pid"],
+            "role": reader["role"],
+            "provider": reader["provider"],
+            "source_match": reader.get("source_match"),
+            "refused_at": flipped,
+            "halted_after_s": self._since_halt(flipped),
+            "refusing_from_start": refusal is not None and flipped is None,
+            "status_after_halt": reader["status"],
+            "reported_flip_at": reader.get("flipped_at"),
+            "back_after_resume_s": None,
+        }
+
+    def _read_while_halted(self) -> None:
+        """Read the fleet while serve is halted: every reader of serve's source still refusing.
+
+        Done after the wait and again just before the resume: a reader of serve's source that
+        reports serving in between (it went back, or appeared) is a deficiency, as is a reader
+        of a planned service not proven to stop.
+        """
+        state = self._state
+        assert state.halt_sent_at is not None  # noqa: S101 -- set by _halt
+        body = self._api(self.plan.lead).get("/v1/fleet")
+        known = set(state.known)
+        self._note_same_source(list(body.get("reader_list") or []))
+        rows = {r["reader"]: r for r in self.data["readers"]}
+        since = state.halt_sent_at - timedelta(milliseconds=1)
+        for key, reader in state.must_stop.items():
+            row = rows.get(key)
+            if row is None:
+                # First seen now: not watched halting, judged by what it reports now.
+                halted = reader["status"] == "halted" and _flipped_since(
+                    reader, since, first_seen=key not in known
+                )
+                row = self._reader_row(reader, refusal=reader if halted else None)
+                self.data["readers"].append(row)
+                rows[key] = row
+            if reader["status"] == "active":
+                row["served_while_halted"] = True
+        # Read again: a reader of another source started since the pre-flight still fails it.
+        planned = {r.service for r in self.plan.readers}
+        for service, problems in self._not_proven(body).items():
+            if service in planned:
+                for problem in problems:
+                    line = f"{service}: {problem}"
+                    if line not in self.data["not_proven"]:
+                        self.data["not_proven"].append(line)
 
     def _await_alerts(self) -> None:
         if not self.plan.groups:
@@ -728,27 +839,31 @@ class DrillRunner:
     def _await_readers_back(self) -> None:
         state = self._state
         assert state.resume_sent_at is not None  # noqa: S101 -- set by _resume
-        seen = self._await_readers(
+        # Every reader seen refusing must serve again (one never seen refusing, or seen serving
+        # again before the resume, is a deficiency of the halt already).
+        rows = {r["reader"]: r for r in self.data["readers"]}
+        judged = {k for k, r in rows.items() if refused(r) and not r.get("served_while_halted")}
+        seen, latest = self._await_readers(
             halted=False,
             since=state.resume_sent_at,
             bound=max(10.0, 3 * self.plan.resume_within.total_seconds()),
+            judged=judged,
         )
-        back = {reader_key(r): r for r in seen}
-        for row in self.data["readers"]:
-            reader = back.get(row["reader"])
-            if reader is not None:
-                row["back_after_resume_s"] = round(
-                    (parse_iso(reader["flipped_at"]) - state.resume_sent_at).total_seconds(), 3
-                )
-        self.data["back"] = {
-            "readers_back": len(seen),
-            "expected": self.plan.expected_readers,
-            "slowest_s": max(
-                ((parse_iso(r["flipped_at"]) - state.resume_sent_at).total_seconds() for r in seen),
-                default=None,
-            ),
+        planned = {r.service for r in self.plan.readers}
+        back = {
+            key: round((parse_iso(r["flipped_at"]) - state.resume_sent_at).total_seconds(), 3)
+            for key, r in seen.items()
+            if key in judged or r["service"] in planned
         }
-        self.say("back", f"{len(seen)} of {self.plan.expected_readers} readers serving again")
+        for key in judged:
+            rows[key]["status_after_resume"] = (latest.get(key) or {}).get("status", "gone")
+            rows[key]["back_after_resume_s"] = back.get(key)
+        self.data["back"] = {
+            "readers_back": len(back),
+            "expected": max(self.plan.expected_readers, len(judged)),
+            "slowest_s": max(back.values(), default=None),
+        }
+        self.say("back", f"{len(back)} of {self.data['back']['expected']} readers serving again")
         if state.traffic:
             time.sleep(WARMUP)
 
@@ -831,6 +946,18 @@ class DrillRunner:
             "reader halt times come from the readers' own reports (their clocks); "
             "alert times from serve's notification records"
         )
+
+
+def _flipped_since(reader: dict[str, Any], since: datetime, *, first_seen: bool) -> bool:
+    """Whether ``reader`` reached its status at or after ``since``.
+
+    A reader whose decision has not changed since it started (``flipped_at`` null) counts only
+    when ``first_seen`` during the halt: it started halted and never served in this drill.
+    """
+    flipped = reader.get("flipped_at")
+    if flipped is None:
+        return first_seen
+    return parse_iso(flipped) >= since
 
 
 def reader_key(reader: dict[str, Any]) -> str:

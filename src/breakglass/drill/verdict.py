@@ -30,30 +30,66 @@ def _preflight(data: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def refused(row: dict[str, Any]) -> bool:
+    """Whether the drill saw this reader (a ``readers`` row) refusing since the halt."""
+    return row.get("halted_after_s") is not None or bool(row.get("refusing_from_start"))
+
+
+def _not_refusing(r: dict[str, Any], waited: float | None) -> str:
+    """Why a reader of serve's source (a ``readers`` row) is not proven to have halted."""
+    who = f"{r['service']} reader {r['reader']}"
+    status = r.get("status_after_halt")
+    if status == "active":
+        bound = f" {waited:g} s" if waited is not None else ""
+        return f"{who} never halted: it still reported serving{bound} after the halt request"
+    if status == "silent":
+        return f"{who} went silent during the halt without reporting halted (silent is not halted)"
+    if status == "stopped":
+        return f"{who} stopped reporting (closed) during the halt without reporting halted"
+    if status == "halted":
+        return (
+            f"{who} reported halted only since {r.get('reported_flip_at') or 'its start'}, "
+            "before the halt request: the drill did not see it halt"
+        )
+    return f"{who} was not seen refusing"
+
+
 def _halt_time(data: dict[str, Any]) -> dict[str, Any]:
     title = "Halted within the declared time"
     plan = data["plan"]
     declared = plan["declared_halt_time_s"]
     if data["halt"] is None:
         return _req("halt-time", title, NOT_RUN, "the drill did not halt", [])
-    expected = {r["service"]: r["count"] for r in plan["readers"]}
+    readers = data["readers"]
     findings = []
-    for service, count in expected.items():
-        rows = [r for r in data["readers"] if r["service"] == service]
-        if len(rows) < count:
-            findings.append(f"{service}: {len(rows)} of {count} readers reported halted")
-        slow = [r for r in rows if (r["halted_after_s"] or 0) > declared]
-        findings.extend(
-            f"{r['service']} reader {r['reader']} refused after {r['halted_after_s']:.3f} s "
-            f"(declared {declared:g} s)"
-            for r in slow
-        )
+    for wanted in plan["readers"]:
+        service, count = wanted["service"], wanted["count"]
+        n = sum(1 for r in readers if r["service"] == service and refused(r))
+        if n < count:
+            findings.append(f"{service}: {n} of {count} readers reported halted")
+    # Every reader of serve's source that reported, planned count met or not: each must refuse
+    # within the declared time and keep refusing until the resume.
+    waited = data["halt"].get("readers_waited_s")
+    for r in readers:
+        if not refused(r):
+            findings.append(_not_refusing(r, waited))
+        elif r.get("served_while_halted"):
+            findings.append(
+                f"{r['service']} reader {r['reader']} reported serving again while serve was halted"
+            )
+        elif (r["halted_after_s"] or 0) > declared:
+            findings.append(
+                f"{r['service']} reader {r['reader']} refused after {r['halted_after_s']:.3f} s "
+                f"(declared {declared:g} s)"
+            )
     # Readers of the planned services that the halt is not proven to stop (another source, or
     # none named), found by reading the fleet again after the halt.
     findings.extend(data["not_proven"])
-    slowest = max((r["halted_after_s"] or 0 for r in data["readers"]), default=None)
+    refusing = [r for r in readers if refused(r)]
+    slowest = max((r["halted_after_s"] or 0 for r in refusing), default=None)
     detail = (
-        f"{len(data['readers'])} readers; the slowest refused after {slowest:.3f} s (declared {declared:g} s)"
+        f"{len(refusing)} of {len(readers)} readers refusing; the slowest after {slowest:.3f} s "
+        f"(declared {declared:g} s)"
         if slowest is not None
         else "no reader reported halted"
     )
@@ -177,6 +213,13 @@ def _back(data: dict[str, Any]) -> dict[str, Any]:
     findings = []
     if back["readers_back"] < back["expected"]:
         findings.append(f"{back['readers_back']} of {back['expected']} readers back")
+    gone = {"halted": "still refusing", "silent": "went silent", "stopped": "stopped (closed)"}
+    findings.extend(
+        f"{r['service']} reader {r['reader']} not back: "
+        f"{gone.get(r['status_after_resume'], 'no longer reported')}"
+        for r in data["readers"]
+        if "status_after_resume" in r and r.get("back_after_resume_s") is None
+    )
     if back["slowest_s"] is not None and back["slowest_s"] > bound:
         findings.append(
             f"the last reader was back after {back['slowest_s']:.3f} s (bound {bound:g} s)"
