@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings
 from breakglass.audit.settings import load_audit_settings
 from breakglass.cli import main
 from breakglass.errors import ConfigurationError
+from breakglass.serve.settings import load_serve_settings
 from breakglass.settings import load_section, load_settings
 from breakglass.testing.settings import isolate_settings
 
@@ -152,6 +153,34 @@ def test_max_staleness_of_a_day_is_accepted(monkeypatch: pytest.MonkeyPatch) -> 
     """The bound itself is allowed."""
     monkeypatch.setenv("BREAKGLASS_MAX_STALENESS", "86400")
     assert load_settings().max_staleness == 86400
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("0", "greater than 0"),
+        ("-1", "greater than 0"),
+        ("inf", "finite"),
+        ("nan", "finite"),
+        ("301", "at most 300"),
+    ],
+)
+def test_serve_halt_timeout_is_positive_and_finite(
+    monkeypatch: pytest.MonkeyPatch, value: str, words: str
+) -> None:
+    """A halt's wait for its first acknowledgement is never none, negative or endless."""
+    monkeypatch.setenv("BREAKGLASS_SERVE__HALT_TIMEOUT", value)
+    with pytest.raises(ConfigurationError) as caught:
+        load_serve_settings()
+    assert "BREAKGLASS_SERVE__HALT_TIMEOUT" in str(caught.value)
+    assert words in str(caught.value)
+
+
+def test_serve_halt_timeout_is_read_as_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """30 s unless set: its own setting, whatever any vendor's request timeout is."""
+    assert load_serve_settings().halt_timeout == 30.0
+    monkeypatch.setenv("BREAKGLASS_SERVE__HALT_TIMEOUT", "2.5")
+    assert load_serve_settings().halt_timeout == 2.5
 
 
 def test_type_errors_are_plain_words(monkeypatch: pytest.MonkeyPatch) -> None:
