@@ -225,7 +225,10 @@ class Bridge:
     def change(
         self, *, active: bool, actor: str, reason: str, timeout: float | None = None
     ) -> list[TargetResult]:
-        """Change every provider in parallel; each one's result (missing: no answer in ``timeout``)."""
+        """Change every provider in parallel; each one's result.
+
+        A provider that did not answer within ``timeout`` is a failed result naming it.
+        """
         return change_all(
             self.targets(),
             active=active,

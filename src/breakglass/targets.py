@@ -257,6 +257,27 @@ def change_all(
     timeout: float | None = None,
     clock: Clock = SYSTEM_CLOCK,
 ) -> list[TargetResult]:
-    """Change every target in parallel and wait for all of them (at most ``timeout`` seconds)."""
+    """Change every target in parallel and wait for all of them (at most ``timeout`` seconds).
+
+    One result per target, in the targets' order: a target that did not answer in time is a
+    failure naming it and the timeout, never left out, so a caller counting failures cannot
+    read a partial list as "changed everywhere".
+    """
+    started, t0 = clock.now(), time.monotonic()
     fan = Fanout(targets, active=active, actor=actor, reason=reason, clock=clock).start()
-    return fan.wait_all(timeout)
+    answered = {r.target: r for r in fan.wait_all(timeout)}
+    finished, elapsed_ms = clock.now(), (time.monotonic() - t0) * 1000.0
+    return [
+        answered.get(t.name)
+        or TargetResult(
+            target=t.name,
+            active=active,
+            ack=None,
+            # It may still apply the change later: unknown, so not confirmed.
+            error=f"no answer from {t.name} within {timeout:g} s; it may still apply the change",
+            started_at=started,
+            finished_at=finished,
+            latency_ms=elapsed_ms,
+        )
+        for t in fan.targets
+    ]
