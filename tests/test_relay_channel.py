@@ -634,3 +634,80 @@ def test_relay_settings_errors_name_the_setting(
     monkeypatch.setenv(f"BREAKGLASS_RELAY__{name}", value)
     with pytest.raises(ConfigurationError, match=message):
         load_relay_settings(Settings(state_dir=tmp_path))
+
+
+def test_the_header_byte_halts_early_only_on_a_complete_halt(
+    writer: ChannelWriter, path: Path
+) -> None:
+    """``halted_cause`` reads the active byte of a complete write; anything else leaves it to the
+    checked read."""
+    reader = ChannelReader(path)
+    writer.write(snap(Cause.OFF))
+    assert reader.halted_cause() is None, "nothing open yet: the checked read comes first"
+    reader.read()
+    assert reader.halted_cause() is Cause.OFF
+    writer.write(snap(Cause.STALE))
+    assert reader.halted_cause() is Cause.STALE
+    writer.write(snap())
+    assert reader.halted_cause() is None, "an active write never halts early"
+    writer.write(snap(Cause.OFF))
+    _rewrite(path, lambda raw: raw.__setitem__(8, raw[8] | 1))  # a write under way
+    assert reader.halted_cause() is None
+    reader.close()
+
+
+class _Timed(ChannelReader):
+    """Records whether the engine still admitted when each checked read began."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.engine: StateEngine | None = None
+        self.admitting_at_read: list[tuple[bool, Cause | None]] = []
+
+    def read(self) -> Snapshot:
+        engine = self.engine
+        active = engine is not None and (engine.active or engine.state.active)
+        snapshot = super().read()
+        self.admitting_at_read.append((active, snapshot.cause))
+        return snapshot
+
+
+def test_a_rung_halt_refuses_before_the_checked_read(writer: ChannelWriter, path: Path) -> None:
+    """Woken by a halt, a worker's guard refuses before its full read of the channel runs: on a
+    host of fifty workers sharing two CPUs that read is most of each one's time to halt. The
+    decision's moment is the early one, and the checked read still decides the cause."""
+    writer.write(snap())
+    reader = _Timed(path)
+    src = RelaySource(
+        reader,
+        flag_key=KEY,
+        max_staleness=30.0,
+        poll_interval=0.005,
+        watch=ChangeWatch(path, fallback=0.005),
+    )
+    engine = StateEngine(KEY, [src], max_staleness=30.0)
+    reader.engine = engine
+    engine.start()
+    try:
+        deadline = time.monotonic() + 30.0
+        while not engine.active:  # trusted after a write seen happening
+            writer.write(snap())
+            assert time.monotonic() < deadline, engine.state
+            time.sleep(0.02)
+        time.sleep(0.1)  # back to waiting on the ring, not on a first-trust poll
+        before = time.monotonic()
+        writer.write(snap(Cause.OFF, detail="halted by the test"))
+        while engine.active or engine.state.active or engine.ahead_cause is not None:
+            assert time.monotonic() < before + 30.0, engine.state
+            time.sleep(0.002)
+        assert engine.state.cause is Cause.OFF
+        assert engine.state.detail is not None
+        assert "halted by the test" in engine.state.detail, "the checked read did not decide"
+        halting_reads = [active for active, cause in reader.admitting_at_read if cause is Cause.OFF]
+        assert halting_reads, reader.admitting_at_read
+        assert halting_reads[0] is False, "the checked read ran while the guard still admitted"
+        state, at = engine.decided
+        assert state.cause is Cause.OFF
+        assert before <= at
+    finally:
+        engine.close()

@@ -8,6 +8,7 @@ clock; everything else reads :attr:`StateEngine.state`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ from breakglass import forking
 from breakglass.clock import SYSTEM_CLOCK, Clock
 from breakglass.errors import StoreError
 from breakglass.observation import NoValue, Observation
+from breakglass.seams import HaltsAhead
 from breakglass.state import (
     HALTED_DEADLINE,
     PROBLEM_CAUSES,
@@ -99,6 +101,8 @@ class StateEngine:
         self._notified_seq = 0
         self._notified: FlagState | None = None
         self._halt_logged = False  # a recovery is then logged at the halt's level
+        # A source's early halt (its name, the coming cause, when): held until it reports.
+        self._ahead: tuple[str, Cause, float] | None = None
         self._started = False
         self._closed = False
         self._forked = False
@@ -137,6 +141,8 @@ class StateEngine:
         self._load_remembered()
         self._recompute()
         for src in self._sources:
+            if isinstance(src, HaltsAhead):
+                src.on_halt_ahead(functools.partial(self.halt_ahead, src.name))
             try:
                 src.start(self._on_observation)
             except Exception as exc:
@@ -175,6 +181,7 @@ class StateEngine:
         self._wake = threading.Event()
         self._answered = threading.Event()
         self.deadline = HALTED_DEADLINE
+        self._ahead = None
         forked = FlagState(
             active=False,
             cause=Cause.UNCONFIRMED,
@@ -221,14 +228,45 @@ class StateEngine:
     def state(self) -> FlagState:
         """The current decision (an active state past its deadline is recomputed first)."""
         state = self._state
-        if state.active and self._clock.monotonic() >= state.deadline:
-            return self._recompute()
+        if state.active:
+            ahead = self._ahead
+            if ahead is not None:
+                # The guard refuses already; every other reader (OpenFeature, OFREP) must too.
+                return FlagState(
+                    active=False,
+                    cause=ahead[1],
+                    source=ahead[0],
+                    detail=f"{ahead[0]} saw the halt; its checked read follows",
+                )
+            if self._clock.monotonic() >= state.deadline:
+                return self._recompute()
         return state
 
     @property
     def active(self) -> bool:
         """Whether the system may run now: one float compared with the monotonic clock."""
         return self._clock.monotonic() < self.deadline
+
+    @property
+    def ahead_cause(self) -> Cause | None:
+        """The cause of an early halt whose observation has not arrived yet, else ``None``."""
+        ahead = self._ahead
+        return None if ahead is None else ahead[1]
+
+    def halt_ahead(self, source: str, cause: Cause) -> None:
+        """Refuse from this instant: ``source`` saw a halt its next observation will report.
+
+        Only ever halts. It holds until that source's next observation, which then
+        decides as usual; if that observation still says active, the flag is active
+        again at once. The decision's moment (:attr:`decided`) is this one.
+        """
+        if self._closed or self.deadline == HALTED_DEADLINE:
+            return
+        now = self._clock.monotonic()
+        with self._lock:
+            if source in self._observations:
+                self.deadline = HALTED_DEADLINE
+                self._ahead = (source, cause, now)
 
     def observations(self) -> list[Observation]:
         """Each source's latest observation."""
@@ -268,7 +306,12 @@ class StateEngine:
                 return
             self._observations[obs.source] = obs
             answered = all(_answered(o) for o in self._observations.values())
-        self._recompute()
+            ahead = self._ahead
+            if ahead is not None and ahead[0] == obs.source:
+                self._ahead = None  # this observation decides now
+            else:
+                ahead = None
+        self._recompute(ahead)
         if answered:
             self._answered.set()
 
@@ -290,7 +333,7 @@ class StateEngine:
                 self._clock.boot_id(),
             )
 
-    def _recompute(self) -> FlagState:
+    def _recompute(self, ahead: tuple[str, Cause, float] | None = None) -> FlagState:
         with self._lock:
             previous = self._state
             now = self._clock.monotonic()
@@ -313,9 +356,12 @@ class StateEngine:
             self._seq += 1
             seq = self._seq
             self._state = state
-            self.deadline = state.deadline if state.active else HALTED_DEADLINE
+            # A source's early halt holds until that source reports, whoever recomputes first.
+            held = state.active and self._ahead is not None
+            self.deadline = state.deadline if state.active and not held else HALTED_DEADLINE
             if changed:
-                self.decided = (state, self._clock.monotonic())
+                at = ahead[2] if ahead is not None and not state.active else None
+                self.decided = (state, self._clock.monotonic() if at is None else at)
         if changed and (state.active or self._store_problem is not None):
             # A halt needs no wake-up (nothing to time; a thread woken on every reader of a host
             # at once costs the last of them), nor does a later deadline: the timer re-reads it

@@ -427,8 +427,12 @@ class Guard:
         )
 
     def _refusal_for(self, state: FlagState | None) -> Refusal:
-        # The deadline passed before the engine recomputed: the confirmation aged out.
-        cause = Cause.STALE if state is None or state.active else state.cause
+        if state is None or state.active:
+            # The deadline moved before the engine announced why: a source's early halt says
+            # why; otherwise the confirmation aged out.
+            cause = self._engine.ahead_cause or Cause.STALE
+        else:
+            cause = state.cause
         # Clients see the cause only; the detail may name hosts, paths or vendor errors.
         reason = public_reason(cause)
         return Refusal(

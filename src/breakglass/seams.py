@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from breakglass.observation import Observation
     from breakglass.reading import ReadingLoop
     from breakglass.settings import Settings
+    from breakglass.state import Cause
 
 
 @runtime_checkable
@@ -59,6 +60,22 @@ class FlagSource(Protocol):
         Every thread that reads the flag runs in a :class:`breakglass.reading.ReadingLoop`:
         it never dies of an exception, and one that ends or hangs halts the flag.
         """
+        ...
+
+
+@runtime_checkable
+class HaltsAhead(Protocol):
+    """**Protocol**, optional for a :class:`FlagSource`: it can see a halt before it has read it whole.
+
+    A relay worker woken by a change reads one byte that says "not active" several
+    hundred microseconds before its full, checked read becomes an observation. The
+    engine gives such a source a function to call at that moment: the guard refuses
+    from then on, and the source's next observation decides as usual. It can only ever
+    halt early, never admit: an early halt that the full read contradicts ends with it.
+    """
+
+    def on_halt_ahead(self, halt: Callable[[Cause], None]) -> None:
+        """Keep ``halt``; call it with the cause the coming observation will carry."""
         ...
 
 

@@ -78,6 +78,9 @@ _CAUSES = [
     Cause.READER_STOPPED,
 ]
 _READ_ATTEMPTS = 4
+_ACTIVE_AT = _BODY_AT + 2
+"""The active byte (then the cause's): after the version, at a fixed place in every version 1 write."""
+_HEAD = _ACTIVE_AT + 2
 
 
 class ChannelError(BreakglassError):
@@ -360,6 +363,24 @@ class ChannelReader:
             time.sleep(0.0002 * (attempt + 1))
         assert torn is not None  # noqa: S101 -- the loop ran and every attempt was torn
         raise torn
+
+    def halted_cause(self) -> Cause | None:
+        """The cause a complete write says "not active" for, read from the open file; else ``None``.
+
+        One ``pread`` of the header and none of :meth:`read`'s checks: it may only ever halt
+        early (a forged or corrupt file can halt a worker anyway), and :meth:`read` decides.
+        ``None`` also when nothing is open yet, a write is under way, or the bytes are odd.
+        """
+        if self._fd < 0:
+            return None
+        try:
+            head = os.pread(self._fd, _HEAD, 0)
+        except OSError:
+            return None
+        if len(head) < _HEAD or head[8] & 1 or head[_ACTIVE_AT] != 0:
+            return None
+        index = head[_ACTIVE_AT + 1]
+        return _CAUSES[index] if index < len(_CAUSES) else None
 
     def _reopen_if_replaced(self) -> None:
         try:
