@@ -9,7 +9,8 @@ tests, in its own process), three probe runs of ``--rounds`` toggles each:
 4. with ``--direct-fleet``, ``direct, K = --workers``: K readers each on the provider, as before the relay.
 
 The verdict: the last worker's halt p99 (ack -> refusing) at K must be at most the baseline's halt p99
-plus 20 ms. With ``--provider flagsmith`` the Flagsmith-protocol server of the adapter's tests runs in this process
+plus 20 ms. Each run also reports its fan-out: first to last reader of each halt (p50 and max), which
+the vendor's own delay does not enter. With ``--provider flagsmith`` the Flagsmith-protocol server of the adapter's tests runs in this process
 and every reader (the relay's, or each direct reader's) fetches every ``--refresh`` seconds.
 For LaunchDarkly and Flagsmith the server counts the SDK reads it served (``GET /all`` streams and
 ``GET /sdk/latest-all`` polls), so the vendor's load per run shows whether it grows with K.
@@ -166,6 +167,12 @@ def run(
     # SDK reads only: not the probe's own REST calls, and a 304 is already counted as its GET.
     reads = {k: v for k, v in counts.items() if k.startswith("GET ") and "/api/" not in k}
     halts = data["figures"]["fleet"]["halt"]["propagation_ms"]
+    # The fan-out: first to last reader of each halt, whatever the vendor's own delay was.
+    spreads = sorted(
+        max(seen) - min(seen)
+        for r in data["rounds"]
+        if r["direction"] == "halt" and (seen := [v for v in r["propagation_ms"] if v is not None])
+    )
     return {
         "provider": provider,
         "via": via or "direct",
@@ -173,6 +180,10 @@ def run(
         "passed": data["passed"],
         "aborted": data["aborted"],
         "halts": halts,
+        "fanout_ms": {
+            "p50": round(spreads[len(spreads) // 2], 3) if spreads else None,
+            "max": round(spreads[-1], 3) if spreads else None,
+        },
         "all_rounds": data["figures"]["fleet"]["propagation_ms"],
         "pooled": data["figures"]["pooled"]["propagation_ms"],
         "load": f"{data['host']['load_1m_start']} -> {data['host']['load_1m_end']}",
@@ -192,6 +203,7 @@ def row(r: dict[str, Any]) -> str:
         f"{h['timed_out']}",
         *(f"{h[k]}" for k in ("p50", "p95", "p99", "max")),
         f"{r['all_rounds']['p99']}",
+        f"{r['fanout_ms']['p50']} / {r['fanout_ms']['max']}",
         "-" if r["vendor_reads_per_s"] is None else f"{r['vendor_reads_per_s']}",
         f"{r['load']}",
     ]
@@ -273,9 +285,10 @@ def main() -> int:
             f"(<= +{MARGIN_MS:g} ms)"
         )
     print(
-        "| provider | run | halts | t/o | p50 | p95 | p99 | max | all rounds p99 | vendor reads/s | load |"
+        "| provider | run | halts | t/o | p50 | p95 | p99 | max | all rounds p99 "
+        "| first to last reader p50 / max | vendor reads/s | load |"
     )
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in results:
         print(row(r))
     for line in verdicts:
