@@ -711,3 +711,37 @@ def test_a_rung_halt_refuses_before_the_checked_read(writer: ChannelWriter, path
         assert before <= at
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize(("relay_cause", "worker_cause"), MIRRORED)
+def test_an_early_halt_names_the_cause_the_checked_read_will(
+    writer: ChannelWriter, path: Path, relay_cause: Cause, worker_cause: Cause
+) -> None:
+    """In the moment between the early halt and the checked read, the worker's state names the cause
+    the read will: never the relay's own "closed" as if this worker's bridge were closed."""
+    src = RelaySource(
+        ChannelReader(path),
+        flag_key=KEY,
+        max_staleness=30.0,
+        poll_interval=0.005,
+        watch=ChangeWatch(path, fallback=0.005),
+    )
+    early: list[Cause] = []
+    seen: list[bool | object] = []
+    src.on_halt_ahead(early.append)
+    writer.write(snap())
+    src.start(lambda obs: seen.append(obs.value))
+    try:
+        deadline = time.monotonic() + 30.0
+        while True not in seen:  # trusted after a write seen happening
+            assert time.monotonic() < deadline, seen
+            writer.write(snap())
+            time.sleep(0.02)
+        time.sleep(0.1)
+        writer.write(snap(relay_cause, detail="as the relay saw it"))
+        while not early:
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.005)
+        assert early == [worker_cause]
+    finally:
+        src.close()

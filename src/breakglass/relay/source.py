@@ -115,6 +115,13 @@ def observation_for(
             return Observation(NAME, NoValue.UNREADABLE, error=said)
 
 
+def mirrored_cause(relay: Cause) -> Cause:
+    """The cause a worker reads for its relay's: the relay's own troubles are the worker's ``error``."""
+    if relay in (Cause.OFF, Cause.STALE, Cause.FLAG_MISSING, Cause.WRONG_TYPE, Cause.UNCONFIRMED):
+        return relay
+    return Cause.ERROR
+
+
 def channel_source_id(path: Path) -> str:
     """The source id of a worker on the channel at ``path``; its relay reports it as ``channel``.
 
@@ -222,7 +229,7 @@ class RelaySource:
                     cause = self._reader.halted_cause()
                     if cause is not None:
                         self._report_next = True
-                        self._halt_ahead(cause)
+                        self._halt_ahead(mirrored_cause(cause))
                         time.sleep(HALT_SETTLE)
         self._first = False
         return self.poll_once()
