@@ -155,7 +155,7 @@ def test_resume_whose_strategies_exclude_the_service_is_not_resumed(
     resumed = cli("resume", "--actor", ACTOR, "--reason", RESUME_REASON)
     assert resumed.returncode == EXIT_NOT_RESUMED, describe(resumed)
     assert "NOT RESUMED" in resumed.stderr
-    assert "strategy(ies)" in resumed.stderr
+    assert "its 1 strategy (constraints" in resumed.stderr
     assert _vendor_enabled(unleash_server, flag_name) is True  # the switch is not the truth
     _wait_for_bulk(unleash_server, flag_name, enabled=True, timeout=5)
     code, info = read_status(cli)

@@ -288,6 +288,23 @@ def test_admin_gives_up_within_its_budget() -> None:
         admin_for_tests(FakeSleep()).set_active(False, actor="ops", reason="test")
 
 
+@responses.activate
+def test_admin_counts_its_attempts_in_words() -> None:
+    """One attempt reads "1 attempt", several read "3 attempts": no "attempt(s)"."""
+    responses.add(responses.GET, ENV_URL, json={"enabled": True})
+    responses.add(responses.POST, f"{ENV_URL}/off", status=503)
+    once = UnleashAdmin(settings(), FLAG, policy=RetryPolicy(attempts=1, budget=5.0))
+    with pytest.raises(AdminUnavailableError) as one:
+        once.set_active(False, actor="ops", reason="test")
+    assert str(one.value).startswith("HTTP 503 ")
+    assert " after 1 attempt" in str(one.value)
+    assert "attempt(s)" not in str(one.value)
+    assert "attempts" not in str(one.value)
+    with pytest.raises(AdminUnavailableError) as several:
+        admin_for_tests(FakeSleep()).set_active(False, actor="ops", reason="test")
+    assert " after 3 attempts" in str(several.value)
+
+
 @pytest.mark.parametrize(
     ("status", "error", "text"),
     [

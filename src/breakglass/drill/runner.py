@@ -24,6 +24,7 @@ from breakglass.drill.clients import Api, DrillStepError
 from breakglass.drill.traffic import Traffic
 from breakglass.drill.verdict import judge, refused
 from breakglass.safe_text import safe
+from breakglass.wording import agrees, counted
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -332,7 +333,8 @@ class DrillRunner:
         if silent:
             # Not reporting before the drill began: nothing the drill does can be seen on them.
             self.data["limitations"].append(
-                f"{len(silent)} reader(s) already silent at the pre-flight, not judged: {_names(silent)}"
+                f"{counted(len(silent), 'reader')} already silent at the pre-flight, not judged: "
+                f"{_names(silent)}"
             )
         # Outside the plan the drill proves nothing either way; the report still says so.
         self.data["limitations"].extend(
@@ -376,7 +378,8 @@ class DrillRunner:
         return self._check(
             "resumption gate",
             have >= needed,
-            f"{needed} approval(s) needed, {have} approver(s) take part",
+            f"{counted(needed, 'approval')} needed, {counted(have, 'approver')} "
+            f"{agrees(have, 'takes', 'take')} part",
         )
 
     def _switch_reachable(self) -> bool:
@@ -428,7 +431,9 @@ class DrillRunner:
             if reader.url is not None:
                 self._state.traffic.append(Traffic(reader.url).start())
         if self._state.traffic:
-            self.say("traffic", f"traffic on {len(self._state.traffic)} guarded endpoint(s)")
+            self.say(
+                "traffic", f"traffic on {counted(len(self._state.traffic), 'guarded endpoint')}"
+            )
             # Halt only once every endpoint is being served, so that work is in flight at the halt.
             for traffic in self._state.traffic:
                 if not traffic.wait_served(traffic.clients, 30.0):

@@ -29,6 +29,7 @@ from breakglass.notify.event import SuspensionEvent
 from breakglass.notify.outbox import FAILED, PENDING, Attempt, Notification
 from breakglass.notify.render import deployer_message, operator_message
 from breakglass.retry import RetryPolicy
+from breakglass.wording import agrees, counted
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -224,7 +225,9 @@ class OutboxWorker:
                 freed = self.outbox.reclaim(self._host, _alive, now=now)
                 if freed:
                     logger.warning(
-                        "%d notification(s) of a stopped sender on this host go again", freed
+                        "%s of a stopped sender on this host %s again",
+                        counted(freed, "notification"),
+                        agrees(freed, "goes", "go"),
                     )
             if self._escalate is not None:
                 escalated = self.outbox.escalate_due(now=now, limit=20, build=self._escalate)

@@ -40,6 +40,7 @@ from breakglass.probe.wire import Kind
 from breakglass.relay.process import RelayProcess
 from breakglass.settings import DEFAULT_FLAG_KEY, DEFAULT_PROBE_FLAG_KEY
 from breakglass.state import Cause
+from breakglass.wording import agrees, counted
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -360,13 +361,13 @@ class _Run:
             if relay is not None:
                 self.say("starting breakglass relay")
                 relay.start()
-            self.say(f"starting {options.readers} reader process(es)")
+            self.say(f"starting {counted(options.readers, 'reader process', 'reader processes')}")
             begun = time.monotonic()
             fleet.start()
             # The readers' own wait for a first answer starts once they have imported breakglass.
             fleet.wait_ready(options.ready_timeout + 10.0, self.check)
             result.ready_s = round(time.monotonic() - begun, 3)
-            self.say(f"{options.readers} reader(s) ready in {result.ready_s:.1f} s")
+            self.say(f"{counted(options.readers, 'reader')} ready in {result.ready_s:.1f} s")
             self._settle(fleet, result)
             for index in range(options.rounds):
                 pause = MIN_GAP_S + rng.uniform(0.0, result.spacing_s)
@@ -419,7 +420,8 @@ class _Run:
             if time.monotonic() >= deadline:
                 reader = off[0]
                 raise ProbeError(
-                    f"{len(off)} reader(s) do not read the flag as the provider holds it "
+                    f"{counted(len(off), 'reader')} {agrees(len(off), 'does', 'do')} not read the flag "
+                    "as the provider holds it "
                     f"({expected}) within {self.timeout:g} s; reader {reader.index} "
                     f"reads {reader.active} (cause {reader.cause})"
                 )

@@ -37,6 +37,7 @@ from breakglass.errors import (
 )
 from breakglass.retry import RetryPolicy, safe_url
 from breakglass.seams import Acknowledgement
+from breakglass.wording import counted
 from breakglass_flagsmith._http import (
     describe_exception,
     json_or_none,
@@ -377,7 +378,7 @@ class FlagsmithAdmin:
         )
         if outcome.response is None:
             raise AdminUnavailableError(
-                f"Flagsmith did not acknowledge {what} after {outcome.attempts} attempt(s): "
+                f"Flagsmith did not acknowledge {what} after {counted(outcome.attempts, 'attempt')}: "
                 f"{outcome.error}"
             )
         return outcome.response
@@ -400,8 +401,8 @@ class FlagsmithAdmin:
             )
             if outcome.response is None:
                 raise AdminUnavailableError(
-                    f"{what}: no answer from {safe_url(url)} after {outcome.attempts} "
-                    f"attempt(s): {outcome.error}"
+                    f"{what}: no answer from {safe_url(url)} after "
+                    f"{counted(outcome.attempts, 'attempt')}: {outcome.error}"
                 )
             response = outcome.response
         if response.status_code != 200:

@@ -25,6 +25,7 @@ from breakglass.errors import (
 )
 from breakglass.retry import RetryPolicy, safe_url
 from breakglass.seams import Acknowledgement
+from breakglass.wording import counted
 from breakglass_launchdarkly._http import (
     describe_exception,
     json_or_none,
@@ -176,7 +177,7 @@ class LaunchDarklyAdmin:
         what = self._what(active)
         if response is None:
             raise AdminUnavailableError(
-                f"LaunchDarkly did not acknowledge {what} after {outcome.attempts} attempt(s): "
+                f"LaunchDarkly did not acknowledge {what} after {counted(outcome.attempts, 'attempt')}: "
                 f"{outcome.error}"
             )
         if not 200 <= response.status_code < 300:
@@ -317,6 +318,6 @@ class LaunchDarklyAdmin:
             )
         if status == 429 or status >= 500:
             return AdminUnavailableError(
-                f"HTTP {status} {what} after {attempts} attempt(s){suffix}"
+                f"HTTP {status} {what} after {counted(attempts, 'attempt')}{suffix}"
             )
         return AdminRejectedError(f"HTTP {status} {what}{suffix}")

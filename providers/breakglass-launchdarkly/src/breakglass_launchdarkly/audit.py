@@ -27,6 +27,7 @@ from breakglass.clock import SYSTEM_CLOCK, Clock
 from breakglass.errors import AuditSourceError, ConfigurationError
 from breakglass.retry import RetryPolicy, safe_url
 from breakglass.seams import AuditPage
+from breakglass.wording import counted
 from breakglass_launchdarkly._http import (
     json_or_none,
     new_session,
@@ -283,7 +284,7 @@ class LaunchDarklyAudit:
         if status != 200:
             raise AuditSourceError(
                 f"HTTP {status} from {where} reading {what}"
-                + (f" after {self._policy.attempts} attempt(s)" if status >= 500 else "")
+                + (f" after {counted(self._policy.attempts, 'attempt')}" if status >= 500 else "")
             )
         body = json_or_none(response)
         if not isinstance(body, dict):
@@ -305,7 +306,8 @@ class LaunchDarklyAudit:
             raise AuditSourceError(f"cannot read {safe_url(url)}: {outcome.error}")
         if outcome.response.status_code == 429:
             raise AuditSourceError(
-                f"{safe_url(url)} kept answering 429 (rate limited) for {outcome.attempts} attempt(s); "
+                f"{safe_url(url)} kept answering 429 (rate limited) for "
+                f"{counted(outcome.attempts, 'attempt')}; "
                 "pull again later"
             )
         return outcome.response

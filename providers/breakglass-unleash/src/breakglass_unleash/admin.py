@@ -23,6 +23,7 @@ from breakglass.errors import (
 )
 from breakglass.retry import RetryPolicy, safe_url
 from breakglass.seams import Acknowledgement
+from breakglass.wording import counted
 from breakglass_unleash._http import (
     describe_exception,
     json_or_none,
@@ -143,8 +144,8 @@ class UnleashAdmin:
         response = outcome.response
         if response is None:
             raise AdminUnavailableError(
-                f"Unleash did not acknowledge {self._what(active)} after {outcome.attempts} "
-                f"attempt(s): {outcome.error}"
+                f"Unleash did not acknowledge {self._what(active)} after "
+                f"{counted(outcome.attempts, 'attempt')}: {outcome.error}"
             )
         if not 200 <= response.status_code < 300:
             raise self._error(
@@ -245,6 +246,6 @@ class UnleashAdmin:
             )
         if status == 429 or status >= 500:
             return AdminUnavailableError(
-                f"HTTP {status} {what} after {attempts} attempt(s){suffix}"
+                f"HTTP {status} {what} after {counted(attempts, 'attempt')}{suffix}"
             )
         return AdminRejectedError(f"HTTP {status} {what}{suffix}")

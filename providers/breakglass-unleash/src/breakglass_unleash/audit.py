@@ -22,6 +22,7 @@ from breakglass.clock import SYSTEM_CLOCK, Clock, parse_iso
 from breakglass.errors import AuditSourceError, ConfigurationError
 from breakglass.retry import RetryPolicy, safe_url
 from breakglass.seams import AuditPage
+from breakglass.wording import counted
 from breakglass_unleash._http import json_or_none, new_session, request_with_retries, server_message
 
 if TYPE_CHECKING:
@@ -186,7 +187,7 @@ class UnleashAudit:
             )
         if status != 200:
             raise AuditSourceError(
-                f"HTTP {status} from {where} after {outcome.attempts} attempt(s)"
+                f"HTTP {status} from {where} after {counted(outcome.attempts, 'attempt')}"
             )
         body = json_or_none(response)
         events = body.get("events") if isinstance(body, dict) else None

@@ -25,6 +25,7 @@ from UnleashClient.utils import InstanceAllowType
 from breakglass.retry import safe_url
 from breakglass.seams import Served
 from breakglass.served import served_once_shown
+from breakglass.wording import counted
 from breakglass_unleash._http import describe_exception, json_or_none, new_session
 from breakglass_unleash.cache import MemoryCache
 
@@ -142,7 +143,7 @@ class ServedCheck:
         else:
             count = len(feature.get("strategies") or [])
             why = (
-                f"the flag is on and its {count} strategy(ies) (constraints, rollout, "
+                f"the flag is on and its {counted(count, 'strategy', 'strategies')} (constraints, rollout, "
                 f"segments) give the service's context {served}"
             )
         return Served(bool(value), f"{where}: {why}")
