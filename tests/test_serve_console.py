@@ -492,6 +492,120 @@ def test_a_halt_refused_as_logged_out_disables_the_console(
         assert serve.server.bridge.engine.active
 
 
+REPLACED = (
+    "This tab's session was replaced (signed in again in another tab, possibly as another person): "
+    "reload to act"
+)
+
+
+def _enabled_controls(page: Page) -> Any:
+    return page.locator("main :is(button, input:not([type=hidden]), textarea, select):enabled")
+
+
+def _polls_answered(page: Page, count: int) -> None:
+    """Wait for ``count`` of the page's polls of the state, each answered."""
+    for _ in range(count):
+        with page.expect_response(lambda r: r.url.endswith("/v1/status")) as answered:
+            pass
+        assert answered.value.ok
+
+
+def _halt(page: Page, serve: Running, reason: str) -> None:
+    """STOP from the page, seen acknowledged there and on the engine."""
+    page.get_by_role("button", name="STOP", exact=True).click()
+    page.get_by_label("Reason (required)").fill(reason)
+    page.get_by_role("button", name="Confirm STOP").click()
+    expect(page.locator("#result-live-title")).to_have_text("HALTED")
+    assert serve.wait_active(False, 3.0)
+
+
+def _replaced_tab_cannot_act(page: Page, serve: Running) -> None:
+    """A tab whose session another login replaced reads unknown, names nobody, and cannot halt."""
+    stop = page.get_by_role("button", name="STOP", exact=True)
+    expect(page.locator("#decision")).to_have_text("UNKNOWN")
+    expect(page.locator("#state")).to_have_class(re.compile(r"\bis-unknown\b"))
+    expect(page.locator("#cause")).to_have_text(re.compile(r"^Session replaced: this tab"))
+    expect(page).to_have_title("UNKNOWN · breakglass console")
+    header = page.locator("header")
+    expect(header).not_to_contain_text("Signed in as")
+    expect(page.locator("#who")).to_have_count(0)
+    # Neither the old name as if still signed in, nor the new one it never showed.
+    expect(page.locator("body")).not_to_contain_text("approver-1")
+    expect(stop).to_be_disabled()
+    expect(stop).to_have_accessible_description(re.compile(r"^Session replaced: this tab"))
+    expect(_enabled_controls(page)).to_have_count(0)
+    expect(page.locator("main")).not_to_contain_text(re.compile(r"(?<!-)\bactive\b", re.IGNORECASE))
+    stop.click(force=True)
+    expect(page.get_by_role("dialog")).to_have_count(0)
+    # Whatever the page's script is made to send, the server refuses its token for the approver's session.
+    refused = page.evaluate(
+        """async () => {
+            const csrf = document.querySelector('meta[name="csrf-token"]').content;
+            const r = await fetch('/v1/halt', {method: 'POST', credentials: 'same-origin',
+                headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf},
+                body: JSON.stringify({reason: 'tab A tries as the approver'})});
+            return r.status;
+        }"""
+    )
+    assert refused == 403
+    assert serve.server.bridge.engine.active
+
+
+def test_a_tab_whose_session_another_login_replaced_says_so_and_cannot_act(
+    browser: Browser, serve: Running, axe: str, shots: Path
+) -> None:
+    """Tab A signed in as the halter; tab B, in the same browser, signs in as the approver. The cookie is
+    now the approver's: tab A must not look usable, name nobody, and never act as the approver."""
+    with console(browser, serve, axe, shots) as a:
+        page = a.page
+        a.login("halter")
+        expect(page.locator("#who")).to_have_text("halter-1")
+        expect(page.locator("#decision")).to_have_text("ACTIVE")
+        stop = page.get_by_role("button", name="STOP", exact=True)
+        expect(stop).to_be_enabled()
+        tab_b = a.context.new_page()
+        tab_b.goto(f"{serve.url}/login")
+        tab_b.get_by_label("API token").fill(serve.tokens["approver"])
+        with tab_b.expect_navigation(wait_until="load"):
+            tab_b.get_by_role("button", name="Log in").click()
+        expect(tab_b.locator("#who")).to_have_text("approver-1")
+        # Tab A's next poll (every 2 s) learns it, before anyone presses STOP.
+        result = page.locator("#result-live")
+        expect(result).to_contain_text(REPLACED, timeout=10_000)
+        expect(result).to_have_attribute("role", "alert")
+        _replaced_tab_cannot_act(page, serve)
+        a.check_axe("console, session replaced")
+        a.shot("01-session-replaced")
+        # "Log out" in tab A would end the approver's session: it reloads instead.
+        with page.expect_navigation(wait_until="load"):
+            page.locator("header").get_by_role("button", name="Reload").click()
+        expect(page.locator("#who")).to_have_text("approver-1")
+        # Tab B, whose session the cookie is, keeps working through its polls.
+        _polls_answered(tab_b, 1)
+        expect(tab_b.locator("#who")).to_have_text("approver-1")
+        expect(tab_b.locator("#result-live")).to_be_hidden()
+        # After the reload tab A shows, and acts as, the person it now says.
+        expect(page.locator("#result-live")).to_be_hidden()
+        _halt(page, serve, "reloaded, halting as approver")
+        expect(page.locator("#suspension-body")).to_contain_text("token:approver-1")
+        tab_b.close()
+
+
+def test_a_single_tab_keeps_its_session_across_polls_and_halts(
+    browser: Browser, serve: Running, axe: str, shots: Path
+) -> None:
+    with console(browser, serve, axe, shots) as c:
+        page = c.page
+        c.login("halter")
+        # Several polls answered, each naming this page's own session.
+        _polls_answered(page, 3)
+        expect(page.locator("#result-live")).to_be_hidden()
+        expect(page.locator("#who")).to_have_text("halter-1")
+        expect(page.locator("#decision")).to_have_text("ACTIVE")
+        _halt(page, serve, "single tab halt")
+        expect(page.locator("#decision")).to_have_text("HALTED")
+
+
 def test_on_a_phone_and_when_nothing_acknowledges(
     browser: Browser, serve: Running, axe: str, shots: Path
 ) -> None:

@@ -219,12 +219,15 @@ def test_an_open_console_stays_logged_in_and_an_idle_one_ends(tmp_path: Path) ->
         c, _ = serve.console("viewer")
         with closing(c):
             first = c.cookies[serve.server.services.sessions.cookie]
+            tag = _page_tag(c)
             # As the console page does: a request every second, for twice the idle time.
             renewed = 0
             for _ in range(12):
                 time.sleep(1)
                 answer = c.get("/v1/status")
                 assert answer.status_code == 200, answer.text
+                # A renewed cookie is the same session: the page must not read it as replaced.
+                assert answer.json()["session"] == tag
                 renewed += "set-cookie" in answer.headers
             assert renewed >= 3, "each request after the renewal interval re-issues the cookie"
             assert c.cookies[serve.server.services.sessions.cookie] != first
@@ -235,6 +238,35 @@ def test_an_open_console_stays_logged_in_and_an_idle_one_ends(tmp_path: Path) ->
             assert gone.status_code == 401
             assert "without activity" in gone.json()["detail"]
             assert c.get("/").status_code == 303
+
+
+def _page_tag(c: httpx.Client) -> str:
+    page = c.get("/").text
+    return page.split('name="console-session" content="', 1)[1].split('"', 1)[0]
+
+
+def test_the_status_answer_names_the_cookies_session_by_a_digest(tmp_path: Path) -> None:
+    """A page knows another login replaced its cookie: the poll answer names the cookie's session by
+    a digest, never its id or CSRF token; a bearer caller carries no session."""
+    with running_serve(tmp_path) as serve:
+        first, first_csrf = serve.console("halter")
+        second, second_csrf = serve.console("approver")
+        with closing(first), closing(second), serve.client("halter") as bearer:
+            sessions = serve.server.services.sessions
+            tags = []
+            for c, csrf in ((first, first_csrf), (second, second_csrf)):
+                tag = _page_tag(c)
+                session = sessions.read(c.cookies[sessions.cookie])
+                assert c.get("/v1/status").json()["session"] == tag == session.tag
+                assert len(tag) == 20
+                assert session.sid not in tag
+                assert csrf not in tag
+                tags.append(tag)
+            assert tags[0] != tags[1]
+            # The cookie of one login sent by another's page: the answer names the other session.
+            second.cookies.set(sessions.cookie, first.cookies[sessions.cookie])
+            assert second.get("/v1/status").json()["session"] == tags[0]
+            assert bearer.get("/v1/status").json()["session"] is None
 
 
 def test_a_login_right_after_a_revocation_is_not_ended_by_it(tmp_path: Path) -> None:

@@ -213,6 +213,7 @@ def _identify(services: Services, request: Request) -> Identity:
         except AuthError as exc:
             _deny(services, request, exc, session.identity)
             raise
+    request.state.console_session = session
     return session.identity
 
 
@@ -508,6 +509,9 @@ def _add_api(app: FastAPI) -> None:  # noqa: C901, PLR0915 -- one place lists ev
     async def status(request: Request, identity: Caller) -> dict[str, Any]:
         info = await _status(request.app.state.services)
         info["identity"] = identity.to_dict()
+        # Which console session the cookie carries: a page that holds another knows it was replaced.
+        session: Session | None = getattr(request.state, "console_session", None)
+        info["session"] = session.tag if session is not None else None
         return info
 
     @app.post(

@@ -104,6 +104,7 @@ async def _render_console(
     context: dict[str, Any] = {
         "identity": identity,
         "csrf": session.csrf,
+        "session_tag": session.tag,
         "status": status,
         "fleet": services.fleet.summary(),
         "history": history,

@@ -24,6 +24,7 @@ by itself.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass, replace
@@ -63,6 +64,16 @@ class Session:
     used: float = 0.0
     generations: tuple[int, int] = (0, 0)
     sid: str = ""
+
+    @property
+    def tag(self) -> str:
+        """A digest of :attr:`sid` that names this session to its own page (not a secret, not the id).
+
+        The page compares it with the one the poll answer names: another login in the same browser
+        replaces the cookie, and the page then knows it no longer holds the browser's session.
+        """
+        digest = hashlib.sha256(b"breakglass.console.tag/1\0" + self.sid.encode()).hexdigest()
+        return digest[:20]
 
 
 class Sessions:

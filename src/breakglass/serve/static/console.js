@@ -4,9 +4,38 @@
 
 (function () {
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  // A digest naming this page's own session (not a secret): another login in this browser replaces the
+  // cookie, and the poll answer then names another session, whose CSRF token this page does not hold.
+  const mine = (document.querySelector('meta[name="console-session"]') || {}).content || "";
   const $ = (id) => document.getElementById(id);
   let ageBase = null; // [age_ms at receipt, performance.now() at receipt]
-  let loggedOut = false; // the session ended: nothing the page shows is live any more
+  let loggedOut = false; // the session ended or was replaced: nothing the page shows is live any more
+  // What the page says once it no longer holds a live session of its own.
+  const ENDED = {
+    cause: "Logged out: this page no longer receives the state, so the system may be running or " +
+      "halted. Log in again to see it.",
+    fleet: "Unknown: logged out, this page no longer receives the readers' reports.",
+    sources: "Readers of another source: unknown. Log in again to see whether any reader " +
+      "would not stop when this serve halts.",
+    panel: null, // each panel's own sentence (data-while-signed-in)
+    who: "Not signed in: this console session has ended.",
+    button: "Log in again",
+    age: "none since the session ended",
+    announce: "The system's state is now unknown: logged out",
+  };
+  const REPLACED = {
+    cause: "Session replaced: this tab no longer receives the state, so the system may be running or " +
+      "halted. Reload to see it.",
+    fleet: "Unknown: this tab's session was replaced, it no longer receives the readers' reports.",
+    sources: "Readers of another source: unknown. Reload to see whether any reader " +
+      "would not stop when this serve halts.",
+    panel: "Unknown: this tab's session was replaced. Reload to see it.",
+    who: "Not signed in in this tab: its session was replaced. Reload to see who is signed in.",
+    button: "Reload",
+    age: "none since this tab's session was replaced",
+    announce: "The system's state is now unknown: this tab's session was replaced",
+  };
+  let gone = ENDED;
 
   function announce(text) {
     const el = $("announce");
@@ -106,7 +135,7 @@
 
   function tick() {
     const el = $("age");
-    if (loggedOut) { text(el, "none since the session ended"); return; }
+    if (loggedOut) { text(el, gone.age); return; }
     if (!ageBase) { text(el, "never"); return; }
     const ms = ageBase[0] + (performance.now() - ageBase[1]);
     text(el, (ms / 1000).toFixed(1) + " s ago");
@@ -167,6 +196,27 @@
     window.clearInterval(poll);
   }
 
+  // Another login in this browser (another tab, perhaps another person) replaced the cookie. Its
+  // answers are that session's, not this page's: the page must neither look live nor act, and must
+  // never name or act as whoever signed in there, until a reload shows who that is.
+  function sessionReplaced() {
+    if (loggedOut) { return; }
+    loggedOut = true;
+    gone = REPLACED;
+    loggedOutText = "This tab's session was replaced (signed in again in another tab, possibly as " +
+      "another person): reload to act. Until then this tab halts nothing; the other tab or an API token halts.";
+    showResult("SESSION REPLACED", loggedOutText, false);
+    renderUnknown();
+    disableActions("Session replaced: this tab can no longer halt or change anything. Reload to act.");
+    if (source) { source.close(); text($("live"), "(no live updates: session replaced)"); }
+    window.clearInterval(poll);
+    // "Log out" would end the other tab's session (the cookie is its): the button only reloads now.
+    const logout = document.querySelector("header form.logout");
+    if (logout) {
+      logout.addEventListener("submit", (event) => { event.preventDefault(); window.location.reload(); });
+    }
+  }
+
   // Fail closed: what the page no longer receives must not read as running, so the last known
   // state, the readers' counts and the targets' readings all give way to "unknown".
   function renderUnknown() {
@@ -175,17 +225,15 @@
     box.classList.add("is-unknown");
     text($("decision"), "UNKNOWN");
     document.title = "UNKNOWN · breakglass console";
-    text($("cause"), "Logged out: this page no longer receives the state, so the system may be running or " +
-      "halted. Log in again to see it.");
+    text($("cause"), gone.cause);
     tick();
-    text($("fleet-line"), "Unknown: logged out, this page no longer receives the readers' reports.");
+    text($("fleet-line"), gone.fleet);
     // Neither the last alarm nor the last all-clear: whether readers read another source is unknown now.
     const alarm = $("fleet-sources");
     if (alarm) {
       alarm.className = "notice";
       alarm.setAttribute("role", "status");
-      alarm.textContent = "Readers of another source: unknown. Log in again to see whether any reader " +
-        "would not stop when this serve halts.";
+      alarm.textContent = gone.sources;
       alarm.hidden = false;
     }
     for (const el of document.querySelectorAll("#targets td[data-label='Reads'], " +
@@ -198,14 +246,14 @@
       if (title && panel.dataset.title) { text(title, panel.dataset.title); }
       const note = document.createElement("p");
       note.className = "notice";
-      note.textContent = panel.dataset.whileSignedIn;
+      note.textContent = gone.panel || panel.dataset.whileSignedIn;
       panel.replaceChildren(...(title ? [title, note] : [note]));
     }
     const who = $("signed-in");
-    if (who) { who.textContent = "Not signed in: this console session has ended."; }
-    // The form still posts to /logout, which drops the dead cookie and leads to the login.
-    text(document.querySelector("header form.logout button"), "Log in again");
-    announce("The system's state is now unknown: logged out");
+    if (who) { who.textContent = gone.who; }
+    // Ended: the form still posts to /logout, which drops the dead cookie and leads to the login.
+    text(document.querySelector("header form.logout button"), gone.button);
+    announce(gone.announce);
   }
 
   // Every control the server would now refuse is disabled and says why; "Log out" (then in again) still works.
@@ -229,13 +277,22 @@
     const options = { credentials: "same-origin", headers: { Accept: "application/json" } };
     const r = await fetch("/v1/status", options);
     if (r.status === 401) { await sessionEnded(r); return; }
-    if (r.ok) { renderAll(await r.json()); }
+    if (r.ok) {
+      const answer = await r.json();
+      // Fail closed: an answer that names no session, or another one, is not this page's.
+      if (!mine || answer.session !== mine) { sessionReplaced(); return; }
+      renderAll(answer);
+    }
     const h = await fetch("/v1/suspensions?limit=20", options);
     if (h.ok) { renderHistory((await h.json()).suspensions); }
   }
 
   // Silence is the absence of news: no event announces it, so the readers' line is polled.
   const poll = window.setInterval(() => { refresh().catch(() => {}); }, 2000);
+  // Coming back to this tab (perhaps from the one that replaced its session): ask at once.
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") { refresh().catch(() => {}); }
+  });
 
   function connect() {
     source = new EventSource("/v1/events");
