@@ -110,3 +110,30 @@ def test_a_pipe_gets_plain_lines_and_changes_only_on_request(tmp_path: Path) -> 
     assert watcher.returncode == 0
     samples = [json.loads(line) for line in [*shown, *out.splitlines()]]
     assert [(s["active"], s["changed"]) for s in samples] == [(True, False), (False, True)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_watch_stops_on_a_signal_even_one_it_inherited_ignored(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """A shell's background job, or a parent that ignores Ctrl-C, hands SIGINT down ignored; Python
+    then raises no KeyboardInterrupt and a watch ran on for good. It stops, exit status 0."""
+    _cli(tmp_path, "resume", "--reason", "go")
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "breakglass", "watch", "--interval", "0.05", "--json"],
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
+    )
+    assert watcher.stdout is not None
+    try:
+        assert watcher.stdout.readline()
+        watcher.send_signal(sig)
+        out, _ = watcher.communicate(timeout=20)
+        assert watcher.returncode == 0
+        assert all(json.loads(line)["active"] for line in out.splitlines())
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.communicate()

@@ -572,20 +572,23 @@ def watch(ctx: _Context, interval: float, count: int, *, changes_only: bool, as_
     sample is a line, its second column 'changed' when the state differs from the sample
     before. Colour only on a terminal, never with NO_COLOR.
     """
+    from breakglass.stop_signals import StopSignals
     from breakglass.watch_view import WatchView
 
     view = WatchView(sys.stdout, _describe, as_json=as_json, changes_only=changes_only)
     try:
-        with _open(ctx, read_only=True) as bridge:
+        # Ctrl-C and SIGTERM end the loop between samples, never as an exception raised inside
+        # a lock the bridge's close then waits for; and they work where SIGINT came in ignored.
+        with StopSignals() as stop, _open(ctx, read_only=True) as bridge:
             bridge.engine.wait_for_confirmation(min(5.0, interval * 4))
             sampled, changes = 0, LastChangeFollower(bridge.settings)
-            while count == 0 or sampled < count:
+            while (count == 0 or sampled < count) and stop.received is None:
                 info = state_as_dict(bridge.engine.state, bridge)
                 info["last_change"] = changes.after(active=info["active"])
                 view.show(isoformat_ms(SYSTEM_CLOCK.now()), info)
                 sampled += 1
                 if count == 0 or sampled < count:
-                    time.sleep(interval)
+                    stop.sleep(interval)
     except BreakglassError as exc:
         _fail(exc)
     except KeyboardInterrupt:

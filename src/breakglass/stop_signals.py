@@ -17,6 +17,7 @@ import contextlib
 import os
 import select
 import signal
+import time
 from types import FrameType, TracebackType
 from typing import Self
 
@@ -27,7 +28,8 @@ class StopSignals:
     """Catches SIGTERM and SIGINT from construction until :meth:`close` (main thread only).
 
     Use as a context manager around the command's serving; :meth:`wait` returns
-    the signal that asked it to stop.
+    the signal that asked it to stop, :meth:`sleep` waits for one a while. Either
+    signal is caught even where the process inherited it ignored.
     """
 
     def __init__(self) -> None:
@@ -65,6 +67,19 @@ class StopSignals:
                 while os.read(self._read, 512):
                     pass
         return self.received
+
+    def sleep(self, seconds: float) -> bool:
+        """Wait up to ``seconds``; return ``True`` at once when SIGTERM or SIGINT arrived."""
+        deadline = time.monotonic() + seconds
+        while self.received is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            select.select([self._read], [], [], left)
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self._read, 512):
+                    pass
+        return self.received is not None
 
     def close(self) -> None:
         """Put the previous handlers and wake-up descriptor back."""
