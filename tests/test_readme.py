@@ -118,11 +118,17 @@ def _until_shown(line: str, cwd: Path, env: dict[str, str]) -> subprocess.Comple
         text=True,
     )
     assert proc.stdout is not None
-    # Ctrl-C once the first state is on the screen: a fixed wait interrupted a slow start instead.
-    first = proc.stdout.readline()
-    assert first, f"watch stopped by itself: {proc.communicate(timeout=30)[1]}"
-    proc.send_signal(signal.SIGINT)  # Ctrl-C
-    out, err = proc.communicate(timeout=30)
+    try:
+        # Ctrl-C once the first state is on the screen: a fixed wait interrupted a slow start instead.
+        first = proc.stdout.readline()
+        assert first, f"watch stopped by itself: {proc.communicate(timeout=30)[1]}"
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        out, err = proc.communicate(timeout=30)
+    finally:
+        # A watch left running by a failure here would fail a later test as a leaked pipe instead.
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
     assert proc.returncode == 0, err
     return subprocess.CompletedProcess(line, 0, first + out, err)
 

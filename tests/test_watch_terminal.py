@@ -102,11 +102,14 @@ def test_a_pipe_gets_plain_lines_and_changes_only_on_request(tmp_path: Path) -> 
         [*cmd, "--changes", "--json"], env=_env(tmp_path), stdout=subprocess.PIPE, text=True
     )
     assert watcher.stdout is not None
-    shown = [watcher.stdout.readline()]
-    _cli(tmp_path, "halt", "--reason", "stop")
-    shown.append(watcher.stdout.readline())
-    watcher.send_signal(signal.SIGINT)
-    out, _ = watcher.communicate(timeout=60)
+    try:
+        shown = [watcher.stdout.readline()]
+        _cli(tmp_path, "halt", "--reason", "stop")
+        shown.append(watcher.stdout.readline())
+        watcher.send_signal(signal.SIGINT)
+        out, _ = watcher.communicate(timeout=60)
+    finally:
+        _reap(watcher)
     assert watcher.returncode == 0
     samples = [json.loads(line) for line in [*shown, *out.splitlines()]]
     assert [(s["active"], s["changed"]) for s in samples] == [(True, False), (False, True)]
@@ -131,9 +134,15 @@ def test_watch_stops_on_a_signal_even_one_it_inherited_ignored(
         assert watcher.stdout.readline()
         watcher.send_signal(sig)
         out, _ = watcher.communicate(timeout=20)
-        assert watcher.returncode == 0
-        assert all(json.loads(line)["active"] for line in out.splitlines())
     finally:
-        if watcher.poll() is None:
-            watcher.kill()
-            watcher.communicate()
+        _reap(watcher)
+    assert watcher.returncode == 0
+    assert all(json.loads(line)["active"] for line in out.splitlines())
+
+
+def _reap(process: subprocess.Popen[str]) -> None:
+    """Kill a child a failed assertion left running and close its pipes: a leaked one fails a
+    later test of the same worker (ResourceWarning) instead of this one."""
+    if process.poll() is None:
+        process.kill()
+    process.communicate()
