@@ -237,6 +237,23 @@ def source(path: Path, clock: ManualClock, **options: float) -> RelaySource:
     )
 
 
+def watched(
+    path: Path,
+    reader: ChannelReader | None = None,
+    *,
+    max_staleness: float = 30.0,
+    silent_after: float = 2.0,
+) -> RelaySource:
+    """A worker's source as the plugin builds it: rung by inotify, on the real clocks."""
+    return RelaySource(
+        reader or ChannelReader(path),
+        flag_key=KEY,
+        max_staleness=max_staleness,
+        silent_after=silent_after,
+        watch=ChangeWatch(path, fallback=0.005),
+    )
+
+
 def feed(engine: StateEngine, src: RelaySource) -> None:
     obs = src.poll_once()
     assert obs is not None
@@ -510,13 +527,7 @@ def test_a_worker_takes_heartbeats_without_being_rung(writer: ChannelWriter, pat
     """Unrung heartbeats keep an active worker active (its own periodic read takes them), and
     when they stop the worker halts as silent: nothing but the heartbeats keeps it running."""
     writer.write(snap())
-    src = RelaySource(
-        ChannelReader(path),
-        flag_key=KEY,
-        max_staleness=1.0,
-        silent_after=0.6,
-        watch=ChangeWatch(path, fallback=0.005),
-    )
+    src = watched(path, max_staleness=1.0, silent_after=0.6)
     engine = StateEngine(KEY, [src], max_staleness=1.0)
     guard = Guard(engine)
     stop = threading.Event()
@@ -678,13 +689,7 @@ def test_a_rung_halt_refuses_before_the_checked_read(writer: ChannelWriter, path
     decision's moment is the early one, and the checked read still decides the cause."""
     writer.write(snap())
     reader = _Timed(path)
-    src = RelaySource(
-        reader,
-        flag_key=KEY,
-        max_staleness=30.0,
-        poll_interval=0.005,
-        watch=ChangeWatch(path, fallback=0.005),
-    )
+    src = watched(path, reader)
     engine = StateEngine(KEY, [src], max_staleness=30.0)
     reader.engine = engine
     engine.start()
@@ -719,13 +724,7 @@ def test_an_early_halt_names_the_cause_the_checked_read_will(
 ) -> None:
     """In the moment between the early halt and the checked read, the worker's state names the cause
     the read will: never the relay's own "closed" as if this worker's bridge were closed."""
-    src = RelaySource(
-        ChannelReader(path),
-        flag_key=KEY,
-        max_staleness=30.0,
-        poll_interval=0.005,
-        watch=ChangeWatch(path, fallback=0.005),
-    )
+    src = watched(path)
     early: list[Cause] = []
     seen: list[bool | object] = []
     src.on_halt_ahead(early.append)

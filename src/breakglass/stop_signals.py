@@ -62,24 +62,21 @@ class StopSignals:
         """Block until SIGTERM or SIGINT arrived; return its number."""
         while self.received is None:
             # Woken by the pipe at once; ``poll`` only bounds a wake-up byte lost to a full pipe.
-            select.select([self._read], [], [], poll)
-            with contextlib.suppress(BlockingIOError):
-                while os.read(self._read, 512):
-                    pass
+            self._pause(poll)
         return self.received
 
     def sleep(self, seconds: float) -> bool:
         """Wait up to ``seconds``; return ``True`` at once when SIGTERM or SIGINT arrived."""
         deadline = time.monotonic() + seconds
-        while self.received is None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            select.select([self._read], [], [], left)
-            with contextlib.suppress(BlockingIOError):
-                while os.read(self._read, 512):
-                    pass
+        while self.received is None and (left := deadline - time.monotonic()) > 0:
+            self._pause(left)
         return self.received is not None
+
+    def _pause(self, timeout: float) -> None:
+        select.select([self._read], [], [], timeout)
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._read, 512):
+                pass
 
     def close(self) -> None:
         """Put the previous handlers and wake-up descriptor back."""
